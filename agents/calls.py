@@ -1,0 +1,96 @@
+"""Call events → call-state table, hold timer → ticks → hold alerts. Wiring only.
+
+Decisions live in streamproc.detect.hold (what is a breach) and streamproc.processing
+(parsing, dead letters, metrics). This module reads and writes Kafka and the table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from streamproc import metrics
+from streamproc.processing import CallProcessor, DeadlineIndex, Step, tick_for
+
+from .app import alerts_topic, app, call_inputs, call_state, deadletter_topic, rules_file, settings, ticks_topic
+
+log = logging.getLogger("streamproc.worker")
+
+EVENTS_TOPIC = settings.topic("events")
+REBUILD_EVERY_S = 5.0
+
+
+def current_rules():
+    return rules_file
+
+
+processor = CallProcessor(
+    current_rules,
+    retention_s=settings.ended_call_retention_s,
+    events_topic=EVENTS_TOPIC,
+    ticks_topic=settings.topic("ticks"),
+)
+deadlines = DeadlineIndex(current_rules, settings.ended_call_retention_s)
+
+
+async def apply_step(step: Step, partition: int | None) -> None:
+    """Write the step's state to the table and send its alerts and dead letters."""
+    if step.call_id is not None:
+        if step.delete:
+            call_state.pop(step.call_id, None)
+        elif step.store is not None:
+            call_state[step.call_id] = step.store
+        if step.state is not None or step.delete:
+            deadlines.update(step.call_id, None if step.delete else step.state)
+    for alert in step.alerts:
+        # Same partition number as the call's events: co-located whatever partitioner the source used.
+        await alerts_topic.send(key=alert.call_id.encode(), value=alert.to_json_bytes(), partition=partition)
+        log.info("alert %s %s rule=%s call=%s id=%s", alert.severity.value, alert.kind.value, alert.rule_id, alert.call_id, alert.alert_id)
+    for letter in step.dead_letters:
+        await deadletter_topic.send(
+            key=letter.key.encode() if letter.key else None, value=letter.to_json_bytes(), partition=partition
+        )
+        log.warning("dead letter from %s[%s]@%s: %s", letter.source_topic, letter.partition, letter.offset, letter.reason.value)
+
+
+@app.agent(call_inputs)
+async def process_call_inputs(stream):
+    async for event in stream.events():
+        message = event.message
+        step = processor.process(
+            topic=message.topic,
+            key=message.key,
+            value=message.value,
+            load_state=call_state.get,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        await apply_step(step, message.partition)
+
+
+def owned_partitions() -> set[int]:
+    """Partitions of the events topic this worker actively owns (standby copies excluded)."""
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == EVENTS_TOPIC}
+
+
+_last_rebuild = {"at": 0.0, "generation": None}
+
+
+@app.timer(interval=settings.tick_interval_s)
+async def hold_timer() -> None:
+    now = time.time()
+    generation = app.consumer_generation_id
+    if generation != _last_rebuild["generation"] or now - _last_rebuild["at"] > REBUILD_EVERY_S:
+        # After recovery or a rebalance the table holds calls we have not processed ourselves.
+        deadlines.rebuild(list(call_state.items()))
+        _last_rebuild.update(at=now, generation=generation)
+    owned = owned_partitions()
+    for call_id, lateness in deadlines.due(now, owned.__contains__):
+        metrics.TICKS.inc()
+        metrics.TIMER_LAG.observe(max(0.0, lateness))
+        partition = deadlines.partition_of(call_id)
+        await ticks_topic.send(key=call_id.encode(), value=tick_for(call_id, now), partition=partition)
+    active, on_hold = deadlines.counts(owned.__contains__)
+    metrics.ACTIVE_CALLS.set(active)
+    metrics.CALLS_ON_HOLD.set(on_hold)
+

@@ -1,0 +1,34 @@
+"""Health endpoints on the worker's web server (the same server that serves /metrics).
+
+``/healthz``: the process is up. ``/ready``: partitions are assigned and the state
+table is recovered, so input is being processed (tests, the demo and orchestrators
+wait on it; /metrics answers earlier, before the consumer group has formed).
+"""
+
+from __future__ import annotations
+
+from faust import web
+
+from .app import app
+
+
+def readiness() -> dict:
+    recovery = app.tables.recovery
+    assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_actives())
+    return {
+        "recovered": recovery.completed.is_set(),
+        "rebalancing": bool(app.rebalancing),
+        "assigned_partitions": len(assigned),
+    }
+
+
+@app.page("/healthz")
+async def healthz(self: web.View, request: web.Request) -> web.Response:
+    return self.json({"status": "ok"})
+
+
+@app.page("/ready")
+async def ready(self: web.View, request: web.Request) -> web.Response:
+    state = readiness()
+    is_ready = state["recovered"] and not state["rebalancing"] and state["assigned_partitions"] > 0
+    return self.json(state | {"ready": is_ready}, status=200 if is_ready else 503)

@@ -1,0 +1,1 @@
+"""Detectors: one module per family, each a pure function or small state machine (input → alerts)."""

@@ -1,0 +1,123 @@
+"""Kafka housekeeping with kafka-python: topic creation and end offsets you can trust.
+
+Topics are created up front with one partition count for all of them, because a call's
+events, audio, transcripts and alerts must land on the same partition number (keyed by
+call id) so that one worker owns the call end to end, and because Tansu auto-creates a
+topic with 4 partitions on the first metadata request naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable
+
+from .config import TOPIC_NAMES, Settings
+
+log = logging.getLogger(__name__)
+
+
+def _admin(bootstrap: list[str] | str, settings: Settings | None = None):
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamproc-admin", **client_security(settings))
+
+
+def client_security(settings: Settings | None) -> dict:
+    """kafka-python keyword arguments for TLS/SASL, from the worker settings."""
+    if settings is None or settings.security_protocol == "PLAINTEXT":
+        return {}
+    options: dict = {"security_protocol": settings.security_protocol}
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password
+    if settings.ssl_cafile:
+        options["ssl_cafile"] = str(settings.ssl_cafile)
+    return options
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [settings.topic(name) for name in TOPIC_NAMES]
+
+
+def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: float = 20.0) -> dict[str, int]:
+    """Create every streamproc topic that does not exist yet; return {topic: partitions}.
+
+    Existing topics with a different partition count are reported loudly: co-partitioning
+    is what keeps a call on one worker, and partitions cannot be changed afterwards here.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = topic_names(settings) + list(extra)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = _admin(settings.bootstrap_servers, settings)
+            break
+        except Exception as exc:  # broker not up yet
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name, settings.partitions, settings.replication_factor) for name in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another worker raced us
+            log.info("created topics %s with %d partitions", missing, settings.partitions)
+        counts = {}
+        for description in admin.describe_topics(wanted):
+            counts[description.get("topic") or description["name"]] = len(description["partitions"])
+        mismatched = {name: count for name, count in counts.items() if count != settings.partitions}
+        if mismatched:
+            log.error(
+                "topics %s do not have the configured %d partitions: calls will not co-locate",
+                mismatched,
+                settings.partitions,
+            )
+        return counts
+    finally:
+        admin.close()
+
+
+def true_end_offsets(bootstrap: list[str] | str, partitions: Iterable, timeout_s: float = 5.0) -> dict:
+    """End offsets (next offset to be written) read from fetch-response high watermarks.
+
+    ``KafkaConsumer.end_offsets`` asks ListOffsets(latest); Tansu answers with the last
+    batch's base offset + 1, which undercounts when the last batch holds several records.
+    A fetch response carries the real high watermark on any broker, so this is correct on
+    Apache Kafka too.
+    """
+    from kafka import KafkaConsumer
+
+    partitions = list(partitions)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="streamproc-offsets")
+    try:
+        listed = consumer.end_offsets(partitions)
+        probe = [tp for tp in partitions if listed[tp] > 0]
+        result = dict(listed)
+        if probe:
+            consumer.assign(probe)
+            for tp in probe:
+                consumer.seek(tp, listed[tp] - 1)
+            deadline = time.monotonic() + timeout_s
+            pending = set(probe)
+            while pending and time.monotonic() < deadline:
+                records = consumer.poll(timeout_ms=200)
+                for tp, batch in records.items():
+                    if batch:
+                        result[tp] = max(result[tp], batch[-1].offset + 1)
+                for tp in list(pending):
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None:
+                        result[tp] = max(result[tp], highwater)
+                        pending.discard(tp)
+        return result
+    finally:
+        consumer.close()

@@ -1,0 +1,389 @@
+"""Every message on every streamproc topic, in one module.
+
+Wire format: UTF-8 JSON objects (audio is the exception: raw bytes with metadata in
+Kafka headers, see :class:`AudioFrameMeta`). Every message carries ``schema_version``;
+readers accept the versions listed in :data:`SUPPORTED_VERSIONS` and reject others
+with ``unsupported_version``. Unknown extra fields are ignored (tolerant reader), so
+producers may add fields without breaking us. Changes that remove or retype a field
+bump the version. docs/schemas.md is the human reference; ``streamproc schemas``
+prints the JSON Schema of each message.
+
+Times: ``ts`` / ``event_time`` are *event time* from the source (telephony clock);
+``*_at`` fields are wall-clock times taken by streamproc, used for latency measurement.
+Both are ISO 8601 with a timezone on the wire; epoch seconds are accepted on input.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from .errors import InputRejected, RejectReason
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+#: Namespace for deterministic alert ids (uuid5). Never change it: consumers dedupe on the ids.
+ALERT_ID_NAMESPACE = uuid.UUID("6f1d6c2e-2d43-4a8e-9a55-1c3b1f0e7a10")
+
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, use_enum_values=False)
+
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+# --------------------------------------------------------------------------- call events
+
+
+class EventType(StrEnum):
+    call_started = "call_started"
+    hold_started = "hold_started"
+    hold_ended = "hold_ended"
+    transferred = "transferred"
+    call_ended = "call_ended"
+
+
+class _CallEventBase(_Message):
+    event_id: Identifier | None = Field(
+        None, description="Unique id from the source; duplicates with the same id are dropped. Derived when absent."
+    )
+    call_id: Identifier
+    ts: AwareDatetime = Field(description="Event time from the telephony system.")
+    agent_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _derive_event_id(self) -> "_CallEventBase":
+        if self.event_id is None:
+            # Deterministic, so a re-sent event without an id is still recognised as a duplicate.
+            object.__setattr__(self, "event_id", f"{self.call_id}:{self.type}:{self.ts.timestamp():.6f}")
+        return self
+
+    @property
+    def ts_epoch(self) -> float:
+        return self.ts.timestamp()
+
+
+class CallStarted(_CallEventBase):
+    type: Literal["call_started"] = "call_started"
+    agent_id: Identifier
+    queue: Identifier
+    customer_id: Identifier | None = None
+    direction: Literal["inbound", "outbound"] = "inbound"
+
+
+class HoldStarted(_CallEventBase):
+    type: Literal["hold_started"] = "hold_started"
+    reason: str | None = Field(None, max_length=256)
+
+
+class HoldEnded(_CallEventBase):
+    type: Literal["hold_ended"] = "hold_ended"
+
+
+class Transferred(_CallEventBase):
+    type: Literal["transferred"] = "transferred"
+    to_agent_id: Identifier | None = None
+    to_queue: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _has_target(self) -> "Transferred":
+        if self.to_agent_id is None and self.to_queue is None:
+            raise ValueError("transferred needs to_agent_id or to_queue")
+        return self
+
+
+class CallEnded(_CallEventBase):
+    type: Literal["call_ended"] = "call_ended"
+    reason: str | None = Field(None, max_length=256)
+
+
+CallEvent = Annotated[
+    Union[CallStarted, HoldStarted, HoldEnded, Transferred, CallEnded],
+    Field(discriminator="type"),
+]
+CALL_EVENT_ADAPTER: TypeAdapter[CallEvent] = TypeAdapter(CallEvent)
+
+
+class Tick(_Message):
+    """Internal timer message (topic ``calls.ticks``): 'evaluate this call's deadlines at wall time ``at``'.
+
+    The hold timer cannot write the state table itself (Faust tables are written only
+    from stream processing), so it asks the events agent, which owns the call, to do it.
+    """
+
+    kind: Literal["tick"] = "tick"
+    call_id: Identifier
+    at: AwareDatetime
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+class Severity(StrEnum):
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+class AlertKind(StrEnum):
+    hold_breach = "hold_breach"  # one hold is longer than a threshold
+    cumulative_hold = "cumulative_hold"  # all holds of the call add up past a threshold
+    repeated_hold = "repeated_hold"  # the call was put on hold N times
+    rude_phrase = "rude_phrase"  # agent said something rude
+    customer_abuse = "customer_abuse"  # customer abusing the agent (welfare cue)
+    escalation = "escalation"  # manager request, cancel/churn, legal threat, repeat contact
+    negative_sentiment = "negative_sentiment"
+    raised_voice = "raised_voice"
+    dead_air = "dead_air"
+    crosstalk = "crosstalk"
+
+
+class Speaker(StrEnum):
+    agent = "agent"
+    customer = "customer"
+    unknown = "unknown"
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    text: str | None = Field(None, description="Matched or summarised text (may be redacted).")
+    speaker: Speaker | None = None
+    audio_start_s: float | None = Field(None, description="Start of the evidence, seconds into the call's audio.")
+    audio_end_s: float | None = None
+    value: float | None = Field(None, description="Measured value, e.g. seconds on hold.")
+    threshold: float | None = Field(None, description="The rule's threshold that value crossed.")
+    unit: str | None = None
+
+
+class Alert(_Message):
+    """One alert. ``alert_id`` is deterministic: the same breach always gets the same id."""
+
+    alert_id: str
+    call_id: Identifier
+    agent_id: str | None = None
+    queue: str | None = None
+    kind: AlertKind
+    rule_id: Identifier
+    severity: Severity
+    occurrence: int = Field(1, ge=0, description="Which occurrence of this rule in this call (e.g. hold number).")
+    title: str = Field(description="One human-readable line for dashboards.")
+    evidence: Evidence = Field(default_factory=Evidence)
+    event_time: AwareDatetime = Field(description="Event time at which the condition became true.")
+    detected_at: AwareDatetime = Field(description="Wall-clock time streamproc emitted the alert.")
+    source_received_at: AwareDatetime | None = Field(
+        None, description="Wall-clock time the triggering input reached streamproc (latency measurement)."
+    )
+
+    @staticmethod
+    def make_id(call_id: str, rule_id: str, occurrence: int) -> str:
+        return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{call_id}\x1f{rule_id}\x1f{occurrence}"))
+
+
+class AlertAck(_Message):
+    """A supervisor acknowledged an alert (topic ``calls.acks``)."""
+
+    alert_id: str
+    call_id: Identifier
+    acked_by: Identifier
+    acked_at: AwareDatetime = Field(default_factory=utcnow)
+    note: str | None = Field(None, max_length=1000)
+
+
+# --------------------------------------------------------------------------- transcripts
+
+
+class Word(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    word: str
+    start_s: float = Field(description="Seconds into the call's audio for this speaker.")
+    end_s: float
+    conf: float = Field(1.0, ge=0, le=1)
+
+
+class TranscriptSegment(_Message):
+    """A partial or final recognition result for one speaker of one call (topic ``calls.transcripts``).
+
+    Partials of an utterance share ``utterance`` and grow ``revision``; the final one has
+    ``is_final`` true and replaces them. ``segment_id`` is deterministic.
+    """
+
+    segment_id: str
+    call_id: Identifier
+    speaker: Speaker
+    utterance: int = Field(ge=0, description="Index of the utterance for this call and speaker.")
+    revision: int = Field(0, ge=0, description="Partial revision number within the utterance.")
+    is_final: bool
+    text: str = Field(max_length=20_000)
+    words: list[Word] = Field(default_factory=list)
+    start_s: float | None = None
+    end_s: float | None = None
+    confidence: float | None = Field(None, ge=0, le=1)
+    audio_received_at: AwareDatetime | None = Field(
+        None, description="Wall-clock time the newest audio in this result reached streamproc."
+    )
+    emitted_at: AwareDatetime = Field(default_factory=utcnow)
+    source: Literal["asr", "script"] = Field(
+        "asr", description="'asr' from the recogniser; 'script' when text was injected without ASR (demo)."
+    )
+
+    @staticmethod
+    def make_id(call_id: str, speaker: str, utterance: int, revision: int, is_final: bool) -> str:
+        return f"{call_id}/{speaker}/{utterance}/{'f' if is_final else revision}"
+
+
+TRANSCRIPT_ADAPTER: TypeAdapter[TranscriptSegment] = TypeAdapter(TranscriptSegment)
+
+
+# --------------------------------------------------------------------------- dead letters
+
+MAX_DEADLETTER_PAYLOAD = 64 * 1024
+
+
+class DeadLetter(_Message):
+    """A rejected input with the reason (topic ``calls.deadletter``). The original bytes are kept, bounded."""
+
+    reason: RejectReason
+    detail: str = Field(max_length=2000)
+    source_topic: str
+    partition: int | None = None
+    offset: int | None = None
+    key: str | None = None
+    payload_b64: str = Field(description="Original value, base64, at most 64 KiB.")
+    payload_size: int = Field(description="Size of the original value in bytes.")
+    truncated: bool = False
+    received_at: AwareDatetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def of(
+        cls,
+        rejection: InputRejected,
+        *,
+        source_topic: str,
+        payload: bytes | None,
+        key: bytes | str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> "DeadLetter":
+        payload = payload or b""
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        return cls(
+            reason=rejection.reason,
+            detail=rejection.detail[:2000],
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
+            key=key[:256] if key else None,
+            payload_b64=base64.b64encode(payload[:MAX_DEADLETTER_PAYLOAD]).decode("ascii"),
+            payload_size=len(payload),
+            truncated=len(payload) > MAX_DEADLETTER_PAYLOAD,
+        )
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _classify(error: ValidationError) -> InputRejected:
+    """Map a pydantic error to the most specific dead-letter reason, with a readable detail."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(root)"
+    kind = first["type"]
+    if kind in ("json_invalid", "json_type") or (kind == "model_type" and not first["loc"]):
+        return InputRejected(RejectReason.malformed_json, f"{first['msg']}")
+    if kind == "union_tag_invalid":
+        return InputRejected(RejectReason.unknown_event_type, f"unknown type {first.get('input', {}).get('type')!r}" if isinstance(first.get("input"), dict) else first["msg"])
+    if kind == "union_tag_not_found":
+        return InputRejected(RejectReason.missing_field, "missing field 'type'")
+    if kind == "missing":
+        return InputRejected(RejectReason.missing_field, f"missing field {where!r}")
+    details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
+    return InputRejected(RejectReason.invalid_field, details)
+
+
+def _check_version(obj: Any) -> None:
+    if isinstance(obj, dict) and "schema_version" in obj and obj["schema_version"] not in SUPPORTED_VERSIONS:
+        raise InputRejected(
+            RejectReason.unsupported_version,
+            f"schema_version {obj['schema_version']!r} not in {sorted(SUPPORTED_VERSIONS)}",
+        )
+
+
+def _load_json(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InputRejected(RejectReason.malformed_json, f"not valid UTF-8 JSON: {exc}"[:500]) from None
+
+
+def parse_call_event(raw: bytes | str) -> CallEvent:
+    """Parse and validate one call event; raise :class:`InputRejected` with a reason otherwise."""
+    obj = _load_json(raw)
+    if not isinstance(obj, dict):
+        raise InputRejected(RejectReason.malformed_json, f"expected a JSON object, got {type(obj).__name__}")
+    _check_version(obj)
+    try:
+        return CALL_EVENT_ADAPTER.validate_python(obj)
+    except ValidationError as exc:
+        raise _classify(exc) from None
+
+
+def parse_message(model: type[_Message], raw: bytes | str) -> Any:
+    """Parse any single-type message (ticks, transcripts, acks, alerts) with the same rejection rules."""
+    obj = _load_json(raw)
+    if not isinstance(obj, dict):
+        raise InputRejected(RejectReason.malformed_json, f"expected a JSON object, got {type(obj).__name__}")
+    _check_version(obj)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise _classify(exc) from None
+
+
+#: Messages documented in docs/schemas.md and printed by ``streamproc schemas``.
+DOCUMENTED_MESSAGES: dict[str, Any] = {
+    "calls.events": CALL_EVENT_ADAPTER,
+    "calls.alerts": TypeAdapter(Alert),
+    "calls.transcripts": TRANSCRIPT_ADAPTER,
+    "calls.acks": TypeAdapter(AlertAck),
+    "calls.deadletter": TypeAdapter(DeadLetter),
+    "calls.ticks": TypeAdapter(Tick),
+}

@@ -1,0 +1,50 @@
+"""Call events in, hold alerts out, through the real broker and a real worker process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import event, send
+
+pytestmark = pytest.mark.broker
+
+
+def alerts_for(values, call_id):
+    return [value for value in values if value["call_id"] == call_id]
+
+
+def test_hold_crossing_two_thresholds_alerts_while_still_on_hold(worker_factory, reader, producer):
+    worker = worker_factory()
+    alerts = reader(worker.topic("alerts"))
+    events = worker.topic("events")
+    send(producer, events, "call-1", event("call-1", "call_started", agent_id="agent-7", queue="billing", customer_id="c-9"))
+    hold_started = time.time()
+    send(producer, events, "call-1", event("call-1", "hold_started", ts=hold_started))
+
+    values = alerts.wait_for(lambda v: len(alerts_for(v, "call-1")) >= 2, timeout_s=15)
+    received_at = time.time()
+    call_alerts = alerts_for(values, "call-1")
+    assert [a["rule_id"] for a in call_alerts] == ["hold-warning", "hold-critical"]
+    assert [a["severity"] for a in call_alerts] == ["warning", "critical"]
+    assert all(a["kind"] == "hold_breach" and a["agent_id"] == "agent-7" and a["queue"] == "billing" for a in call_alerts)
+    # Both alerts arrive while the customer is still on hold: hold_ended has not been sent.
+
+    assert received_at - hold_started < 4 + 2.0
+    for alert, threshold in zip(call_alerts, (2, 4)):
+        detected = alert_time(alert["detected_at"])
+        crossed = alert_time(alert["event_time"])
+        assert crossed == pytest.approx(hold_started + threshold, abs=0.01)
+        assert 0 <= detected - crossed < 1.0, "alert should be emitted within a second of the threshold"
+    send(producer, events, "call-1", event("call-1", "hold_ended"))
+    send(producer, events, "call-1", event("call-1", "call_ended"))
+    time.sleep(1.5)
+    alerts.poll(300)
+    assert len(alerts_for(alerts.values(), "call-1")) == 2, "no more alerts after the hold ended"
+
+
+def alert_time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
