@@ -85,10 +85,17 @@ ticks_topic = app.topic(settings.topic("ticks"), key_type=bytes, value_type=byte
 call_inputs = app.topic(
     settings.topic("events"), settings.topic("ticks"), key_type=bytes, value_type=bytes, partitions=settings.partitions
 )
-alerts_topic = app.topic(settings.topic("alerts"), key_type=bytes, value_type=bytes, partitions=settings.partitions)
-deadletter_topic = app.topic(
-    settings.topic("deadletter"), key_type=bytes, value_type=bytes, partitions=settings.partitions
-)
+
+
+def _topic(name: str):
+    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
+
+
+audio_topic = _topic("audio")  # raw audio, metadata in headers (streamproc.schemas.AudioFrameMeta)
+transcripts_topic = _topic("transcripts")
+alerts_topic = _topic("alerts")
+acks_topic = _topic("acks")
+deadletter_topic = _topic("deadletter")
 
 call_state = app.Table(
     "call-state",

@@ -223,6 +223,95 @@ class AlertAck(_Message):
     note: str | None = Field(None, max_length=1000)
 
 
+# --------------------------------------------------------------------------- audio frames
+
+
+class AudioEncoding(StrEnum):
+    pcm16 = "pcm16"  # 16-bit signed little-endian linear PCM
+    mulaw = "mulaw"  # G.711 mu-law, 8 bits per sample
+    alaw = "alaw"  # G.711 A-law, 8 bits per sample
+
+
+class AudioLayout(StrEnum):
+    mono = "mono"  # one speaker per stream; the speaker header says who
+    agent_customer = "agent_customer"  # 2 channels interleaved: channel 0 agent, channel 1 customer
+
+
+AUDIO_HEADER_PREFIX = "sp-"
+MAX_AUDIO_FRAME_BYTES = 64_000  # 1 s of 16 kHz stereo PCM16 is 64,000 bytes
+
+
+class AudioFrameMeta(BaseModel):
+    """Metadata of one audio frame on ``calls.audio``. The record value is the raw audio bytes;
+    these fields travel as Kafka headers named ``sp-<field>`` (ASCII values), key = call id.
+
+    Why headers and not a JSON/base64 envelope: audio stays raw (no 33% base64 overhead,
+    no JSON parse of 64 KB per frame), metadata is readable without touching the payload,
+    and any Kafka client since 0.11 can write headers. docs/audio.md has the full contract.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    encoding: AudioEncoding
+    rate: Literal[8000, 16000]
+    channels: Literal[1, 2] = 1
+    layout: AudioLayout = AudioLayout.mono
+    speaker: Speaker | None = Field(None, description="Who speaks on a mono stream (agent or customer).")
+    stream: str = Field("main", min_length=1, max_length=64, description="Stream id within the call; seq counts per stream.")
+    seq: int = Field(ge=0, description="Frame number within the stream, from 0, no gaps.")
+    offset_ms: int | None = Field(None, ge=0, description="Start of this frame in the stream's audio timeline.")
+    sent_at_ms: int | None = Field(None, description="Wall-clock epoch ms when the producer sent the frame.")
+
+    @model_validator(mode="after")
+    def _consistent_layout(self) -> "AudioFrameMeta":
+        if self.layout is AudioLayout.agent_customer and self.channels != 2:
+            raise ValueError("layout agent_customer needs channels=2")
+        if self.layout is AudioLayout.mono and self.channels != 1:
+            raise ValueError("layout mono needs channels=1")
+        return self
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 2 if self.encoding is AudioEncoding.pcm16 else 1
+
+    def frame_bytes_for(self, duration_ms: int) -> int:
+        return self.rate * duration_ms // 1000 * self.bytes_per_sample * self.channels
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        values = self.model_dump(mode="json", exclude_none=True)
+        return [(f"{AUDIO_HEADER_PREFIX}{name}", str(value).encode("ascii")) for name, value in values.items()]
+
+    @classmethod
+    def from_headers(cls, headers) -> "AudioFrameMeta":
+        """Parse Kafka headers (list of (name, bytes) or a mapping); raise InputRejected(bad_audio_header)."""
+        items = headers.items() if hasattr(headers, "items") else (headers or [])
+        fields: dict[str, Any] = {}
+        for name, value in items:
+            if isinstance(name, bytes):
+                name = name.decode("latin-1")
+            if not name.startswith(AUDIO_HEADER_PREFIX):
+                continue
+            try:
+                fields[name[len(AUDIO_HEADER_PREFIX):]] = value.decode("ascii") if isinstance(value, bytes) else value
+            except UnicodeDecodeError:
+                raise InputRejected(RejectReason.bad_audio_header, f"header {name} is not ASCII") from None
+        if fields.get("encoding") not in (None, *AudioEncoding.__members__):
+            raise InputRejected(RejectReason.unknown_encoding, f"unknown audio encoding {fields['encoding']!r}")
+        for number in ("rate", "channels", "seq", "offset_ms", "sent_at_ms", "schema_version"):
+            if number in fields:
+                try:
+                    fields[number] = int(fields[number])
+                except ValueError:
+                    raise InputRejected(RejectReason.bad_audio_header, f"header sp-{number} is not an integer") from None
+        _check_version(fields)
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            rejection = _classify(exc)
+            raise InputRejected(RejectReason.bad_audio_header, rejection.detail) from None
+
+
 # --------------------------------------------------------------------------- transcripts
 
 
@@ -381,6 +470,7 @@ def parse_message(model: type[_Message], raw: bytes | str) -> Any:
 #: Messages documented in docs/schemas.md and printed by ``streamproc schemas``.
 DOCUMENTED_MESSAGES: dict[str, Any] = {
     "calls.events": CALL_EVENT_ADAPTER,
+    "calls.audio (headers)": TypeAdapter(AudioFrameMeta),
     "calls.alerts": TypeAdapter(Alert),
     "calls.transcripts": TRANSCRIPT_ADAPTER,
     "calls.acks": TypeAdapter(AlertAck),

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the Debian packages streamproc's demo and tests use, if any is missing:
+#   espeak-ng, sox  - synthesize and convert call audio
+#   prometheus      - promtool and a real Prometheus server for the metrics tests
+#   chromium        - the real browser the dashboard tests drive with Playwright
+set -euo pipefail
+need=()
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v sox >/dev/null || need+=(sox)
+command -v promtool >/dev/null || need+=(prometheus)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing system packages: ${need[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO=sudo; else
+    echo "please install as root: apt-get install -y ${need[*]}" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

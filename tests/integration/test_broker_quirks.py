@@ -1,0 +1,64 @@
+"""Pin the embedded broker's behaviour that shapes our design (see docs/broker.md).
+
+If a future Tansu fixes ListOffsets, the first test fails: then the fetch-based
+workaround (streamproc.kafka_admin.true_end_offsets, agents/compat.py) can go.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from streamproc.kafka_admin import true_end_offsets
+
+pytestmark = pytest.mark.broker
+
+
+def _batch_of_ten(broker, topic):
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=200, batch_size=1 << 20)
+    for i in range(10):
+        producer.send(topic, key=b"k", value=b"%d" % i, partition=0)
+    producer.flush()
+    producer.close()
+    return TopicPartition(topic, 0)
+
+
+def test_list_offsets_latest_returns_last_batch_base_plus_one(broker):
+    tp = _batch_of_ten(broker, "quirk-list-offsets")
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+    try:
+        assert consumer.end_offsets([tp])[tp] == 1, "Tansu reports base offset of the last batch + 1, not 10"
+        consumer.assign([tp])
+        consumer.seek_to_beginning()
+        records = []
+        for _ in range(20):
+            for batch in consumer.poll(200).values():
+                records += batch
+            if len(records) >= 10:
+                break
+        assert [r.offset for r in records] == list(range(10))
+        assert consumer.highwater(tp) == 10, "the fetch response carries the true high watermark"
+    finally:
+        consumer.close()
+
+
+def test_true_end_offsets_uses_the_fetch_high_watermark(broker):
+    tp = _batch_of_ten(broker, "quirk-true-end")
+    empty = TopicPartition("quirk-true-end-empty", 0)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic(empty.topic, 1, 1)])
+    admin.close()
+    assert true_end_offsets(broker.bootstrap, [tp, empty]) == {tp: 10, empty: 0}
+
+
+def test_metadata_request_auto_creates_topics_with_four_partitions(broker):
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    try:
+        # The producer asks for metadata naming the topic; the broker creates it on the spot.
+        assert producer.partitions_for("quirk-auto-created") == {0, 1, 2, 3}
+    finally:
+        producer.close()
