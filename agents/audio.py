@@ -1,0 +1,306 @@
+"""calls.audio → Vosk → calls.transcripts. Wiring only: streamproc.transcribe does the work.
+
+Ordering and concurrency: every call is pinned to one of ``transcription_threads``
+lanes (crc32 of the call id). A lane is an asyncio queue drained by one task that runs
+each frame on the lane's own single-thread executor, then sends the results. So one
+call's frames are decoded and its segments sent strictly in order, different calls
+decode in parallel (Vosk releases the GIL; so do the two channels of a stereo frame, on a
+shared channel pool), and the event loop never runs Vosk: timers
+(the hold timer) and Kafka heartbeats keep running under decode load.
+
+Records are acked (manual acks) only after their frame is processed, so the committed
+offset never passes audio that was not transcribed (Faust commits contiguous acks).
+
+Call end: the call-state table (written by agents/calls.py from calls.events; same
+partition number as the audio) says ``status: ended``; once no frame of the call has been
+read for END_DRAIN_S (decoding may lag behind the events), a timer finalises its sessions.
+A frame *sent* more than END_GRACE_S after the call's end is dead-lettered as ``call_ended``;
+a frame sent before it but read late is still transcribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from streamproc import metrics
+from streamproc.errors import InputRejected, RejectReason
+from streamproc.schemas import AudioFrameMeta, DeadLetter, TranscriptSegment, from_epoch
+from streamproc.transcribe import FrameResult, ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
+
+from .app import app, audio_topic, call_state, deadletter_topic, settings, transcripts_topic
+
+log = logging.getLogger("streamproc.audio")
+
+AUDIO_TOPIC = settings.topic("audio")
+LANE_QUEUE = 32  # frames buffered per lane before the agent waits (backpressure)
+RTF_WINDOW_AUDIO_S = 30.0
+# Audio sent up to this long after call_ended (event time) still belongs to the call: producers
+# flush their last chunk after the hang-up event.
+END_GRACE_S = 2.0
+# A call that ended is finalised after no frame of it was read for this long (its backlog drained).
+END_DRAIN_S = 1.0
+
+try:  # acoustic detection (detection helper); optional until it lands
+    from agents.detection import on_audio_features
+    from streamproc.detect.acoustic import AudioFeatures
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    on_audio_features = None
+    AudioFeatures = None
+    log.info("acoustic detection not available (%s); audio levels are not forwarded", exc)
+
+if settings.audio_enabled:
+    # Cheap check at import (the worker's start): a bad setting is one clear error, not one per frame.
+    MODEL_PATH = resolve_model_path(settings.vosk_model)
+
+
+@dataclass
+class _Job:
+    kind: str  # "frame" | "end" | "idle"
+    call_id: str
+    event: Any = None
+    received_at: float = 0.0
+    ended_wall: float | None = None  # wall-clock end of the call, when the call-state table says it ended
+
+
+class _State:
+    transcriber: Transcriber | None = None
+    ready: asyncio.Event | None = None
+    lanes: list[asyncio.Queue] = []
+    executors: list[ThreadPoolExecutor] = []
+    stream: Any = None
+    closing: set[str] = set()
+    partitions: dict[str, int] = {}  # call id → partition its audio arrives on (transcripts go there too)
+    last_frame_at: dict[str, float] = {}  # call id → wall time this worker last read one of its frames
+    rtf_window: collections.deque = collections.deque()
+
+
+state = _State()
+
+
+def lane_of(call_id: str) -> int:
+    return zlib.crc32(call_id.encode()) % len(state.lanes)
+
+
+async def _dead_letter(rejection: InputRejected, message) -> None:
+    metrics.DEAD_LETTERS.labels(rejection.reason.value).inc()
+    metrics.AUDIO_FRAMES.labels("rejected").inc()
+    if rejection.reason is RejectReason.session_limit:
+        metrics.SESSIONS_REJECTED.inc()
+    letter = DeadLetter.of(
+        rejection,
+        source_topic=message.topic,
+        payload=message.value,
+        key=message.key,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    await deadletter_topic.send(key=message.key, value=letter.to_json_bytes(), partition=message.partition)
+    log.warning("dead letter from %s[%s]@%s: %s %s", message.topic, message.partition, message.offset,
+                rejection.reason.value, rejection.detail)
+
+
+async def _send_segments(segments: list[TranscriptSegment], partition: int | None) -> None:
+    for segment in segments:
+        now = time.time()
+        segment = segment.model_copy(update={"emitted_at": from_epoch(now)})  # the moment it leaves, not when decoded
+        kind = "final" if segment.is_final else "partial"
+        metrics.TRANSCRIPT_SEGMENTS.labels(kind).inc()
+        if segment.audio_received_at is not None:
+            metrics.TRANSCRIPTION_LAG.labels(kind).observe(max(0.0, now - segment.audio_received_at.timestamp()))
+        await transcripts_topic.send(key=segment.call_id.encode(), value=segment.to_json_bytes(), partition=partition)
+
+
+def _record_work(meta: AudioFrameMeta, result: FrameResult) -> None:
+    channel_s = result.audio_s * meta.channels
+    metrics.AUDIO_FRAMES.labels("duplicate" if result.duplicate else "accepted").inc()
+    metrics.AUDIO_SECONDS.labels(meta.encoding.value).inc(channel_s)
+    metrics.DECODE_CPU_SECONDS.inc(result.cpu_s)
+    if result.gap_s:
+        metrics.AUDIO_GAP_SECONDS.inc(result.gap_s)
+    window = state.rtf_window
+    window.append((channel_s, result.cpu_s))
+    while len(window) > 1 and sum(a for a, _ in window) - window[0][0] >= RTF_WINDOW_AUDIO_S:
+        window.popleft()
+    audio_total = sum(a for a, _ in window)
+    if audio_total > 0:
+        metrics.REAL_TIME_FACTOR.set(sum(c for _, c in window) / audio_total)
+
+
+async def _forward_levels(call_id: str, result: FrameResult) -> None:
+    if on_audio_features is None or not result.levels:
+        return
+    features = [
+        AudioFeatures(
+            call_id=call_id, speaker=level.speaker, start_s=level.start_s, end_s=level.end_s,
+            rms_dbfs=level.rms_dbfs, speech=level.speech,
+        )
+        for level in result.levels
+    ]
+    try:
+        await on_audio_features(features)
+    except Exception:  # detection bugs must not stop transcription
+        log.exception("on_audio_features failed for call %s", call_id)
+
+
+async def _run_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+    message = job.event.message
+    transcriber = state.transcriber
+    try:
+        meta = AudioFrameMeta.from_headers(message.headers or [])
+        ended_segments: list[TranscriptSegment] = []
+        sent_wall = meta.sent_at_ms / 1000.0 if meta.sent_at_ms is not None else message.timestamp
+        if job.ended_wall is not None and sent_wall > job.ended_wall + END_GRACE_S:
+            # Sent after the call was over (not merely read late because decoding lags): flush, reject.
+            ended_segments = await loop.run_in_executor(executor, transcriber.end_call, job.call_id)
+            await _send_segments(ended_segments, message.partition)
+            raise InputRejected(
+                RejectReason.call_ended,
+                f"audio frame seq {meta.seq} sent {sent_wall - job.ended_wall:.1f} s after call_ended",
+            )
+        result: FrameResult = await loop.run_in_executor(
+            executor, transcriber.process_frame, job.call_id, meta, message.value or b"", job.received_at
+        )
+    except InputRejected as rejection:
+        await _dead_letter(rejection, message)
+        return
+    except Exception as exc:  # a bug must not stop the stream
+        log.exception("internal error on audio frame %s[%s]@%s", message.topic, message.partition, message.offset)
+        await _dead_letter(InputRejected(RejectReason.internal_error, f"{type(exc).__name__}: {exc}"[:500]), message)
+        return
+    _record_work(meta, result)
+    metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
+    await _send_segments(result.segments, message.partition)
+    await _forward_levels(job.call_id, result)
+
+
+async def _run_close(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+    transcriber = state.transcriber
+    try:
+        segments = await loop.run_in_executor(executor, lambda: transcriber.end_call(job.call_id, ended=job.kind == "end"))
+        metrics.SESSIONS_CLOSED.labels("call_ended" if job.kind == "end" else "idle").inc()
+        metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
+        partition = state.partitions.get(job.call_id)
+        if job.kind == "end":  # kept after an idle close: the call may resume
+            state.partitions.pop(job.call_id, None)
+            state.last_frame_at.pop(job.call_id, None)
+        await _send_segments(segments, partition)
+        log.info("closed transcription of call %s (%s): %d final segment(s)", job.call_id, job.kind, len(segments))
+    finally:
+        state.closing.discard(job.call_id)
+
+
+async def _lane(index: int) -> None:
+    queue = state.lanes[index]
+    executor = state.executors[index]
+    loop = asyncio.get_running_loop()
+    await state.ready.wait()
+    while True:
+        job: _Job = await queue.get()
+        try:
+            if job.kind == "frame":
+                await _run_frame(job, loop, executor)
+            else:
+                await _run_close(job, loop, executor)
+        except Exception:
+            log.exception("audio lane %d failed on %s job for call %s", index, job.kind, job.call_id)
+        finally:
+            if job.event is not None and state.stream is not None:
+                await state.stream.ack(job.event)
+
+
+def _ended_wall(call_id: str) -> float | None:
+    """Wall-clock time the call ended (its event time mapped by the call's clock offset), or None."""
+    stored = call_state.get(call_id)
+    if not isinstance(stored, dict) or stored.get("status") != "ended" or stored.get("ended_at") is None:
+        return None
+    return float(stored["ended_at"]) + float(stored.get("clock_offset_s") or 0.0)
+
+
+def _drained(call_id: str, now: float) -> bool:
+    """No frame of the call read for a while: audio produced before call_ended has been consumed."""
+    return now - state.last_frame_at.get(call_id, 0.0) >= END_DRAIN_S
+
+
+if settings.audio_enabled:
+
+    @app.task
+    async def start_transcription() -> None:
+        """Load the model off the event loop and start the lanes (once per worker process)."""
+        state.ready = asyncio.Event()
+        count = settings.transcription_threads
+        state.executors = [ThreadPoolExecutor(1, thread_name_prefix=f"vosk-{i}") for i in range(count)]
+        state.lanes = [asyncio.Queue(LANE_QUEUE) for _ in range(count)]
+        for index in range(count):
+            asyncio.ensure_future(_lane(index))
+        loop = asyncio.get_running_loop()
+        try:
+            model = await loop.run_in_executor(state.executors[0], load_model, MODEL_PATH)
+        except ModelError as exc:
+            log.error("%s", exc)
+            await app.crash(exc)
+            return
+        state.transcriber = Transcriber(
+            model,
+            TranscriberConfig(
+                max_sessions=settings.transcription_max_sessions,
+                idle_timeout_s=settings.transcription_idle_timeout_s,
+                partial_interval_s=settings.transcription_partial_interval_s,
+                partial_words=settings.transcription_partial_words,
+                max_gap_fill_s=settings.audio_max_gap_fill_s,
+            ),
+            channel_pool=ThreadPoolExecutor(count, thread_name_prefix="vosk-channel") if count > 1 else None,
+        )
+        state.ready.set()
+        metrics.TRANSCRIPTION_READY.set(1)
+        log.info("transcription ready: model %s, %d decoder thread(s), cap %d sessions",
+                 MODEL_PATH, count, settings.transcription_max_sessions)
+
+    @app.agent(audio_topic)
+    async def process_audio(stream):
+        state.stream = stream = stream.noack()
+        async for event in stream.events():
+            received_at = time.time()
+            message = event.message
+            if not message.key:
+                await _dead_letter(InputRejected(RejectReason.key_mismatch, "audio frames need key = call id"), message)
+                await stream.ack(event)
+                continue
+            call_id = message.key.decode("utf-8", "replace")
+            state.partitions[call_id] = message.partition
+            state.last_frame_at[call_id] = received_at
+            while not state.lanes:  # the start task has not run yet
+                await asyncio.sleep(0.05)
+            job = _Job("frame", call_id, event=event, received_at=received_at, ended_wall=_ended_wall(call_id))
+            await state.lanes[lane_of(call_id)].put(job)
+
+    @app.timer(interval=0.5)
+    async def close_sessions() -> None:
+        """Finalise sessions of calls that ended (call-state table) or went quiet (idle timeout)."""
+        transcriber = state.transcriber
+        if transcriber is None:
+            return
+        idle = transcriber.idle_calls()
+        now = time.time()
+        for call_id in transcriber.calls():
+            if call_id in state.closing:
+                continue
+            # A call that ended is finalised once its backlog of audio is drained, so audio sent before
+            # the hang-up is still transcribed when decoding lags behind the events.
+            ended = _ended_wall(call_id) is not None and _drained(call_id, now)
+            kind = "end" if ended else "idle" if call_id in idle else None
+            if kind is None:
+                continue
+            state.closing.add(call_id)
+            queue = state.lanes[lane_of(call_id)]
+            try:
+                queue.put_nowait(_Job(kind, call_id))
+            except asyncio.QueueFull:
+                state.closing.discard(call_id)  # lane busy: try again on the next tick
+        metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
