@@ -12,16 +12,12 @@ import time
 from streamproc import metrics
 from streamproc.processing import CallProcessor, DeadlineIndex, Step, tick_for
 
-from .app import alerts_topic, app, call_inputs, call_state, deadletter_topic, rules_file, settings, ticks_topic
+from .app import alerts_topic, app, call_inputs, call_state, current_rules, deadletter_topic, settings, ticks_topic
 
 log = logging.getLogger("streamproc.worker")
 
 EVENTS_TOPIC = settings.topic("events")
 REBUILD_EVERY_S = 5.0
-
-
-def current_rules():
-    return rules_file
 
 
 processor = CallProcessor(

@@ -8,15 +8,22 @@ the default set ships as ``streamproc/data/default_rules.yaml``.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import threading
+import time
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .schemas import Severity
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RULES_RESOURCE = "default_rules.yaml"
 DEMO_RULES_RESOURCE = "demo_rules.yaml"
@@ -95,9 +102,143 @@ class HoldRules(_Strict):
         return self
 
 
+# --------------------------------------------------------------------------- detection rules (docs/rules.md)
+
+
+class SpeakerTarget(StrEnum):
+    agent = "agent"
+    customer = "customer"
+    either = "either"
+
+    def allows(self, speaker: str) -> bool:
+        return self is SpeakerTarget.either or self.value == str(speaker)
+
+
+def _check_phrase(text: str) -> str:
+    from .detect.phrases import PhraseSyntaxError, compile_phrase
+
+    try:
+        compile_phrase(text)
+    except PhraseSyntaxError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+PhraseText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_check_phrase)]
+RuleId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class _DetectionRule(_Strict):
+    id: RuleId
+    severity: Severity
+    queues: tuple[str, ...] = Field((), description="Only calls in these queues; empty means every queue.")
+    cooldown_s: float = Field(30.0, ge=0, description="Audio seconds after an alert of this rule in which it stays quiet.")
+    enabled: bool = True
+
+    def applies_to_queue(self, queue: str | None) -> bool:
+        return not self.queues or (queue is not None and queue in self.queues)
+
+
+class PhraseRule(_DetectionRule):
+    """A lexicon: fires when a phrase is said by the targeted speaker (streamproc/detect/phrases.py syntax)."""
+
+    kind: Literal["rude_phrase", "customer_abuse", "escalation"]
+    category: str | None = Field(None, max_length=60, description="Free label, e.g. manager_request (shown in alerts).")
+    title: str | None = Field(None, max_length=200, description="Dashboard line; defaults from kind/category.")
+    speaker: SpeakerTarget = SpeakerTarget.either
+    phrases: tuple[PhraseText, ...] = Field(min_length=1)
+    fuzzy: bool = Field(True, description="Tolerate ASR misspellings of longer words.")
+    negation: bool = Field(False, description="Ignore matches preceded by a negation ('not going to cancel').")
+    fire_on: Literal["partial", "final"] = Field("partial", description="partial: fire on the first partial that matches.")
+
+
+class SentimentRule(_DetectionRule):
+    """Persistent negative sentiment: VADER compound scores over a rolling window of final utterances."""
+
+    speaker: SpeakerTarget = SpeakerTarget.customer
+    window: int = Field(4, ge=2, le=50, description="Utterances in the rolling window.")
+    min_utterances: int = Field(3, ge=1, description="Window fill needed before judging.")
+    threshold: float = Field(-0.3, ge=-1, le=1, description="Fire when the window's mean compound score is at or below.")
+    min_negative: int = Field(3, ge=1, description="...and at least this many utterances in it are negative.")
+    negative_below: float = Field(-0.05, ge=-1, le=1, description="A compound score at or below this is negative.")
+    max_trend: float | None = Field(
+        0.1, description="...and the least-squares slope of the scores (per utterance) is at most this (not recovering)."
+    )
+    min_words: int = Field(3, ge=1, description="Shorter utterances ('no', 'ok') are not scored.")
+    cooldown_s: float = 120.0
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SentimentRule":
+        if self.min_utterances > self.window or self.min_negative > self.window:
+            raise ValueError("min_utterances and min_negative must not exceed window")
+        return self
+
+
+class RaisedVoiceRule(_DetectionRule):
+    """Speech energy well above that speaker's own running baseline, sustained."""
+
+    speaker: SpeakerTarget = SpeakerTarget.either
+    above_baseline_db: float = Field(10.0, gt=0, le=60)
+    min_duration_s: float = Field(1.0, gt=0, le=30, description="Raised speech must last this long.")
+    baseline_min_speech_s: float = Field(5.0, ge=0, description="Speech needed before the baseline is trusted.")
+    baseline_window_s: float = Field(60.0, gt=0, description="Most recent normal speech that forms the baseline.")
+    cooldown_s: float = 60.0
+
+
+class DeadAirRule(_DetectionRule):
+    """Nobody speaks for ``after_s`` while the call is not on hold."""
+
+    after_s: float = Field(gt=0)
+    cooldown_s: float = 0.0
+
+
+class CrosstalkRule(_DetectionRule):
+    """Both speakers talk at once ``count`` times (each at least ``min_overlap_s``) within ``window_s``."""
+
+    count: int = Field(3, ge=1)
+    min_overlap_s: float = Field(0.5, gt=0)
+    window_s: float = Field(60.0, gt=0)
+    cooldown_s: float = 120.0
+
+
+class DetectionOptions(_Strict):
+    redact_profanity: bool = Field(True, description="Mask profanity in alert evidence text (f******).")
+    extra_profanity: tuple[str, ...] = Field((), description="More words to mask, e.g. in other languages.")
+
+
+class DetectionRules(_Strict):
+    options: DetectionOptions = DetectionOptions()
+    phrases: tuple[PhraseRule, ...] = ()
+    sentiment: tuple[SentimentRule, ...] = ()
+    raised_voice: tuple[RaisedVoiceRule, ...] = ()
+    dead_air: tuple[DeadAirRule, ...] = ()
+    crosstalk: tuple[CrosstalkRule, ...] = ()
+
+    def all_rules(self) -> list[_DetectionRule]:
+        return [*self.phrases, *self.sentiment, *self.raised_voice, *self.dead_air, *self.crosstalk]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "DetectionRules":
+        seen: set[str] = set()
+        for rule in self.all_rules():
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} is used twice (alert ids derive from it)")
+            seen.add(rule.id)
+        return self
+
+
 class RulesFile(_Strict):
     version: int = Field(1, description="Rules file format version.")
     hold: HoldRules = HoldRules()
+    detection: DetectionRules = DetectionRules()
+
+    @model_validator(mode="after")
+    def _detection_ids_differ_from_hold(self) -> "RulesFile":
+        hold_ids = {r.id for p in (self.hold.defaults, *self.hold.queues.values()) for r in (*(p.thresholds or ()), *(p.cumulative or ()), *(p.repeated or ()))}
+        clash = sorted(hold_ids & {r.id for r in self.detection.all_rules()})
+        if clash:
+            raise ValueError(f"detection rule ids {clash} are also hold rule ids")
+        return self
 
     @field_validator("version")
     @classmethod
@@ -188,3 +329,86 @@ def packaged_rules_text(name: str) -> str:
 
 def packaged_rules_path(name: str) -> Path:
     return Path(str(resources.files("streamproc.data").joinpath(name)))
+
+
+class RulesWatcher:
+    """The rules in force, re-read when the file changes (hot reload without a restart).
+
+    :meth:`check` is cheap (one ``stat``) and is called periodically by the worker. A changed
+    file is parsed in full; if it is invalid the error is logged with file/path/line, the
+    ``streamproc_rules_reloads_total{result="rejected"}`` counter goes up and the old rules
+    stay in force. The same bad content is reported once, not on every check.
+    """
+
+    def __init__(self, path: Path | str | None, rules: RulesFile | None = None, *, clock: Callable[[], float] = time.time):
+        from . import metrics
+
+        self._metrics = metrics
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.Lock()
+        self._signature = self._stat()
+        self._digest = self._read_digest()
+        self._rules = rules if rules is not None else load_rules(self.path)
+        self._rejected_digest: str | None = None
+        self.loaded_at = clock()
+        self._clock = clock
+        self.last_error: RulesError | None = None
+
+    def current(self) -> RulesFile:
+        return self._rules
+
+    def _stat(self):
+        if self.path is None:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return ("missing",)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _read_digest(self) -> str | None:
+        if self.path is None:
+            return None
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+
+    def check(self) -> bool:
+        """Reload if the file changed; True when new rules are now in force."""
+        if self.path is None:
+            return False
+        with self._lock:
+            signature = self._stat()
+            if signature == self._signature:
+                return False
+            self._signature = signature
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except OSError as exc:
+                return self._reject(RulesError(str(self.path), [RuleProblem("", f"cannot read file: {exc.strerror or exc}", None)]), None)
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            if digest == self._digest:
+                return False  # touched, not changed
+            try:
+                rules = parse_rules(text, str(self.path))
+            except RulesError as exc:
+                return self._reject(exc, digest)
+            self._rules = rules
+            self._digest = digest
+            self._rejected_digest = None
+            self.last_error = None
+            self.loaded_at = self._clock()
+            self._metrics.RULES_LOADED.set(self.loaded_at)
+            self._metrics.RULES_RELOADS.labels("ok").inc()
+            log.info("rules reloaded from %s", self.path)
+            return True
+
+    def _reject(self, error: RulesError, digest: str | None) -> bool:
+        self.last_error = error
+        if digest is not None and digest == self._rejected_digest:
+            return False
+        self._rejected_digest = digest
+        self._metrics.RULES_RELOADS.labels("rejected").inc()
+        log.error("rules file change rejected, the previous rules stay in force: %s", error)
+        return False

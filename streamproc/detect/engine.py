@@ -1,0 +1,418 @@
+"""Per-call detection: transcript segments and audio features in, alerts out. No Faust, no clock.
+
+The detection agent (agents/detection.py) feeds every :class:`TranscriptSegment` and every
+batch of :class:`AudioFeatures` here together with what the call-state table knows about
+the call (:class:`CallInfo`: queue, agent, on hold?) and the wall time.
+
+Partial vs final — the policy (docs/detection.md):
+
+* Phrase rules with ``fire_on: partial`` (the default) are matched on every partial, so an
+  alert goes out while the utterance is still being spoken. The k-th match of a rule in an
+  utterance is *one occurrence*: it fires once, on the first revision where it appears;
+  later partials and the final that still contain it confirm it silently. The final can
+  add matches (a k+1-th one fires), never duplicate one.
+* If the final no longer contains a match that fired on a partial, the alert is **not
+  retracted** (an alert already on a supervisor's screen that silently disappears is worse
+  than one that is slightly wrong); it is counted in
+  ``streamproc_detection_unconfirmed_total`` and logged. Rules that must not fire on a
+  guess use ``fire_on: final``.
+* Segments of an utterance that arrive after its final (re-delivery, reordering) are ignored.
+
+Alert ids are ``Alert.make_id(call, rule, occurrence)`` with an occurrence derived from the
+content (utterance number, speaker, match index; for acoustic cues the episode's start in
+deciseconds), so a re-processed input after a worker restart yields the same id and
+consumers dedupe it. Cooldowns are per call and rule, in audio seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from .. import metrics
+from ..rules import DetectionRules, PhraseRule, RulesFile
+from ..schemas import Alert, AlertKind, Evidence, Severity, Speaker, TranscriptSegment, from_epoch
+from .acoustic import AcousticHit, AcousticState, AudioFeatures
+from .escalation import ScoredUtterance, SentimentWindow, sentiment_score
+from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
+
+log = logging.getLogger(__name__)
+
+_SPEAKER_CODE = {Speaker.agent: 0, Speaker.customer: 1, Speaker.unknown: 2}
+MAX_MATCHES_PER_UTTERANCE = 64
+
+_KIND_LABEL = {
+    "rude_phrase": "Agent rudeness",
+    "customer_abuse": "Customer abuse towards the agent",
+    "escalation": "Escalation",
+}
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What the call-state table knows about a call (all optional: transcripts may come first)."""
+
+    queue: str | None = None
+    agent_id: str | None = None
+    on_hold: bool = False
+    started_at: float | None = None  # event time (epoch s) of call_started = audio time 0
+    ended: bool = False
+    partition: int | None = None
+
+
+@dataclass
+class TranscriptResult:
+    alerts: list[Alert] = field(default_factory=list)
+    unconfirmed: int = 0  # partial-fired matches missing from the final
+    ignored: bool = False  # late segment of an utterance already finalised
+
+
+@dataclass
+class _CallState:
+    handled: dict[tuple, int] = field(default_factory=dict)  # (speaker, utterance, rule) → matches handled
+    fired_on_partial: dict[tuple, int] = field(default_factory=dict)
+    finals: set[tuple] = field(default_factory=set)  # (speaker, utterance) finalised
+    last_fire: dict[str, float] = field(default_factory=dict)  # rule → audio time of last alert
+    sentiment: dict[str, SentimentWindow] = field(default_factory=dict)
+    acoustic: AcousticState = field(default_factory=AcousticState)
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    rule: PhraseRule
+    phrases: tuple[Phrase, ...]
+
+
+@dataclass(frozen=True)
+class _Spanned:
+    """Tokens of a segment plus, when known, the audio time of each token."""
+
+    text: str
+    tokens: list[Token]
+    times: list[tuple[float, float]] | None
+
+
+class DetectionEngine:
+    def __init__(
+        self,
+        rules: Callable[[], RulesFile],
+        *,
+        redact_pii: bool = False,
+        idle_evict_s: float = 3600.0,
+    ):
+        self._rules = rules
+        self.redact_pii = redact_pii
+        self.idle_evict_s = idle_evict_s
+        self._calls: dict[str, _CallState] = {}
+        self._compiled_for: DetectionRules | None = None
+        self._compiled: list[_Compiled] = []
+
+    # ------------------------------------------------------------------ housekeeping
+
+    @property
+    def call_count(self) -> int:
+        return len(self._calls)
+
+    def call_ids(self) -> list[str]:
+        return list(self._calls)
+
+    def idle_for(self, call_id: str, now: float) -> float:
+        state = self._calls.get(call_id)
+        return now - state.last_seen if state is not None else float("inf")
+
+    def forget(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+
+    def evict_idle(self, now: float) -> int:
+        stale = [cid for cid, st in self._calls.items() if now - st.last_seen > self.idle_evict_s]
+        for cid in stale:
+            del self._calls[cid]
+        return len(stale)
+
+    def _state(self, call_id: str, now: float) -> _CallState:
+        state = self._calls.get(call_id)
+        if state is None:
+            state = self._calls[call_id] = _CallState()
+        state.last_seen = now
+        return state
+
+    def _phrase_rules(self, detection: DetectionRules) -> list[_Compiled]:
+        if detection is not self._compiled_for:  # rules were (re)loaded
+            self._compiled = [
+                _Compiled(rule, tuple(compile_phrase(p) for p in rule.phrases)) for rule in detection.phrases if rule.enabled
+            ]
+            self._compiled_for = detection
+        return self._compiled
+
+    # ------------------------------------------------------------------ transcripts
+
+    def on_transcript(self, segment: TranscriptSegment, info: CallInfo | None, now: float) -> TranscriptResult:
+        info = info or CallInfo()
+        detection = self._rules().detection
+        state = self._state(segment.call_id, now)
+        utterance_key = (segment.speaker, segment.utterance)
+        if utterance_key in state.finals:
+            return TranscriptResult(ignored=True)
+        spanned = _spanned(segment)
+        result = TranscriptResult()
+        for compiled in self._phrase_rules(detection):
+            rule = compiled.rule
+            if not rule.speaker.allows(segment.speaker) or not rule.applies_to_queue(info.queue):
+                continue
+            if rule.fire_on == "final" and not segment.is_final:
+                continue
+            matches = find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation)
+            key = (segment.speaker, segment.utterance, rule.id)
+            handled = state.handled.get(key, 0)
+            for k, match in enumerate(matches[:MAX_MATCHES_PER_UTTERANCE]):
+                if k < handled:
+                    metrics.DETECTION_SUPPRESSED.labels("already_alerted").inc()
+                    continue
+                start, end = _times(spanned, segment, match.first, match.last)
+                if self._cooling(state, rule.id, rule.cooldown_s, start, now):
+                    metrics.DETECTION_SUPPRESSED.labels("cooldown").inc()
+                    continue
+                state.last_fire[rule.id] = start if start is not None else now
+                occurrence = (segment.utterance * 4 + _SPEAKER_CODE[segment.speaker]) * MAX_MATCHES_PER_UTTERANCE + k
+                text = self._evidence_text(spanned.text[spanned.tokens[match.first].start : spanned.tokens[match.last].end], detection)
+                label = _KIND_LABEL[rule.kind] + (f" ({rule.category.replace('_', ' ')})" if rule.category else "")
+                result.alerts.append(
+                    self._alert(
+                        segment.call_id, info, rule.id, AlertKind(rule.kind), rule.severity, occurrence,
+                        title=rule.title or f"{label}: {segment.speaker.value} said “{text}”",
+                        evidence=Evidence(text=text, speaker=segment.speaker, audio_start_s=start, audio_end_s=end),
+                        audio_end=end, received=_received(segment), now=now,
+                    )
+                )
+                if not segment.is_final:
+                    state.fired_on_partial[key] = state.fired_on_partial.get(key, 0) + 1
+            state.handled[key] = max(handled, min(len(matches), MAX_MATCHES_PER_UTTERANCE))
+            if segment.is_final:
+                fired = state.fired_on_partial.pop(key, 0)
+                if len(matches) < fired:
+                    result.unconfirmed += fired - len(matches)
+                    log.info("call %s rule %s: %d partial match(es) not in the final", segment.call_id, rule.id, fired - len(matches))
+                state.handled.pop(key, None)
+        if segment.is_final:
+            state.finals.add(utterance_key)
+            result.alerts += self._sentiment(segment, spanned, state, info, detection, now)
+        return result
+
+    def _sentiment(self, segment, spanned: _Spanned, state: _CallState, info: CallInfo, detection: DetectionRules, now: float) -> list[Alert]:
+        rules = [r for r in detection.sentiment if r.enabled and r.speaker.allows(segment.speaker) and r.applies_to_queue(info.queue)]
+        if not rules:
+            return []
+        alerts = []
+        score = None
+        for rule in rules:
+            if len(spanned.tokens) < rule.min_words:
+                continue
+            if score is None:
+                score = sentiment_score(segment.text)
+            window = state.sentiment.get(rule.id)
+            if window is None or window.rule != rule:  # new or changed by a reload
+                window = state.sentiment[rule.id] = SentimentWindow(rule)
+            verdict = window.add(ScoredUtterance(score, segment.text, segment.start_s, segment.end_s, segment.utterance))
+            if verdict is None:
+                continue
+            start = verdict.window[0].start_s
+            end = verdict.window[-1].end_s
+            if self._cooling(state, rule.id, rule.cooldown_s, end, now):
+                metrics.DETECTION_SUPPRESSED.labels("cooldown").inc()
+                continue
+            state.last_fire[rule.id] = end if end is not None else now
+            worst = min(verdict.window, key=lambda item: item.score)
+            text = self._evidence_text(worst.text, detection)
+            alerts.append(
+                self._alert(
+                    segment.call_id, info, rule.id, AlertKind.negative_sentiment, rule.severity,
+                    segment.utterance * 4 + _SPEAKER_CODE[segment.speaker],
+                    title=f"Negative sentiment ({segment.speaker.value}) over {len(verdict.window)} utterances, "
+                    f"mean {verdict.mean:+.2f}, trend {verdict.trend:+.2f}/utterance",
+                    evidence=Evidence(
+                        text=text, speaker=segment.speaker, audio_start_s=start, audio_end_s=end,
+                        value=round(verdict.mean, 3), threshold=rule.threshold, unit="vader_compound",
+                    ),
+                    audio_end=end, received=_received(segment), now=now,
+                )
+            )
+        return alerts
+
+    # ------------------------------------------------------------------ audio features
+
+    def on_features(
+        self, features: Iterable[AudioFeatures], info_for: Callable[[str], CallInfo | None], now: float
+    ) -> list[Alert]:
+        detection = self._rules().detection
+        if not (detection.raised_voice or detection.dead_air or detection.crosstalk):
+            return []
+        by_call: dict[str, list[AudioFeatures]] = {}
+        for feature in features:
+            by_call.setdefault(feature.call_id, []).append(feature)
+        alerts: list[Alert] = []
+        for call_id, frames in by_call.items():
+            info = info_for(call_id) or CallInfo()
+            state = self._state(call_id, now)
+
+            def pick(rules):
+                return tuple(r for r in rules if r.enabled and r.applies_to_queue(info.queue))
+
+            hits = state.acoustic.update(
+                frames,
+                raised=pick(detection.raised_voice),
+                dead_air=pick(detection.dead_air),
+                crosstalk=pick(detection.crosstalk),
+                on_hold=info.on_hold,
+            )
+            severity = {r.id: r.severity for r in detection.all_rules()}
+            for hit in hits:
+                alerts.append(self._acoustic_alert(call_id, info, hit, severity[hit.rule_id], now))
+        return alerts
+
+    def _acoustic_alert(self, call_id: str, info: CallInfo, hit: AcousticHit, severity: Severity, now: float) -> Alert:
+        return self._alert(
+            call_id, info, hit.rule_id, AlertKind(hit.kind), severity, hit.occurrence, title=hit.title,
+            evidence=Evidence(
+                speaker=hit.speaker, audio_start_s=round(hit.start_s, 3), audio_end_s=round(hit.end_s, 3),
+                value=hit.value, threshold=hit.threshold, unit=hit.unit,
+            ),
+            audio_end=hit.end_s, received=now, now=now,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _cooling(state: _CallState, rule_id: str, cooldown_s: float, at: float | None, now: float) -> bool:
+        last = state.last_fire.get(rule_id)
+        if last is None or cooldown_s <= 0:
+            return False
+        return (at if at is not None else now) - last < cooldown_s
+
+    def _evidence_text(self, text: str, detection: DetectionRules) -> str:
+        if detection.options.redact_profanity:
+            text = redact_profanity(text, detection.options.extra_profanity)
+        if self.redact_pii:
+            from ..redact import redact
+
+            text = redact(text)
+        return text[:500]
+
+    @staticmethod
+    def _alert(call_id, info: CallInfo, rule_id, kind, severity, occurrence, *, title, evidence, audio_end, received, now) -> Alert:
+        if info.started_at is not None and audio_end is not None:
+            event_time = info.started_at + audio_end
+        else:
+            event_time = now
+        metrics.ALERTS.labels(kind.value, severity.value).inc()
+        if received is not None:
+            metrics.ALERT_LATENCY.labels(kind.value).observe(max(0.0, now - received))
+        return Alert(
+            alert_id=Alert.make_id(call_id, rule_id, occurrence),
+            call_id=call_id,
+            agent_id=info.agent_id,
+            queue=info.queue,
+            kind=kind,
+            rule_id=rule_id,
+            severity=severity,
+            occurrence=occurrence,
+            title=title[:300],
+            evidence=evidence,
+            event_time=from_epoch(event_time),
+            detected_at=from_epoch(now),
+            source_received_at=from_epoch(received) if received is not None else None,
+        )
+
+
+def _received(segment: TranscriptSegment) -> float | None:
+    moment = segment.audio_received_at or segment.emitted_at
+    return moment.timestamp() if moment is not None else None
+
+
+def _spanned(segment: TranscriptSegment) -> _Spanned:
+    """Tokens of the segment text; word timings attached when the recogniser's words line up."""
+    text = normalize_text(segment.text)
+    tokens = tokenize(text)
+    if not segment.words:
+        return _Spanned(text, tokens, None)
+    per_word = [(w, tokenize(w.word)) for w in segment.words]
+    times = [(w.start_s, w.end_s) for w, toks in per_word for _ in toks]
+    if len(times) == len(tokens):
+        return _Spanned(text, tokens, times)
+    text = " ".join(w.word for w in segment.words)  # text and words disagree: trust the words
+    return _Spanned(text, tokenize(text), times if len(times) == len(tokenize(text)) else None)
+
+
+def _times(spanned: _Spanned, segment: TranscriptSegment, first: int, last: int) -> tuple[float | None, float | None]:
+    if spanned.times is not None:
+        return round(spanned.times[first][0], 3), round(spanned.times[last][1], 3)
+    return segment.start_s, segment.end_s  # partials carry no word timings: the utterance so far
+
+
+@dataclass
+class RecordOutcome:
+    """What the detection agent must send after one record of ``calls.transcripts``."""
+
+    call_id: str | None
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list = field(default_factory=list)
+    stage: str = "rejected"  # partial | final | ignored | rejected
+
+
+def process_transcript_record(
+    engine: DetectionEngine,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    info_for: Callable[[str], CallInfo | None],
+    now: float,
+    topic: str,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> RecordOutcome:
+    """Parse one transcript record, run the detectors; bad input becomes a dead letter, never an exception."""
+    from ..errors import InputRejected, RejectReason
+    from ..schemas import parse_message
+
+    try:
+        segment: TranscriptSegment = parse_message(TranscriptSegment, value or b"")
+        key_text = key.decode("utf-8", "replace") if key is not None else None
+        if key_text != segment.call_id:
+            raise InputRejected(
+                RejectReason.key_mismatch, f"record key {key_text!r} must equal call_id {segment.call_id!r}"
+            )
+        result = engine.on_transcript(segment, info_for(segment.call_id), now)
+    except InputRejected as rejection:
+        return _rejected(rejection, key, value, topic, partition, offset)
+    except Exception as exc:  # a detector bug must not stop the stream
+        log.exception("internal error detecting on %s[%s]@%s", topic, partition, offset)
+        return _rejected(InputRejected(RejectReason.internal_error, f"{type(exc).__name__}: {exc}"[:500]), key, value, topic, partition, offset)
+    if result.unconfirmed:
+        metrics.DETECTION_UNCONFIRMED.inc(result.unconfirmed)
+    stage = "ignored" if result.ignored else "final" if segment.is_final else "partial"
+    return RecordOutcome(segment.call_id, result.alerts, [], stage)
+
+
+def _rejected(rejection, key, value, topic, partition, offset) -> RecordOutcome:
+    from ..schemas import DeadLetter
+
+    metrics.DEAD_LETTERS.labels(rejection.reason.value).inc()
+    letter = DeadLetter.of(rejection, source_topic=topic, payload=value, key=key, partition=partition, offset=offset)
+    call_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else None
+    return RecordOutcome(call_id, [], [letter], "rejected")
+
+
+def call_info_from_state(stored) -> CallInfo | None:
+    """CallInfo from a call-state table value (streamproc.detect.hold.CallState as JSON)."""
+    if not isinstance(stored, dict):
+        return None
+    status = stored.get("status")
+    return CallInfo(
+        queue=stored.get("queue"),
+        agent_id=stored.get("agent_id"),
+        on_hold=status == "on_hold",
+        started_at=stored.get("started_at"),
+        ended=status == "ended",
+        partition=stored.get("partition"),
+    )
