@@ -338,8 +338,12 @@ class WavAudio:
     data: bytes
 
     @property
+    def bytes_per_frame(self) -> int:  # one sample of every channel
+        return bytes_per_sample(self.encoding) * self.channels
+
+    @property
     def duration_s(self) -> float:
-        return len(self.data) / (bytes_per_sample(self.encoding) * self.channels * self.rate)
+        return len(self.data) / self.bytes_per_frame / self.rate
 
 
 _WAV_FORMATS = {1: AudioEncoding.pcm16, 6: AudioEncoding.alaw, 7: AudioEncoding.mulaw}
@@ -368,11 +372,15 @@ def read_wav(path) -> WavAudio:
     if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag starts the sub-format GUID
         tag = struct.unpack("<H", fmt[24:26])[0]
     encoding = _WAV_FORMATS.get(tag)
-    if encoding is None or (encoding is AudioEncoding.pcm16 and bits != 16) or (encoding is not AudioEncoding.pcm16 and bits != 8):
-        raise ValueError(f"{path}: format tag {tag} with {bits} bits is not 16-bit PCM, A-law or μ-law "
-                         f"(convert: sox IN.wav -e signed -b 16 OUT.wav)")
-    if rate not in (8000, 16000) or channels not in (1, 2):
-        raise ValueError(f"{path}: {rate} Hz × {channels} channels; 8000/16000 Hz mono or stereo only "
-                         f"(convert: sox IN.wav -r 16000 OUT.wav)")
+    if encoding is None:
+        raise ValueError(f"{path}: WAV format tag {tag} is not supported (PCM16, A-law or μ-law)")
+    if encoding is AudioEncoding.pcm16 and bits != 16:
+        raise ValueError(f"{path}: {bits}-bit PCM is not supported; convert with: sox IN -b 16 OUT.wav")
+    if encoding is not AudioEncoding.pcm16 and bits != 8:
+        raise ValueError(f"{path}: {bits}-bit G.711 is not supported; G.711 samples are 8-bit")
+    if rate not in (8000, 16000):
+        raise ValueError(f"{path}: sample rate {rate} is not supported (8000 or 16000); convert with: sox IN -r 16000 OUT.wav")
+    if channels not in (1, 2):
+        raise ValueError(f"{path}: {channels} channels; mono or stereo (agent left, customer right) only")
     width = bytes_per_sample(encoding) * channels
     return WavAudio(encoding, rate, channels, data[: len(data) - len(data) % width])

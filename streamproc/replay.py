@@ -18,15 +18,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .audio import WavAudio, read_wav as audio_read_wav
 from .schemas import (
-    AudioEncoding,
     AudioFrameMeta,
     AudioLayout,
     CALL_EVENT_ADAPTER,
@@ -35,7 +34,6 @@ from .schemas import (
     from_epoch,
 )
 
-WAVE_FORMATS = {1: AudioEncoding.pcm16, 6: AudioEncoding.alaw, 7: AudioEncoding.mulaw}
 MIN_CHUNK_MS, MAX_CHUNK_MS = 20, 1000
 
 
@@ -43,53 +41,12 @@ class ReplayError(ValueError):
     """A recording that cannot be replayed (unsupported WAV, bad events file)."""
 
 
-@dataclass(frozen=True)
-class WavAudio:
-    data: bytes
-    encoding: AudioEncoding
-    rate: int
-    channels: int
-
-    @property
-    def bytes_per_frame(self) -> int:  # one sample of every channel
-        return (2 if self.encoding is AudioEncoding.pcm16 else 1) * self.channels
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.data) / self.bytes_per_frame / self.rate
-
-
 def read_wav(path: Path) -> WavAudio:
-    """Parse a RIFF/WAVE file with PCM16, A-law or μ-law data (the stdlib ``wave`` reads PCM only)."""
-    raw = Path(path).read_bytes()
-    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        raise ReplayError(f"{path}: not a RIFF/WAVE file")
-    position, fmt, data = 12, None, None
-    while position + 8 <= len(raw):
-        chunk_id, size = raw[position:position + 4], struct.unpack("<I", raw[position + 4:position + 8])[0]
-        body = raw[position + 8:position + 8 + size]
-        if chunk_id == b"fmt ":
-            fmt = body
-        elif chunk_id == b"data":
-            data = body
-        position += 8 + size + (size & 1)
-    if fmt is None or data is None or len(fmt) < 16:
-        raise ReplayError(f"{path}: missing fmt or data chunk")
-    tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", fmt[:16])
-    if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag starts the sub-format GUID
-        tag = struct.unpack("<H", fmt[24:26])[0]
-    encoding = WAVE_FORMATS.get(tag)
-    if encoding is None:
-        raise ReplayError(f"{path}: WAV format tag {tag} is not supported (PCM16, A-law or μ-law)")
-    if encoding is AudioEncoding.pcm16 and bits != 16:
-        raise ReplayError(f"{path}: {bits}-bit PCM is not supported; convert with: sox IN -b 16 OUT.wav")
-    if rate not in (8000, 16000):
-        raise ReplayError(f"{path}: sample rate {rate} is not supported (8000 or 16000); convert with: sox IN -r 16000 OUT.wav")
-    if channels not in (1, 2):
-        raise ReplayError(f"{path}: {channels} channels; mono or stereo (agent left, customer right) only")
-    audio = WavAudio(data, encoding, rate, channels)
-    usable = len(data) - len(data) % audio.bytes_per_frame
-    return WavAudio(data[:usable], encoding, rate, channels)
+    """Parse a WAV of PCM16, A-law or μ-law (streamproc.audio.read_wav) with replay's error type."""
+    try:
+        return audio_read_wav(path)
+    except ValueError as exc:
+        raise ReplayError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- recorded call
