@@ -14,7 +14,7 @@ offset never passes audio that was not transcribed (Faust commits contiguous ack
 Call end: the call-state table (written by agents/calls.py from calls.events; same
 partition number as the audio) says ``status: ended``; once no frame of the call has been
 read for END_DRAIN_S (decoding may lag behind the events), a timer finalises its sessions.
-A frame *sent* more than END_GRACE_S after the call's end is dead-lettered as ``call_ended``;
+A frame *sent* more than CALL_END_GRACE_S after the call's end is dead-lettered as ``call_ended``;
 a frame sent before it but read late is still transcribed.
 """
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamproc import metrics
+from streamproc.audio import CALL_END_GRACE_S
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.schemas import AudioFrameMeta, DeadLetter, TranscriptSegment, from_epoch
 from streamproc.transcribe import FrameResult, ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
@@ -41,9 +42,6 @@ log = logging.getLogger("streamproc.audio")
 AUDIO_TOPIC = settings.topic("audio")
 LANE_QUEUE = 32  # frames buffered per lane before the agent waits (backpressure)
 RTF_WINDOW_AUDIO_S = 30.0
-# Audio sent up to this long after call_ended (event time) still belongs to the call: producers
-# flush their last chunk after the hang-up event.
-END_GRACE_S = 2.0
 # A call that ended is finalised after no frame of it was read for this long (its backlog drained).
 END_DRAIN_S = 1.0
 
@@ -156,7 +154,7 @@ async def _run_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: Threa
         meta = AudioFrameMeta.from_headers(message.headers or [])
         ended_segments: list[TranscriptSegment] = []
         sent_wall = meta.sent_at_ms / 1000.0 if meta.sent_at_ms is not None else message.timestamp
-        if job.ended_wall is not None and sent_wall > job.ended_wall + END_GRACE_S:
+        if job.ended_wall is not None and sent_wall > job.ended_wall + CALL_END_GRACE_S:
             # Sent after the call was over (not merely read late because decoding lags): flush, reject.
             ended_segments = await loop.run_in_executor(executor, transcriber.end_call, job.call_id)
             await _send_segments(ended_segments, message.partition)

@@ -220,6 +220,11 @@ class _StreamState:
     duplicates: int = 0
 
 
+# Audio sent up to this long after call_ended (event time) still belongs to the call: producers
+# flush their last chunk after the hang-up event.
+CALL_END_GRACE_S = 2.0
+
+
 @dataclass
 class StreamTracker:
     """Per-call, per-stream validation and sequence tracking. Thread-safe.
