@@ -32,6 +32,7 @@ from typing import Any
 from streamproc import metrics
 from streamproc.audio import CALL_END_GRACE_S
 from streamproc.errors import InputRejected, RejectReason
+from streamproc.redact import redact_segment
 from streamproc.schemas import AudioFrameMeta, DeadLetter, TranscriptSegment, from_epoch
 from streamproc.transcribe import FrameResult, ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
 
@@ -108,6 +109,8 @@ async def _send_segments(segments: list[TranscriptSegment], partition: int | Non
     for segment in segments:
         now = time.time()
         segment = segment.model_copy(update={"emitted_at": from_epoch(now)})  # the moment it leaves, not when decoded
+        if settings.redact_transcripts:  # before it leaves the worker: nothing downstream sees the PII
+            segment = redact_segment(segment)
         kind = "final" if segment.is_final else "partial"
         metrics.TRANSCRIPT_SEGMENTS.labels(kind).inc()
         if segment.audio_received_at is not None:

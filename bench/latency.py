@@ -237,7 +237,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=4)
-    parser.add_argument("--partial-interval", type=float, default=0.5, help="STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S")
+    parser.add_argument(
+        "--partial-interval", type=float, help="STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S",
+        default=Settings.model_fields["transcription_partial_interval_s"].default,
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--experiment-no-partial-words", action="store_true",
                         help="what-if: the worker's Vosk recognisers run without SetPartialWords (partials lose word timings)")

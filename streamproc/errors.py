@@ -23,6 +23,7 @@ class RejectReason(StrEnum):
     unknown_encoding = "unknown_encoding"
     odd_byte_count = "odd_byte_count"
     sample_rate_changed = "sample_rate_changed"
+    format_changed = "format_changed"  # encoding or channel count changed mid-stream
     oversize_frame = "oversize_frame"
     session_limit = "session_limit"
     # anything unexpected inside the worker: still dead-lettered, never a crash

