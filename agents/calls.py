@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 
+from faust.types import TP
+
 from streamproc import metrics
 from streamproc.processing import CallProcessor, DeadlineIndex, Step, tick_for
 
@@ -17,6 +19,7 @@ from .app import alerts_topic, app, call_inputs, call_state, current_rules, dead
 log = logging.getLogger("streamproc.worker")
 
 EVENTS_TOPIC = settings.topic("events")
+TICKS_TOPIC = settings.topic("ticks")
 REBUILD_EVERY_S = 5.0
 
 
@@ -24,7 +27,7 @@ processor = CallProcessor(
     current_rules,
     retention_s=settings.ended_call_retention_s,
     events_topic=EVENTS_TOPIC,
-    ticks_topic=settings.topic("ticks"),
+    ticks_topic=TICKS_TOPIC,
 )
 deadlines = DeadlineIndex(current_rules, settings.ended_call_retention_s)
 
@@ -53,6 +56,13 @@ async def apply_step(step: Step, partition: int | None) -> None:
 async def process_call_inputs(stream):
     async for event in stream.events():
         message = event.message
+        if message.topic == TICKS_TOPIC and not events_delivered(message.partition):
+            # Events of this partition fetched with (or before) the tick are not processed yet: one may
+            # be the hold_ended that makes the tick moot. Set the tick aside; the timer sends another.
+            metrics.TICKS_DEFERRED.inc()
+            if message.key:
+                deadlines.retick(message.key.decode("utf-8", "replace"))
+            continue
         step = processor.process(
             topic=message.topic,
             key=message.key,
@@ -62,6 +72,27 @@ async def process_call_inputs(stream):
             offset=message.offset,
         )
         await apply_step(step, message.partition)
+        if message.topic == EVENTS_TOPIC:
+            events_processed_upto[message.partition] = message.offset + 1
+
+
+#: partition → next offset of calls.events this worker has processed (not just fetched).
+events_processed_upto: dict[int, int] = {}
+
+
+def events_delivered(partition: int) -> bool:
+    """Every call event of this partition the broker had at our last fetch has been processed.
+
+    A tick is only safe once that holds: after a takeover (or under a backlog) a hold_ended may
+    still wait in calls.events, or sit behind the tick in the stream, and processing the tick
+    first would fire a breach that never happened in event time.
+    """
+    tp = TP(EVENTS_TOPIC, partition)
+    highwater = app.consumer.highwater(tp)  # from the last fetch response
+    if highwater is None:  # nothing fetched since the assignment yet
+        return False
+    committed = app.consumer._committed_offset.get(tp) or 0  # covers events another owner processed
+    return max(events_processed_upto.get(partition, 0), committed) >= highwater
 
 
 def owned_partitions() -> set[int]:
@@ -81,7 +112,8 @@ async def hold_timer() -> None:
         deadlines.rebuild(list(call_state.items()))
         _last_rebuild.update(at=now, generation=generation)
     owned = owned_partitions()
-    for call_id, lateness in deadlines.due(now, owned.__contains__):
+    tickable = {partition for partition in owned if events_delivered(partition)}
+    for call_id, lateness in deadlines.due(now, tickable.__contains__):
         metrics.TICKS.inc()
         metrics.TIMER_LAG.observe(max(0.0, lateness))
         partition = deadlines.partition_of(call_id)

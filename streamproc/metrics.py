@@ -37,7 +37,69 @@ TIMER_LAG = Histogram(
     "How late the hold timer noticed a due deadline (timer scheduling delay).",
     buckets=LATENCY_BUCKETS,
 )
+TICKS_DEFERRED = Counter(
+    "streamproc_hold_timer_ticks_deferred_total",
+    "Hold-timer ticks set aside because call events of their partition were not processed yet.",
+)
 RULES_LOADED = Gauge("streamproc_rules_loaded_timestamp_seconds", "Unix time the rules in force were loaded.")
+RULES_RELOADS = Counter(
+    "streamproc_rules_reloads_total", "Rules file changes seen by the hot reloader: ok, or rejected (old rules kept).", ["result"]
+)
+# Detection (streamproc/detect/engine.py, docs/detection.md)
+DETECTION_SEGMENTS = Counter(
+    "streamproc_detection_segments_total", "Transcript segments run through the detectors, by stage.", ["stage"]
+)
+DETECTION_SUPPRESSED = Counter(
+    "streamproc_detection_suppressed_total",
+    "Detector matches not alerted: already alerted (partial then final), cooldown.",
+    ["reason"],
+)
+DETECTION_UNCONFIRMED = Counter(
+    "streamproc_detection_unconfirmed_total", "Alerts fired on a partial whose match is gone from the final transcript."
+)
+DETECTION_SECONDS = Histogram(
+    "streamproc_detection_seconds", "Time to run the detectors on one input.", ["input"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+DETECTION_CALLS = Gauge("streamproc_detection_calls", "Calls with detection state held in memory by this worker.")
+DASHBOARD_CLIENTS = Gauge("streamproc_dashboard_clients", "Browsers connected to this worker's live dashboard stream.")
+DASHBOARD_RECORDS = Counter(
+    "streamproc_dashboard_records_total", "Records the dashboard's all-partition reader folded into its view, by topic kind.", ["topic"]
+)
+
+BRIDGE_CONNECTIONS = Gauge("streamproc_bridge_connections", "Media-stream WebSocket connections open on this bridge.")
+BRIDGE_FRAMES = Counter("streamproc_bridge_audio_frames_total", "Audio frames the bridge produced to the audio topic.")
+BRIDGE_CLOSES = Counter(
+    "streamproc_bridge_closes_total",
+    "Bridge connections ended, by reason (completed, disconnected, protocol_error, bad_sequence, flood, backpressure, ...).",
+    ["reason"],
+)
+
+# Audio and transcription (docs/audio.md). Per worker process; no call ids in labels.
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+AUDIO_SECONDS = Counter("streamproc_audio_seconds_total", "Seconds of audio decoded (per speaker channel), by encoding.", ["encoding"])
+AUDIO_FRAMES = Counter(
+    "streamproc_audio_frames_total", "Audio frames received, by outcome: accepted, duplicate, rejected.", ["outcome"]
+)
+AUDIO_GAP_SECONDS = Counter("streamproc_audio_gap_seconds_total", "Audio lost in sequence gaps (filled with silence or skipped).")
+DECODE_CPU_SECONDS = Counter("streamproc_decode_cpu_seconds_total", "CPU seconds spent decoding and recognising audio.")
+REAL_TIME_FACTOR = Gauge(
+    "streamproc_transcription_real_time_factor",
+    "Decode CPU seconds per audio second over the last ~30 s of audio (below 1: faster than real time per core).",
+)
+TRANSCRIPTION_READY = Gauge("streamproc_transcription_ready", "1 once the Vosk model is loaded and audio is being transcribed.")
+ACTIVE_SESSIONS = Gauge("streamproc_transcription_active_sessions", "Vosk recogniser sessions (call × speaker) open on this worker.")
+SESSIONS_REJECTED = Counter(
+    "streamproc_transcription_sessions_rejected_total", "Frames dead-lettered because the session cap was reached."
+)
+SESSIONS_CLOSED = Counter("streamproc_transcription_sessions_closed_total", "Sessions finalised and freed, by cause.", ["cause"])
+TRANSCRIPT_SEGMENTS = Counter("streamproc_transcript_segments_total", "Transcript segments emitted, by kind (partial, final).", ["kind"])
+TRANSCRIPTION_LAG = Histogram(
+    "streamproc_transcription_lag_seconds",
+    "Wall time from the newest audio of a segment reaching the worker to the segment being sent, by kind.",
+    ["kind"],
+    buckets=LAG_BUCKETS,
+)
 
 
 def queue_label(queue: str | None, known_queues: frozenset[str]) -> str:

@@ -171,6 +171,12 @@ class DeadlineIndex:
         wall_due = None if deadline is None else deadline + state.clock_offset_s
         self._calls[call_id] = _Due(wall_due, state.partition, state.status.value)
 
+    def retick(self, call_id: str) -> None:
+        """A tick for this call was set aside unprocessed: send another on the next timer run."""
+        entry = self._calls.get(call_id)
+        if entry is not None:
+            entry.ticked_at = None
+
     def partition_of(self, call_id: str) -> int | None:
         entry = self._calls.get(call_id)
         return entry.partition if entry else None

@@ -233,14 +233,12 @@ def test_two_workers_and_rebalances_under_load_lose_and_duplicate_nothing(worker
             for line in w.log_path.read_text(errors="replace").splitlines():
                 if any(c + " " in line or c + "," in line for c in bad) or "ssign" in line or "ecover" in line:
                     print(w.settings.web_port, line[:220])
-    if audit.unexpected:
-        pytest.xfail(SPURIOUS_AFTER_HANDOVER + f" ({len(audit.unexpected)} here)")
+    assert not audit.unexpected, NO_SPURIOUS_AFTER_HANDOVER + f" ({len(audit.unexpected)} here)"
 
 
-SPURIOUS_AFTER_HANDOVER = (
-    "known defect: after a partition changes hands the new owner's hold timer ticks calls whose hold_ended "
-    "is still unread in calls.events; the tick (calls.ticks) is processed first and fires a breach that did "
-    "not happen in event time (see docs/reliability.md, 'Known defects')"
+NO_SPURIOUS_AFTER_HANDOVER = (
+    "breaches that did not happen in event time: a tick was processed before a hold_ended waiting in "
+    "calls.events (agents/calls.py events_delivered must hold ticks back until the partition's events are processed)"
 )
 
 
@@ -273,8 +271,7 @@ def test_events_waiting_in_kafka_are_applied_before_timers_fire_after_a_crash(wo
         "command": ".venv/bin/pytest tests/integration/test_faults.py -k waiting_in_kafka -s",
     })
     print("\npending-events figures:", audit.figures())
-    if audit.unexpected:
-        pytest.xfail(SPURIOUS_AFTER_HANDOVER + f" ({len(audit.unexpected)} of {len(plans)} calls)")
+    assert not audit.unexpected, NO_SPURIOUS_AFTER_HANDOVER + f" ({len(audit.unexpected)} of {len(plans)} calls)"
 
 
 # ----------------------------------------------------------------------------- broker restart
