@@ -5,14 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -61,6 +54,14 @@ def worker(
     except RulesError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
+    if settings.audio_enabled:
+        from .transcribe import ModelError, resolve_model_path
+
+        try:
+            resolve_model_path(settings.vosk_model)  # one clear error now, not a traceback per frame
+        except ModelError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2)
     run_faust_worker(loglevel)
 
 
@@ -87,6 +88,11 @@ def rules_check(file: Path = typer.Argument(..., help="The rules YAML file to va
     console.print(
         f"  hold: {len(hold.defaults.thresholds)} thresholds, {len(hold.defaults.cumulative)} cumulative, "
         f"{len(hold.defaults.repeated)} repeated; queue overrides: {', '.join(hold.queues) or 'none'}"
+    )
+    detection = rules.detection
+    console.print(
+        f"  detection: {len(detection.phrases)} phrase rules, {len(detection.sentiment)} sentiment, "
+        f"{len(detection.raised_voice)} raised voice, {len(detection.dead_air)} dead air, {len(detection.crosstalk)} cross-talk"
     )
 
 
@@ -120,157 +126,166 @@ def schemas(topic: Optional[str] = typer.Argument(None, help="Only this topic, e
 # --------------------------------------------------------------------------- demo
 
 
-def _wait_http(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-def _print_alert(raw: bytes, started: float) -> None:
-    alert = json.loads(raw)
-    severity = alert.get("severity", "info")
-    style = SEVERITY_STYLE.get(severity, "white")
-    evidence = alert.get("evidence", {})
-    detail = f" [dim]{evidence['text']}[/dim]" if evidence.get("text") else ""
-    console.print(
-        f"[dim]{time.time() - started:6.1f}s[/dim] [{style}]ALERT {severity.upper():8}[/{style}] "
-        f"{alert.get('kind'):16} call={alert.get('call_id')} agent={alert.get('agent_id')} queue={alert.get('queue')} "
-        f"— {alert.get('title')}{detail}"
-    )
-
-
 @app.command()
 def demo(
     broker: Optional[str] = typer.Option(None, help="Use this Kafka instead of starting the embedded broker."),
     duration: float = typer.Option(0, help="Stop after this many seconds (0: run until Ctrl-C)."),
     web_port: int = typer.Option(0, help="Worker web port (0: pick a free one)."),
     rounds: int = typer.Option(0, help="How many rounds of demo calls (0: keep going)."),
+    scenario: Optional[list[str]] = typer.Option(None, "--scenario", "-s", help="Packaged scenario name or YAML file (repeatable; default: all demo scenarios)."),
+    no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition: publish the scenarios' scripted text as transcripts."),
 ) -> None:
-    """Start a broker and a worker, play simulated calls, and print alerts live."""
-    from kafka import KafkaConsumer, KafkaProducer
+    """Start a broker and a worker, play the demo call scenarios live through the pipeline, print alerts."""
+    from .demo import run_demo
 
-    from .broker import BrokerError, EmbeddedBroker, free_port
+    code = run_demo(console=console, err=err, export_settings=_export_settings, broker=broker, duration=duration,
+                    web_port=web_port, rounds=rounds, scenarios=scenario, no_asr=no_asr)
+    if code:
+        raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- scenarios, replay, bridge (docs/replay.md, docs/bridge.md)
+
+
+@app.command()
+def synth(
+    scenario: str = typer.Argument(..., help="Scenario YAML file, or a packaged scenario name (e.g. angry_customer)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output WAV (default: SCENARIO.wav here); .events.jsonl and .script.jsonl go next to it."),
+    language: Optional[str] = typer.Option(None, "--language", "-L", help="Language of the lines to speak (default: the scenario's first)."),
+    rate: int = typer.Option(16000, help="Sample rate: 8000 or 16000."),
+    tts_command: Optional[str] = typer.Option(None, help="TTS command template with {text} {voice} {lang} {out} (env STREAMPROC_TTS_COMMAND; default espeak-ng)."),
+    call_id: Optional[str] = typer.Option(None, help="Call id written in the events file (replay replaces it)."),
+) -> None:
+    """Render a call scenario to a stereo WAV (agent left, customer right) plus call events and script JSONL."""
     from .config import get_settings
-    from .kafka_admin import ensure_topics
-    from .rules import DEMO_RULES_RESOURCE, packaged_rules_path
-    from .simulate import DEMO_CALLS, CallPlayer
+    from .scenario import ScenarioError, find_scenario, load_scenario
+    from .synth import SynthError, synthesize
 
-    started = time.time()
-    embedded: EmbeddedBroker | None = None
-    worker_proc: subprocess.Popen | None = None
-    stop = threading.Event()
-    previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    data_dir = Path(tempfile.mkdtemp(prefix="streamproc-demo-"))
     try:
-        if broker is None:
-            try:
-                embedded = EmbeddedBroker(log_path=data_dir / "broker.log").start()
-            except BrokerError as exc:
-                err.print(f"[red]cannot start the embedded broker: {exc}[/red]")
-                raise typer.Exit(1)
-            broker = embedded.url
-            console.print(f"[green]●[/green] embedded Kafka broker (Tansu) on {embedded.bootstrap}  [dim]({time.time() - started:.2f}s)[/dim]")
-        port = web_port or free_port()
-        _export_settings(
-            broker=broker,
-            web_port=port,
-            rules_file=packaged_rules_path(DEMO_RULES_RESOURCE),
-            data_dir=data_dir / "faust",
-            app_id=f"streamproc-demo-{uuid.uuid4().hex[:6]}" if broker and embedded is None else None,
-        )
-        settings = get_settings()
-        ensure_topics(settings)
-        worker_log = open(data_dir / "worker.log", "wb")
-        worker_proc = subprocess.Popen(
-            [sys.executable, "-m", "streamproc", "worker", "--loglevel", "warning"],
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        base = f"http://{settings.web_host}:{port}"
-        if not _wait_http(f"{base}/ready", 90, worker_proc):
-            err.print(f"[red]the worker did not start; its log is {data_dir / 'worker.log'}[/red]")
-            raise typer.Exit(1)
-        console.print(f"[green]●[/green] worker ready  [dim]({time.time() - started:.2f}s)[/dim]")
-        console.print(f"  metrics:   {base}/metrics")
-        console.print(f"  rules:     demo rules (hold warning 8s, critical 16s; vip 5s/10s; 3 holds; 24s in total)")
-        console.print(f"  logs:      {data_dir}")
-        console.print("[bold]Playing simulated calls. Alerts appear below as they happen; Ctrl-C to stop.[/bold]")
+        path = find_scenario(scenario)
+        parsed = load_scenario(path)
+        if language is not None and parsed.languages and language not in parsed.languages:
+            raise ScenarioError(str(path), [])  # reported below with the languages it has
+        files = synthesize(parsed, out or Path(f"{path.stem}.wav"), language or parsed.pick_language([]), rate=rate,
+                           tts_command=tts_command or get_settings().tts_command, call_id=call_id)
+    except ScenarioError as exc:
+        err.print(f"[red]{exc}[/red]" if exc.problems else f"[red]{scenario} has no {language!r} lines (it has {', '.join(parsed.languages)})[/red]")
+        raise typer.Exit(1)
+    except SynthError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green] {files.wav} ({files.duration_s:.1f}s, {rate} Hz stereo, language {files.language or 'neutral'})")
+    console.print(f"   {files.events}\n   {files.script}")
 
-        consumer = KafkaConsumer(
-            settings.topic("alerts"),
-            bootstrap_servers=settings.bootstrap_servers,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
-            consumer_timeout_ms=200,
-        )
-        alert_ids: set[str] = set()
 
-        def watch_alerts() -> None:
-            while not stop.is_set():
-                for record in consumer:
-                    alert_id = json.loads(record.value).get("alert_id")
-                    if alert_id in alert_ids:  # at-least-once: dedupe by id
-                        continue
-                    alert_ids.add(alert_id)
-                    _print_alert(record.value, started)
-                    if stop.is_set():
-                        break
+@app.command()
+def replay(
+    wav: Optional[Path] = typer.Argument(None, help="Recorded call WAV: PCM16/μ-law/A-law, 8/16 kHz, mono or stereo (agent left)."),
+    events: Optional[Path] = typer.Option(None, help="Call events JSONL (default: WAV's .events.jsonl when present)."),
+    script: Optional[Path] = typer.Option(None, help="Script JSONL for --text (default: WAV's .script.jsonl)."),
+    speaker: Optional[str] = typer.Option(None, help="Who speaks on a mono WAV: agent or customer."),
+    call_id: Optional[str] = typer.Option(None, help="Call id (default: replay-<random>); copies get -001, -002, ..."),
+    calls: int = typer.Option(1, min=1, max=10000, help="Concurrent copies with distinct call ids (load generation)."),
+    stagger: float = typer.Option(1.0, min=0, help="Seconds between the starts of the copies."),
+    fast: bool = typer.Option(False, "--fast", help="As fast as possible instead of real-time pace."),
+    chunk_ms: int = typer.Option(250, min=20, max=1000, help="Audio frame length (250-500 ms is what live sources send)."),
+    text: bool = typer.Option(False, "--text", help="Also publish the script as transcripts (source=script, no ASR)."),
+    no_audio: bool = typer.Option(False, "--no-audio", help="Do not send audio frames (events and/or script only)."),
+    broker: Optional[str] = typer.Option(None, help="Kafka URL (env STREAMPROC_BROKER)."),
+    topic_prefix: Optional[str] = typer.Option(None, help="Topic prefix (env STREAMPROC_TOPIC_PREFIX)."),
+) -> None:
+    """Produce a recorded call (audio frames + call events) to Kafka at real-time pace, with a progress bar."""
+    from .replay import ReplayError, run_cli
 
-        watcher = threading.Thread(target=watch_alerts, daemon=True)
-        watcher.start()
-        producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
-        events_topic = settings.topic("events")
+    _export_settings(broker=broker, topic_prefix=topic_prefix)
+    from .config import get_settings
 
-        def on_event(call_id: str, kind: str, call) -> None:
-            console.print(f"[dim]{time.time() - started:6.1f}s   event {kind:13} call={call_id} ({call.name}, queue {call.queue})[/dim]")
+    try:
+        summary = run_cli(get_settings(), wav=wav, events=events, script=script, speaker=speaker, call_id=call_id,
+                          calls=calls, stagger=stagger, realtime=not fast, chunk_ms=chunk_ms, text=text,
+                          audio=not no_audio, console=err)
+    except ReplayError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    console.print(summary)
 
-        player = CallPlayer(lambda key, value: producer.send(events_topic, key=key.encode(), value=value), on_event=on_event)
-        until = started + duration if duration else None
-        round_number = 0
-        while not stop.is_set() and (until is None or time.time() < until) and (rounds == 0 or round_number < rounds):
-            round_number += 1
-            now = time.time()
-            for index, call in enumerate(DEMO_CALLS):
-                player.schedule(call, f"demo-{round_number}-{index + 1}", now + 1.5 * index)
-            runner = threading.Thread(target=player.run, kwargs={"until": until}, daemon=True)
-            runner.start()
-            while runner.is_alive() and not stop.is_set():
-                runner.join(0.2)
-            producer.flush()
-            stop.wait(3)  # let the last alerts of the round arrive
-        stop.set()
-        player.stop()
-        watcher.join(2)
-        consumer.close()
-        producer.close()
-        console.print(f"[bold]demo finished:[/bold] {len(alert_ids)} alerts in {time.time() - started:.1f}s")
-    except KeyboardInterrupt:
-        console.print("\n[bold]stopping…[/bold]")
-    finally:
-        stop.set()
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        if worker_proc is not None and worker_proc.poll() is None:
-            os.killpg(worker_proc.pid, signal.SIGTERM)
-            try:
-                worker_proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker_proc.pid, signal.SIGKILL)
-                worker_proc.wait()
-        if embedded is not None:
-            embedded.stop()
-            console.print("[green]●[/green] broker stopped")
+
+@app.command()
+def bridge(
+    host: str = typer.Option("127.0.0.1", help="Bind address (put a TLS proxy in front for wss:// from the internet)."),
+    port: int = typer.Option(8765, help="Port (0: pick a free one)."),
+    token: Optional[str] = typer.Option(None, help="Require this bearer token (header, or customParameters.token) (env STREAMPROC_BRIDGE_TOKEN)."),
+    chunk_ms: int = typer.Option(250, min=20, max=1000, help="Audio frame length on the audio topic."),
+    inbound_speaker: str = typer.Option("customer", help="Who speaks on the inbound track: customer (default) or agent."),
+    no_call_events: bool = typer.Option(False, "--no-call-events", help="Audio only: call events come from elsewhere (CTI)."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus /metrics on this port (bridge_* metrics)."),
+    broker: Optional[str] = typer.Option(None, help="Kafka URL (env STREAMPROC_BROKER)."),
+    topic_prefix: Optional[str] = typer.Option(None, help="Topic prefix (env STREAMPROC_TOPIC_PREFIX)."),
+) -> None:
+    """WebSocket server for Twilio Media Streams (and compatible media forks) → call events + audio on Kafka."""
+    from .bridge import BridgeConfig, run
+
+    _export_settings(broker=broker, topic_prefix=topic_prefix)
+    from .config import get_settings
+
+    settings = get_settings()
+    secret = settings.bridge_token.get_secret_value() if settings.bridge_token else None
+    config = BridgeConfig(host=host, port=port, token=token or secret, chunk_ms=chunk_ms,
+                          inbound_speaker=inbound_speaker, call_events=not no_call_events, metrics_port=metrics_port)
+    run(config, settings, on_ready=lambda c: console.print(
+        f"[green]●[/green] bridge listening on ws://{c.host}:{c.port}/ → {settings.broker} "
+        f"({settings.topic('events')}, {settings.topic('audio')}){' (token required)' if c.token else ''}", markup=True))
+
+
+@app.command()
+def transcribe(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="WAV: 16-bit PCM, μ-law or A-law; 8/16 kHz; mono or stereo (agent left, customer right)."),
+    model: Optional[str] = typer.Option(None, help="Vosk model dir, package or lang:<code> (env STREAMPROC_VOSK_MODEL)."),
+    speaker: str = typer.Option("unknown", help="Speaker of a mono file: agent, customer or unknown."),
+    partials: bool = typer.Option(False, help="Also print partial results."),
+    as_json: bool = typer.Option(False, "--json", help="Print segments as JSON lines (TranscriptSegment)."),
+    frame_ms: int = typer.Option(250, min=20, max=1000, help="Frame size fed to the recogniser, like a live producer."),
+) -> None:
+    """Transcribe a WAV file offline with the same code path as the worker (docs/audio.md)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .audio import read_wav
+    from .config import get_settings
+    from .schemas import Speaker
+    from .transcribe import ModelError, Transcriber, TranscriberConfig, load_model, transcribe_wav
+
+    settings = get_settings()
+    try:
+        wav = read_wav(file)
+        vosk_model = load_model(model or settings.vosk_model)
+        who = Speaker(speaker)
+    except (ValueError, ModelError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    transcriber = Transcriber(
+        vosk_model,
+        TranscriberConfig(max_sessions=2, partial_interval_s=0.0 if partials else 3600.0, max_gap_fill_s=settings.audio_max_gap_fill_s),
+    )
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s audio"),
+        TimeRemainingColumn(), console=err, transient=True, disable=as_json or not err.is_terminal,
+    ) as progress:
+        task = progress.add_task(file.name, total=wav.duration_s)
+        for segment in transcribe_wav(
+            transcriber, wav, speaker=who, frame_ms=frame_ms, on_progress=lambda s: progress.advance(task, s)
+        ):
+            if not (segment.is_final or partials):
+                continue
+            if as_json:
+                console.print(segment.model_dump_json(exclude_none=True), markup=False)
+                continue
+            span = f"{segment.start_s or 0:7.2f}–{segment.end_s or 0:7.2f}s"
+            style = "bold" if segment.is_final else "dim"
+            conf = f" [dim]({segment.confidence:.2f})[/dim]" if segment.confidence is not None else ""
+            console.print(f"[{style}]{span} {segment.speaker.value:8} {segment.text}[/{style}]{conf}")
+    elapsed = time.perf_counter() - started
+    err.print(f"[dim]{wav.duration_s:.1f} s of audio in {elapsed:.1f} s (×{wav.duration_s / max(elapsed, 1e-9):.1f} real time)[/dim]")
 
 
 def main() -> None:
