@@ -10,14 +10,13 @@ import asyncio
 import logging
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
 
 from streamproc.config import Settings, get_settings
 from streamproc.kafka_admin import ensure_topics
-from streamproc.rules import load_rules
+from streamproc.rules import RulesWatcher
 from streamproc import metrics
 
-from . import compat
+from . import compat, prometheus
 
 compat.install()
 log = logging.getLogger("streamproc.worker")
@@ -75,8 +74,15 @@ app = StreamprocApp(
     web_in_thread=False,
 )
 
-rules_file = load_rules(settings.rules_file)
+# Hot reload: agents/detection.py checks the file every settings.rules_reload_interval_s; a bad
+# new file is rejected and these rules stay. Read the live rules with current_rules().
+rules_watcher = RulesWatcher(settings.rules_file)
+rules_file = rules_watcher.current()  # the rules at start (kept for old imports)
 metrics.RULES_LOADED.set_to_current_time()
+
+
+def current_rules():
+    return rules_watcher.current()
 
 events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes, partitions=settings.partitions)
 ticks_topic = app.topic(settings.topic("ticks"), key_type=bytes, value_type=bytes, partitions=settings.partitions)
@@ -105,6 +111,10 @@ call_state = app.Table(
     help="Per-call state: status, holds, alerts already fired (streamproc.detect.hold.CallState).",
 )
 
-setup_prometheus_sensors(app, pattern="/metrics", name_prefix="streamproc_faust")
+# Faust's sensor metrics with conforming names next to ours (agents/prometheus.py, docs/metrics.md).
+prometheus.setup(app)
 
 from . import calls, web  # noqa: E402,F401  (registers the agents, timers and pages)
+from . import dashboard  # noqa: E402,F401  (supervisor dashboard at /, docs/dashboard.md)
+from . import audio  # noqa: E402,F401  (live audio → Vosk → calls.transcripts, docs/audio.md)
+from . import detection  # noqa: E402,F401  (transcripts/audio features → detectors → alerts, docs/detection.md)

@@ -3,12 +3,14 @@
 #   espeak-ng, sox  - synthesize and convert call audio
 #   prometheus      - promtool and a real Prometheus server for the metrics tests
 #   chromium        - the real browser the dashboard tests drive with Playwright
+#   fonts-nanum     - Korean glyphs, so dashboard screenshots of Korean transcripts are legible
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -d /usr/share/fonts/truetype/nanum ] || need+=(fonts-nanum)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

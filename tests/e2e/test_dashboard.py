@@ -1,0 +1,357 @@
+"""The supervisor dashboard in a real browser (Debian chromium driven by Playwright) against a
+real worker on the real broker. Screenshots land in test-artifacts/dashboard-*.png."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+import pytest
+from playwright.sync_api import expect
+
+from streamproc.schemas import AlertAck, TranscriptSegment
+from tests.conftest import ARTIFACTS, ROOT, event, http_get, send
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+AMBER = "rgb(245, 158, 11)"  # --warning-strong in style.css
+RED = "rgb(220, 38, 38)"  # --critical-strong
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    tab = context.new_page()
+    problems: list[str] = []
+    tab.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    tab.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    tab.problems = problems
+    yield tab
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def open_dashboard(page, worker) -> None:
+    page.goto(worker.base_url + "/")
+    page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
+
+
+def epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+WATCH_ALERTS = """() => {
+  // Wall-clock time (ms) at which each alert first appeared in the feed.
+  window.__alertSeenAt = {};
+  const record = () => {
+    for (const item of document.querySelectorAll('#alerts li.alert')) {
+      window.__alertSeenAt[item.dataset.alertId] ??= Date.now();
+    }
+  };
+  new MutationObserver(record).observe(document.getElementById('alerts'), {childList: true});
+  record();
+}"""
+
+
+def hold_timer(page, call_id: str):
+    return page.locator(f'tr[data-call-id="{call_id}"] .hold-timer')
+
+
+def test_hold_breach_shows_live_and_can_be_acknowledged(worker_factory, producer, reader, page):
+    worker = worker_factory()  # hold thresholds: warning at 2 s, critical at 4 s
+    alerts = reader(worker.topic("alerts"))
+    acks = reader(worker.topic("acks"))
+    open_dashboard(page, worker)
+    page.evaluate(WATCH_ALERTS)
+    events = worker.topic("events")
+
+    send(producer, events, "call-1", event("call-1", "call_started", agent_id="agent-7", queue="billing"))
+    send(producer, events, "call-2", event("call-2", "call_started", agent_id="agent-9", queue="sales"))
+    send(producer, events, "call-1", event("call-1", "hold_started"))
+
+    timer = hold_timer(page, "call-1")
+    page.wait_for_selector('tr[data-call-id="call-1"] .hold-timer.on', timeout=5_000)
+    first = int(timer.get_attribute("data-seconds"))
+    page.wait_for_timeout(1_600)
+    second = int(timer.get_attribute("data-seconds"))
+    assert second >= first + 1, "the on-hold timer counts up on its own between server messages"
+
+    # The warning threshold (2 s) turns the timer amber, the critical one (4 s) red.
+    page.wait_for_selector('tr[data-call-id="call-1"] .hold-timer[data-severity=warning]', timeout=5_000)
+    assert timer.evaluate("node => getComputedStyle(node).backgroundColor") == AMBER
+    screenshot(page, "hold-amber")
+    page.wait_for_selector('tr[data-call-id="call-1"] .hold-timer[data-severity=critical]', timeout=5_000)
+    assert timer.evaluate("node => getComputedStyle(node).backgroundColor") == RED
+
+    # Each alert appears on the page within 2 s of the worker emitting it.
+    emitted = alerts.wait_for(lambda v: len(v) >= 2, timeout_s=10)
+    assert [a["rule_id"] for a in emitted] == ["hold-warning", "hold-critical"]
+    for alert in emitted:
+        page.wait_for_selector(f'li.alert[data-alert-id="{alert["alert_id"]}"]', timeout=2_000)
+        seen_at = page.evaluate("id => window.__alertSeenAt[id]", alert["alert_id"]) / 1000
+        latency = seen_at - epoch(alert["detected_at"])
+        print(f"alert {alert['rule_id']}: on the page {latency * 1000:.0f} ms after the worker emitted it")
+        assert 0 <= latency < 2.0, f"alert {alert['rule_id']} took {latency:.2f}s to reach the page"
+    feed = page.locator("#alerts li.alert")
+    assert feed.first.get_attribute("data-severity") == "critical", "newest first"
+    assert feed.first.locator(".badge").evaluate("node => getComputedStyle(node).backgroundColor") == RED
+    assert "agent-7" in feed.first.inner_text() and "hold breach" in feed.first.inner_text()
+    screenshot(page, "hold-breach")
+
+    # Queue filter: only billing calls.
+    assert page.locator("tr[data-call-id]").count() == 2
+    page.select_option("#filter-queue", "sales")
+    assert page.locator("tr[data-call-id]").count() == 1
+    assert page.locator("#alerts li.alert").count() == 0, "both alerts are for the billing queue"
+    page.select_option("#filter-queue", "")
+    page.select_option("#filter-agent", "agent-9")
+    assert [r.get_attribute("data-call-id") for r in page.locator("tr[data-call-id]").all()] == ["call-2"]
+    assert page.locator("#alerts li.alert").count() == 0
+    page.select_option("#filter-agent", "")
+    page.select_option("#filter-severity", "critical")
+    assert page.locator("#alerts li.alert").count() == 1
+    page.select_option("#filter-severity", "")
+
+    # Acknowledge without a name: refused on the page, nothing sent.
+    critical = next(a for a in emitted if a["severity"] == "critical")
+    item = page.locator(f'li.alert[data-alert-id="{critical["alert_id"]}"]')
+    item.locator(".ack-button").click()
+    assert page.locator("#banner.warn").is_visible()
+    page.fill("#supervisor", "Dana Park")
+    page.locator("#supervisor").dispatch_event("change")
+    item.locator(".ack-button").click()
+    acked = acks.wait_for(lambda v: any(a["alert_id"] == critical["alert_id"] for a in v), timeout_s=5)
+    ack = AlertAck.model_validate(next(a for a in acked if a["alert_id"] == critical["alert_id"]))
+    assert ack.acked_by == "Dana Park" and ack.call_id == "call-1"
+    assert len(acked) == 1, "exactly one ack for one click"
+    # The page shows the ack once it is read back from the topic (what every other worker sees too).
+    item.locator(".acked-by").wait_for(timeout=5_000)
+    assert "acknowledged by Dana Park" in item.inner_text()
+    assert page.locator("#alerts-count").inner_text() == "1", "one alert left unacknowledged"
+    screenshot(page, "acknowledged")
+
+    send(producer, events, "call-1", event("call-1", "hold_ended"))
+    page.wait_for_selector('tr[data-call-id="call-1"] .hold-timer[data-severity=none]', timeout=5_000)
+    assert page.problems == []
+
+
+XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> you said <b>what</b>?'
+
+
+def segment(call_id: str, speaker: str, utterance: int, revision: int, final: bool, text: str) -> bytes:
+    return TranscriptSegment(
+        segment_id=TranscriptSegment.make_id(call_id, speaker, utterance, revision, final),
+        call_id=call_id,
+        speaker=speaker,
+        utterance=utterance,
+        revision=revision,
+        is_final=final,
+        text=text,
+        source="script",  # injected by the test, not recognised audio
+    ).to_json_bytes()
+
+
+def test_transcript_lines_show_as_text_never_markup(worker_factory, producer, page):
+    worker = worker_factory()
+    events, transcripts, alerts = worker.topic("events"), worker.topic("transcripts"), worker.topic("alerts")
+    open_dashboard(page, worker)
+    send(producer, events, "call-x", event("call-x", "call_started", agent_id="agent-1", queue="support"))
+    page.locator('tr[data-call-id="call-x"]').click()
+
+    send(producer, transcripts, "call-x", segment("call-x", "customer", 0, 0, False, "i want to"))
+    send(producer, transcripts, "call-x", segment("call-x", "customer", 0, 1, False, "i want to cancel"))
+    send(producer, transcripts, "call-x", segment("call-x", "customer", 0, 0, True, "i want to cancel my plan"))
+    send(producer, transcripts, "call-x", segment("call-x", "agent", 0, 0, True, XSS))
+    send(producer, transcripts, "call-x", segment("call-x", "agent", 1, 0, False, "let me check"))
+    # A detector's alert carries transcript text as evidence: also text only.
+    alert = {
+        "alert_id": "xss-alert-1", "call_id": "call-x", "agent_id": "agent-1", "queue": "support",
+        "kind": "rude_phrase", "rule_id": "rude-1", "severity": "warning", "title": "Rude phrase",
+        "evidence": {"text": XSS, "speaker": "agent"},
+        "event_time": datetime.now(timezone.utc).isoformat(), "detected_at": datetime.now(timezone.utc).isoformat(),
+    }
+    send(producer, alerts, "call-x", json.dumps(alert).encode())
+
+    lines = page.locator("#transcript li.line")
+    expect(lines).to_have_count(3, timeout=5_000)
+    page.wait_for_selector('li.alert[data-alert-id="xss-alert-1"] blockquote.evidence', timeout=5_000)
+    texts = lines.locator(".text").all_inner_texts()
+    assert texts == ["i want to cancel my plan", XSS, "let me check"], "partials replaced by their final, in order"
+    assert lines.nth(0).get_attribute("class") == "line speaker-customer"
+    assert "partial" in lines.nth(2).get_attribute("class")
+    assert lines.locator(".source-tag").all_inner_texts() == ["script"] * 3, "injected text is marked, not passed off as ASR"
+    # Inert: nothing ran, no element was created from the text.
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("#transcript script, #transcript img, #transcript b").count() == 0
+    assert page.locator("#alerts script, #alerts img, #alerts .evidence *").count() == 0
+    assert page.locator('li.alert[data-alert-id="xss-alert-1"] blockquote.evidence').inner_text() == XSS
+    screenshot(page, "transcript-xss")
+    # Phone-sized: the panels stack, the filters wrap, nothing is cut off sideways.
+    page.set_viewport_size({"width": 420, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 420
+    screenshot(page, "narrow")
+    assert page.problems == []
+
+
+def test_page_shows_disconnected_and_resumes_after_worker_restart(worker_factory, producer, reader, page):
+    worker = worker_factory()
+    alerts = reader(worker.topic("alerts"))
+    events = worker.topic("events")
+    open_dashboard(page, worker)
+    send(producer, events, "call-r", event("call-r", "call_started", agent_id="agent-3", queue="billing"))
+    send(producer, events, "call-r", event("call-r", "hold_started"))
+    before = alerts.wait_for(lambda v: len(v) >= 1, timeout_s=10)
+    page.wait_for_selector("li.alert", timeout=5_000)
+
+    worker.stop()
+    page.wait_for_selector("#connection[data-state=disconnected]", timeout=10_000)
+    assert page.locator("#banner.error").is_visible()
+    assert "Disconnected" in page.locator("#banner").inner_text()
+    screenshot(page, "disconnected")
+
+    worker.start()
+    page.wait_for_selector("#connection[data-state=live]", timeout=30_000)
+    assert page.locator("#banner").is_hidden()
+    # The new process rebuilt the view from the topics: the call is still on hold, its alerts still listed.
+    page.wait_for_selector('tr[data-call-id="call-r"] .hold-timer.on', timeout=10_000)
+    for alert in before:
+        page.wait_for_selector(f'li.alert[data-alert-id="{alert["alert_id"]}"]', timeout=10_000)
+    held = int(hold_timer(page, "call-r").get_attribute("data-seconds"))
+    assert held >= 4, "the hold timer continues from the hold's start, not from the restart"
+    screenshot(page, "reconnected")
+
+
+def outside_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), or None without one."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("203.0.113.1", 9))
+        address = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if address.startswith("127.") else address
+
+
+def test_token_protects_the_dashboard_but_not_metrics(worker_factory, browser):
+    token = "tkn-3f9a7c2e"
+    worker = worker_factory(dashboard_token=token)
+    base = worker.base_url
+    status, body = http_get(base + "/")
+    assert status == 401 and b"/dashboard/login" in body, "the login page, not the dashboard"
+    assert http_get(base + "/dashboard/api/state")[0] == 401
+    assert http_get(base + "/dashboard/events")[0] == 401
+    assert http_get(base + "/dashboard/api/state", headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert http_get(base + "/dashboard/api/state", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    assert http_get(base + "/metrics")[0] == 200, "Prometheus scrapes without the dashboard token"
+    assert http_get(base + "/ready")[0] == 200
+    # Safe default: the web server listens on loopback only (STREAMPROC_WEB_HOST unset).
+    address = outside_address()
+    if address is not None:
+        with pytest.raises(OSError):
+            socket.create_connection((address, worker.settings.web_port), timeout=2).close()
+
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(base + "/")
+        page.fill("input[name=token]", "not-it")
+        page.click("button[type=submit]")
+        assert page.locator(".login-error").is_visible()
+        screenshot(page, "login-failed")
+        page.fill("input[name=token]", token)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
+        cookie = next(c for c in context.cookies() if c["name"] == "streamproc_dashboard")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert token not in cookie["value"], "the cookie holds a derived value, not the token"
+        screenshot(page, "after-login")
+    finally:
+        context.close()
+
+    # A link with ?token= works once and leaves no token in the address bar.
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/?token={token}")
+        page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
+        assert page.url == base + "/"
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def scenario_wav(tmp_path_factory):
+    """A two-sided call rendered from a packaged scenario with espeak-ng (Korean, for the Korean model)."""
+    out = tmp_path_factory.mktemp("scenario") / "angry.wav"
+    subprocess.run(
+        [sys.executable, "-m", "streamproc", "synth", "angry_customer", "--language", "ko", "--out", str(out)],
+        check=True, capture_output=True, timeout=120, cwd=ROOT,
+    )
+    return out
+
+
+HANGUL = re.compile("[\uac00-\ud7a3]")
+
+
+def test_recognised_speech_of_the_selected_call_shows_live(worker_factory, page, scenario_wav, tmp_path):
+    """Real audio at real-time pace → the worker's Vosk recogniser → calls.transcripts → the page."""
+    worker = worker_factory()
+    open_dashboard(page, worker)
+    log = open(tmp_path / "replay.log", "wb")
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "streamproc", "replay", str(scenario_wav), "--call-id", "asr-call",
+         "--broker", worker.settings.broker, "--topic-prefix", worker.settings.topic_prefix],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    try:
+        row = page.locator('tr[data-call-id="asr-call"]')
+        row.wait_for(timeout=15_000)
+        assert "agent-cho" in row.inner_text() and "billing" in row.inner_text()
+        row.click()
+        # A final line: the recogniser saw an utterance end (first one ends ~3 s into the call).
+        page.wait_for_selector("#transcript li.line:not(.partial)", timeout=40_000)
+        assert replay.poll() is None, "the transcript shows while the call is still being played"
+        lines = json.loads(http_get(worker.base_url + "/dashboard/api/state?call=asr-call")[1])["transcript"]["lines"]
+        finals = [line for line in lines if line["is_final"]]
+        assert finals and all(line["source"] == "asr" for line in lines), "recognised, not scripted"
+        assert any(HANGUL.search(line["text"]) for line in finals), finals
+        shown = page.locator("#transcript li.line .text").all_inner_texts()
+        assert finals[0]["text"] in shown
+        assert page.locator("#transcript .source-tag").count() == 0, "recognised lines carry no 'script' tag"
+        page.wait_for_timeout(4_000)  # a few more lines for the screenshot
+        screenshot(page, "live-transcript")
+        assert page.problems == []
+    finally:
+        replay.terminate()
+        replay.wait(10)
