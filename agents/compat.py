@@ -1,4 +1,5 @@
-"""Two patches to Faust's aiokafka driver: true end offsets for recovery, and low fetch latency.
+"""Patches to Faust's consumer: true end offsets for recovery, low fetch latency, and no records
+lost when stream partitions resume after recovery.
 
 1. Table recovery trusts fetch high watermarks instead of ListOffsets.
 
@@ -17,6 +18,7 @@ import asyncio
 import logging
 from typing import Mapping
 
+from faust.transport.consumer import Consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,46 @@ def _create_worker_consumer_low_latency(self, transport):
     return consumer
 
 
+#: 3. The fetcher is stopped while recovery seeks the stream partitions.
+#:
+#: At the end of recovery Faust (0.15.3, Recovery.on_recovery_completed/_resume_streams) resumes
+#: the stream partitions, *then* awaits ``consumer.perform_seek()``, then calls
+#: ``app.flow_control.resume()``, which clears every stream buffer (clear_on_resume), then
+#: ``consumer.resume_flow()``. The fetcher keeps running during the awaited seek: records aiokafka
+#: had prefetched for a partition can be drained into the stream buffer *after* that partition
+#: was seeked (its aiokafka position moves past them), and the clear then throws them away. Only
+#: Faust's read offset goes back to the committed offset; aiokafka's position does not, so those
+#: records are never fetched again. Measured on a new worker after a SIGKILL: one of 19 waiting
+#: audio frames reached the agent (taken out of the buffer before the clear), then nothing
+#: (aiokafka position 32 = high watermark, Faust read offset 12 = committed, buffer empty).
+#: Pausing the partitions instead is not enough: Faust silently drops records of a paused
+#: partition that an in-flight fetch already returned. Stopping the flow uses Faust's own
+#: guard: a fetch that returns while the flow is stopped seeks back to the committed offsets,
+#: nothing is delivered until Faust calls resume_flow() right after the clear, and what was
+#: delivered before is fetched again from the positions this seek sets.
+
+_original_perform_seek = Consumer.perform_seek
+
+
+async def _perform_seek_flow_stopped(self) -> None:
+    if not self.flow_active:  # a rebalance is in progress (or getmany's own seek): nothing is delivered
+        await _original_perform_seek(self)
+        return
+    # End of recovery: Faust resumes the flow itself once the stream buffers are cleared.
+    self.stop_flow()
+    try:
+        await _original_perform_seek(self)
+    except Exception:
+        self.resume_flow()  # the seek failed: leave the flow as Faust had it
+        raise
+
+
 def install() -> None:
-    """Patch Faust's aiokafka driver (idempotent)."""
+    """Patch Faust's aiokafka driver and consumer (idempotent)."""
     thread = faust_aiokafka.AIOKafkaConsumerThread
     if thread._highwaters is not _highwaters_from_fetch:
         thread._highwaters = _highwaters_from_fetch
     if thread._create_worker_consumer is not _create_worker_consumer_low_latency:
         thread._create_worker_consumer = _create_worker_consumer_low_latency
+    if Consumer.perform_seek is not _perform_seek_flow_stopped:
+        Consumer.perform_seek = _perform_seek_flow_stopped
