@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +67,15 @@ def kafka_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
         admin.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the process that started it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1, memory storage, with its log captured.
 
@@ -114,6 +124,7 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop it ourselves.
+            preexec_fn=_die_with_parent,  # and if we are killed outright, no broker is left behind
         )
         self.wait_ready(timeout_s)
         log.info("embedded broker ready at %s in %.2fs (log: %s)", self.bootstrap, time.monotonic() - started, self.log_path)
