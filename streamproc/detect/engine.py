@@ -57,6 +57,7 @@ class CallInfo:
     agent_id: str | None = None
     on_hold: bool = False
     started_at: float | None = None  # event time (epoch s) of call_started = audio time 0
+    last_event_at: float | None = None  # event time of the call's latest event (its state is as of then)
     ended: bool = False
     partition: int | None = None
 
@@ -264,7 +265,7 @@ class DetectionEngine:
                 raised=pick(detection.raised_voice),
                 dead_air=pick(detection.dead_air),
                 crosstalk=pick(detection.crosstalk),
-                on_hold=info.on_hold,
+                on_hold=info.on_hold or _audio_predates_state(info, frames),
             )
             severity = {r.id: r.severity for r in detection.all_rules()}
             for hit in hits:
@@ -403,6 +404,15 @@ def _rejected(rejection, key, value, topic, partition, offset) -> RecordOutcome:
     return RecordOutcome(call_id, [], [letter], "rejected")
 
 
+def _audio_predates_state(info: CallInfo, frames: list[AudioFeatures]) -> bool:
+    """The audio is older than the call's latest event: decoding lags, and the call's hold status
+    at that audio time is unknown (a hold that has since ended may have covered it). Treated like
+    a hold for dead air — the silence clock restarts — rather than alerting on hold silence."""
+    if info.started_at is None or info.last_event_at is None:
+        return False
+    return info.started_at + max(frame.end_s for frame in frames) <= info.last_event_at
+
+
 def call_info_from_state(stored) -> CallInfo | None:
     """CallInfo from a call-state table value (streamproc.detect.hold.CallState as JSON)."""
     if not isinstance(stored, dict):
@@ -413,6 +423,7 @@ def call_info_from_state(stored) -> CallInfo | None:
         agent_id=stored.get("agent_id"),
         on_hold=status == "on_hold",
         started_at=stored.get("started_at"),
+        last_event_at=stored.get("last_event_ts"),
         ended=status == "ended",
         partition=stored.get("partition"),
     )

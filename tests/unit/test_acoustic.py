@@ -105,3 +105,18 @@ def test_engine_turns_hits_into_alerts_with_queue_targeting():
     assert alerts[0].kind is AlertKind.dead_air and alerts[0].evidence.value >= 15 and alerts[0].agent_id == "a1"
     again = engine.on_features(frames(A, 21, 1, -70, speech=False), lambda cid: None, now=1001.0)
     assert again == []
+
+
+def test_lagging_audio_recorded_during_a_hold_that_has_since_ended_is_not_dead_air():
+    """Decoding lags: the table already says the hold ended (at audio time 20 s) while the
+    silent audio of the hold (0–20 s) is only now being judged. No dead air for it; silence
+    after the hold still counts (from the hold's end)."""
+    rules = load_rules()
+    engine = DetectionEngine(lambda: rules)
+    info = CallInfo(queue="billing", agent_id="a1", on_hold=False, started_at=1_000.0, last_event_at=1_020.0)
+    during_hold = frames(A, 0, 1, -30) + frames(A, 1, 19, -70, speech=False)
+    assert engine.on_features(during_hold, lambda cid: info, now=1_030.0) == []
+    after_hold = frames(A, 20, 16, -70, speech=False)
+    alerts = engine.on_features(after_hold, lambda cid: info, now=1_036.0)
+    assert [a.rule_id for a in alerts] == ["dead-air-warning"]
+    assert alerts[0].evidence.audio_start_s >= 20.0
