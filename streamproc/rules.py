@@ -259,14 +259,30 @@ class RuleProblem:
         return f"{where}{self.path or '(top level)'}: {self.message}"
 
 
-class RulesError(ValueError):
-    """A rules file that cannot be used. ``problems`` lists every error with its path and line."""
+class YamlFileError(ValueError):
+    """A YAML file (rules, scenario) that cannot be used. ``problems`` lists every error with its path and line."""
+
+    what = "file"
 
     def __init__(self, source: str, problems: list[RuleProblem]):
         self.source = source
         self.problems = problems
         listing = "\n".join(f"  {source}: {problem}" for problem in problems)
-        super().__init__(f"invalid rules file {source}:\n{listing}")
+        super().__init__(f"invalid {self.what} {source}:\n{listing}")
+
+
+class RulesError(YamlFileError):
+    what = "rules file"
+
+
+def compose_yaml(text: str, source: str, error: type[YamlFileError]) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of a YAML text; a syntax error raises ``error``."""
+    try:
+        return yaml.compose(text), yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = RuleProblem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)
+        raise error(source, [problem]) from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -287,12 +303,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RulesError(source, [RuleProblem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)]) from None
+    root, data = compose_yaml(text, source, RulesError)
     if data is None:
         data = {}
     if not isinstance(data, dict):

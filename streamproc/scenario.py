@@ -17,10 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from .rules import RuleProblem, _line_of  # same error style (path + line) as the rules file
+from .rules import RuleProblem, YamlFileError, _line_of, compose_yaml  # same errors (path + line) as the rules file
 from .schemas import Identifier
 
 SCENARIOS_PACKAGE = "streamproc.data.scenarios"
@@ -183,14 +182,10 @@ class Scenario(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
-class ScenarioError(ValueError):
+class ScenarioError(YamlFileError):
     """A scenario file that cannot be used; ``problems`` has each error with path and line."""
 
-    def __init__(self, source: str, problems: list[RuleProblem]):
-        self.source = source
-        self.problems = problems
-        listing = "\n".join(f"  {source}: {problem}" for problem in problems)
-        super().__init__(f"invalid scenario {source}:\n{listing}")
+    what = "scenario"
 
 
 def _yaml_path(loc: tuple) -> tuple:
@@ -206,12 +201,7 @@ def _yaml_path(loc: tuple) -> tuple:
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ScenarioError(source, [RuleProblem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)]) from None
+    node, data = compose_yaml(text, source, ScenarioError)
     if not isinstance(data, dict):
         raise ScenarioError(source, [RuleProblem("", "a scenario is a mapping with name, participants and timeline", 1)])
     try:
