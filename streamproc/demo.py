@@ -249,6 +249,8 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
     worker_proc: subprocess.Popen | None = None
     stop = threading.Event()
     replayer: Replayer | None = None
+    watcher: threading.Thread | None = None
+    producer = None
     previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C, in any phase
     data_dir = Path(tempfile.mkdtemp(prefix="streamproc-demo-"))
     names = list(scenarios or DEMO_SCENARIOS)
@@ -334,8 +336,6 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
         stop.set()
         if replayer:
             replayer.stop()
-        watcher.join(3)
-        producer.close(5)
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(printer.alert_kinds.items())) or "none"
         console.print(f"[bold]demo finished:[/bold] {len(printer.alert_ids)} alerts ({kinds}) in {time.time() - started:.1f}s")
         return 0
@@ -350,6 +350,11 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
         previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
+            # Our own Kafka clients go first: closed after the broker, they log connection errors.
+            if watcher is not None:
+                watcher.join(3)
+            if producer is not None:
+                producer.close(5)
             if worker_proc is not None and worker_proc.poll() is None:
                 os.killpg(worker_proc.pid, signal.SIGTERM)
                 try:
