@@ -177,22 +177,9 @@ def test_a_streamed_call_becomes_call_events_and_audio_frames_keyed_by_call_id(b
     assert len(audio_partitions) == 1
 
 
-def wait_transcription_ready(worker, timeout_s: float = 60.0) -> None:
-    """/ready does not cover the Vosk model load; frames sent before it are read only after it."""
-    from tests.conftest import http_get
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status, body = http_get(f"{worker.base_url}/metrics")
-        if status == 200 and b"\nstreamproc_transcription_ready 1" in body:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"transcription not ready:\n{worker.log_tail()}")
-
-
 def test_with_a_worker_the_bridged_call_comes_out_as_transcripts(broker, bridge_factory, worker_factory, tracks):
     worker = worker_factory()
-    wait_transcription_ready(worker)
+    worker.wait_transcription_ready()
     running = bridge_factory()
     running.settings = worker.settings  # same topics as the worker
     running.bridge.sink = kafka_sink(running.producer, worker.settings)
@@ -412,7 +399,7 @@ detection:
 def test_a_bridged_call_comes_out_as_an_alert(broker, bridge_factory, worker_factory, tracks):
     """Bridge → audio topic → worker (audio features) → detection → alert: 4 s of dead air after the talk."""
     worker = worker_factory(DEAD_AIR_RULES)
-    wait_transcription_ready(worker)
+    worker.wait_transcription_ready()
     running = bridge_factory()
     running.bridge.sink = kafka_sink(running.producer, worker.settings)
     silence = b"\xff" * 8000 * 4  # μ-law silence, 4 s

@@ -531,13 +531,6 @@ def _metric(worker: WorkerProcess, name: str) -> float:
         return float("nan")
 
 
-def _wait_model(worker: WorkerProcess, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _metric(worker, "streamproc_transcription_ready") != 1.0:
-        assert time.monotonic() < deadline, f"Vosk model not loaded:\n{worker.log_tail()}"
-        time.sleep(0.2)
-
-
 # Was intermittent (about half the runs): the new owner decoded one frame, then nothing. Faust's end of
 # recovery cleared stream buffers that the fetcher had filled during the seek; fixed in agents/compat.py (3.).
 AUDIO_STALL_AFTER_TAKEOVER = "the new owner's audio stream stopped after a takeover: audio that no worker decoded"
@@ -558,7 +551,7 @@ def test_sigkill_mid_utterance_bounds_lost_and_redecoded_audio(worker_factory, r
         pytest.skip("needs espeak-ng and sox")
     variant = speech_corpus().get("pcm16", 8000, 2)
     worker = worker_factory(dashboard_enabled="false", transcription_partial_interval_s=0.5)
-    _wait_model(worker)
+    worker.wait_transcription_ready()
     events, audio = worker.topic("events"), worker.topic("audio")
     transcripts = reader(worker.topic("transcripts"))
     call_id = "utt-1"
@@ -583,7 +576,7 @@ def test_sigkill_mid_utterance_bounds_lost_and_redecoded_audio(worker_factory, r
     before_crash = transcripts.wait_for(lambda v: False, timeout_s=1)
     worker.start()
     takeover_s = time.time() - killed_at
-    _wait_model(worker)
+    worker.wait_transcription_ready()
     # Catch up: the new worker decodes everything from the last committed audio offset. Done when
     # the two workers together have decoded all audio sent, or when nothing moves for 25 s.
     decoded_after, last, last_change = 0.0, -1.0, time.monotonic()

@@ -65,10 +65,7 @@ def send_bad_frames(producer, topic, call_id, variant) -> list[str]:
 def test_live_stereo_calls_are_transcribed_in_order_while_timers_keep_ticking(worker_factory, reader, producer):
     corpus = speech_corpus()
     worker = worker_factory(transcription_partial_interval_s=0.5, transcription_threads=2)
-    deadline = time.monotonic() + 30  # the model loads in the background after /ready
-    while "streamproc_transcription_ready 1.0" not in http_get(f"{worker.base_url}/metrics")[1].decode():
-        assert time.monotonic() < deadline, "model not loaded"
-        time.sleep(0.2)
+    worker.wait_transcription_ready()
     events, audio_topic = worker.topic("events"), worker.topic("audio")
     transcripts = reader(worker.topic("transcripts"))
     dead = reader(worker.topic("deadletter"))
@@ -197,10 +194,7 @@ def test_audio_sent_before_the_hang_up_is_transcribed_even_when_read_after_call_
     """
     corpus = speech_corpus()
     worker = worker_factory()
-    deadline = time.monotonic() + 30
-    while "streamproc_transcription_ready 1.0" not in http_get(f"{worker.base_url}/metrics")[1].decode():
-        assert time.monotonic() < deadline, "model not loaded"
-        time.sleep(0.2)
+    worker.wait_transcription_ready()
     events, audio_topic = worker.topic("events"), worker.topic("audio")
     transcripts = reader(worker.topic("transcripts"))
     dead = reader(worker.topic("deadletter"))
