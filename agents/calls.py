@@ -56,7 +56,7 @@ async def apply_step(step: Step, partition: int | None) -> None:
 async def process_call_inputs(stream):
     async for event in stream.events():
         message = event.message
-        if message.topic == TICKS_TOPIC and not events_delivered(message.partition):
+        if message.topic == TICKS_TOPIC and not events_caught_up(message.partition):
             # Events of this partition fetched with (or before) the tick are not processed yet: one may
             # be the hold_ended that makes the tick moot. Set the tick aside; the timer sends another.
             metrics.TICKS_DEFERRED.inc()
@@ -80,7 +80,7 @@ async def process_call_inputs(stream):
 events_processed_upto: dict[int, int] = {}
 
 
-def events_delivered(partition: int) -> bool:
+def events_caught_up(partition: int) -> bool:
     """Every call event of this partition the broker had at our last fetch has been processed.
 
     A tick is only safe once that holds: after a takeover (or under a backlog) a hold_ended may
@@ -112,7 +112,7 @@ async def hold_timer() -> None:
         deadlines.rebuild(list(call_state.items()))
         _last_rebuild.update(at=now, generation=generation)
     owned = owned_partitions()
-    tickable = {partition for partition in owned if events_delivered(partition)}
+    tickable = {partition for partition in owned if events_caught_up(partition)}
     for call_id, lateness in deadlines.due(now, tickable.__contains__):
         metrics.TICKS.inc()
         metrics.TIMER_LAG.observe(max(0.0, lateness))

@@ -238,7 +238,7 @@ def test_two_workers_and_rebalances_under_load_lose_and_duplicate_nothing(worker
 
 NO_SPURIOUS_AFTER_HANDOVER = (
     "breaches that did not happen in event time: a tick was processed before a hold_ended waiting in "
-    "calls.events (agents/calls.py events_delivered must hold ticks back until the partition's events are processed)"
+    "calls.events (agents/calls.py events_caught_up must hold ticks back until the partition's events are processed)"
 )
 
 
