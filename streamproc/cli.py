@@ -70,6 +70,7 @@ def run_faust_worker(loglevel: str = "info") -> None:
 
     from agents.app import app as faust_app
 
+    faust_app.discover()  # import the agent modules now, as `faust -A agents.app worker` does
     Worker(faust_app, loglevel=loglevel, console_port=0).execute_from_commandline()
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio
+from .detect.acoustic import AudioFeatures
 from .errors import InputRejected, RejectReason
 from .schemas import AudioFrameMeta, Speaker, TranscriptSegment, Word
 
@@ -112,17 +113,6 @@ def load_model(spec: str | os.PathLike | None):
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
-
-
-@dataclass
-class SpeakerLevel:
-    """Level of one speaker's audio in one frame (input to acoustic detection)."""
-
-    speaker: Speaker
-    start_s: float
-    end_s: float
-    rms_dbfs: float
-    speech: bool
 
 
 class RecognizerSession:
@@ -250,7 +240,7 @@ class FrameResult:
     """What one frame produced."""
 
     segments: list[TranscriptSegment] = field(default_factory=list)
-    levels: list[SpeakerLevel] = field(default_factory=list)
+    levels: list[AudioFeatures] = field(default_factory=list)  # one per speaker: level and voice activity
     audio_s: float = 0.0  # seconds of audio per speaker channel in this frame
     cpu_s: float = 0.0  # CPU time spent decoding it (this thread)
     duplicate: bool = False
@@ -348,7 +338,7 @@ class Transcriber:
         for speaker, pcm in zip(speakers, channels):
             level = audio.rms_dbfs(pcm)
             result.levels.append(
-                SpeakerLevel(speaker, frame.start_s, frame.start_s + frame.duration_s, level, level > SPEECH_DBFS)
+                AudioFeatures(call_id, speaker, frame.start_s, frame.start_s + frame.duration_s, level, level > SPEECH_DBFS)
             )
         work = [(s, p, level.speech) for s, p, level in zip(sessions, channels, result.levels)]
         if self.channel_pool is not None and len(sessions) > 1:
