@@ -110,6 +110,8 @@ async def true_end_offsets(
     import aiokafka
 
     partitions = list(partitions)
+    if listed is not None and not any(listed.get(tp, 0) > 0 for tp in partitions):
+        return dict(listed)  # nothing written yet: no fetch needed
     consumer = aiokafka.AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
