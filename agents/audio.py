@@ -37,7 +37,7 @@ from typing import Any
 from streamproc import metrics
 from streamproc.audio import CALL_END_GRACE_S
 from streamproc.errors import InputRejected, RejectReason
-from streamproc.record import RecordRef, RecordResult, guarded_async, parse_audio_frame, rejected
+from streamproc.record import RecordRef, RecordResult, check_key, guarded_async, parse_audio_frame, rejected
 from streamproc.redact import redact_segment
 from streamproc.schemas import AudioFrameMeta, TranscriptSegment, from_epoch
 from streamproc.transcribe import FrameResult, ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
@@ -257,12 +257,12 @@ if settings.audio_enabled:
         async for event in stream.events():
             received_at = time.time()
             message = event.message
-            if not message.key:  # parse_audio_frame rejects it; no call id to pick a lane with
-                result = rejected(_ref(message), InputRejected(RejectReason.key_mismatch, "audio frames need key = call id"))
-                await _send_rejection(result, message.partition)
+            try:
+                call_id = check_key(message.key, None)  # the lane is picked by call id: reject an unkeyed frame here
+            except InputRejected as rejection:
+                await _send_rejection(rejected(_ref(message), rejection), message.partition)
                 await stream.ack(event)
                 continue
-            call_id = message.key.decode("utf-8", "replace")
             state.partitions[call_id] = message.partition
             state.last_frame_at[call_id] = received_at
             while not state.lanes:  # the start task has not run yet
