@@ -22,8 +22,6 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 from .schemas import Severity
 from .yamlfile import RuleProblem, Strict, YamlFileError, compose_yaml, line_of
 
-__all__ = ["RuleProblem", "YamlFileError", "compose_yaml"]  # re-exported: the rules file's error types
-
 log = logging.getLogger(__name__)
 
 DEFAULT_RULES_RESOURCE = "default_rules.yaml"
