@@ -1,4 +1,5 @@
-"""The Faust app: settings, topics and tables. Agents live in sibling modules.
+"""The Faust app. Topics and the table are in agents/topics.py, the agents in the modules of
+:data:`AGENT_MODULES`, which Faust imports when the worker starts (``autodiscover``).
 
 Run it with ``streamproc worker`` or the Faust way: ``faust -A agents.app worker``.
 Both read the ``STREAMPROC_*`` settings (streamproc/config.py).
@@ -8,44 +9,58 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from typing import Any
 
 import faust
+from faust.transport import by_url
 
 from streamproc.config import Settings, get_settings
 from streamproc.kafka_admin import ensure_topics
-from streamproc.rules import RulesWatcher
-from streamproc import metrics
 
 from . import compat, prometheus
 
-compat.install()
 log = logging.getLogger("streamproc.worker")
 
 settings: Settings = get_settings()
 
+#: Modules holding agents, timers, tasks and pages. None of them is imported here: the worker
+#: imports them (``app.discover()``) after the app exists, so there is no import loop.
+AGENT_MODULES = ["agents.calls", "agents.detection", "agents.audio", "agents.dashboard", "agents.web"]
 
-def _credentials(s: Settings):
+
+def _credentials(s: Settings) -> Any:
     if s.security_protocol == "PLAINTEXT":
         return None
+    context = ssl.create_default_context(cafile=str(s.ssl_cafile) if s.ssl_cafile else None)
     if s.security_protocol.startswith("SASL"):
-        import ssl
-
-        context = ssl.create_default_context(cafile=str(s.ssl_cafile) if s.ssl_cafile else None)
         return faust.SASLCredentials(
             username=s.sasl_username,
-            password=s.sasl_password,
+            password=s.sasl_password.get_secret_value() if s.sasl_password else None,
             mechanism=s.sasl_mechanism or "PLAIN",
             ssl_context=context if s.security_protocol == "SASL_SSL" else None,
         )
-    import ssl
-
-    return faust.SSLCredentials(ssl.create_default_context(cafile=str(s.ssl_cafile) if s.ssl_cafile else None))
+    return faust.SSLCredentials(context)
 
 
 class StreamprocApp(faust.App):
+    """Faust's App with our Kafka-driver fixes (agents/compat.py) and topic creation at start."""
+
+    #: Which driver fixes the consumer applies; all on by default (agents/compat.py).
+    driver_fixes: compat.DriverFixes = compat.DriverFixes()
+
+    def __init__(self, *args: Any, allow_untested_faust: bool = False, **kwargs: Any) -> None:
+        # Before anything builds a transport: the fixes override private methods of one release.
+        compat.check_versions(allow_untested=allow_untested_faust)
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> Any:
+        cls = compat.transport_class(by_url(self.conf.broker_consumer[0]))
+        return cls(self.conf.broker_consumer, self)
+
     #: Coroutines run before Faust waits for every started record to be acked (rebalance and stop).
     #: The audio agent holds frames of unfinished utterances unacked; it finalises them here.
-    before_wait_empty: list = []
+    before_wait_empty: list[Any] = []
 
     async def _consumer_wait_empty(self, consumer, logger) -> None:
         for release in self.before_wait_empty:
@@ -61,6 +76,8 @@ class StreamprocApp(faust.App):
 
 app = StreamprocApp(
     settings.app_id,
+    allow_untested_faust=settings.allow_untested_faust,
+    autodiscover=AGENT_MODULES,
     broker=settings.broker,
     broker_credentials=_credentials(settings),
     key_serializer="raw",
@@ -83,47 +100,5 @@ app = StreamprocApp(
     web_in_thread=False,
 )
 
-# Hot reload: agents/detection.py checks the file every settings.rules_reload_interval_s; a bad
-# new file is rejected and these rules stay. Read the live rules with current_rules().
-rules_watcher = RulesWatcher(settings.rules_file)
-rules_file = rules_watcher.current()  # the rules at start (kept for old imports)
-metrics.RULES_LOADED.set_to_current_time()
-
-
-def current_rules():
-    return rules_watcher.current()
-
-events_topic = app.topic(settings.topic("events"), key_type=bytes, value_type=bytes, partitions=settings.partitions)
-ticks_topic = app.topic(settings.topic("ticks"), key_type=bytes, value_type=bytes, partitions=settings.partitions)
-# One channel over both topics: ticks and events of a call share a partition number, so
-# the agent instance that owns the call's state table partition sees both.
-call_inputs = app.topic(
-    settings.topic("events"), settings.topic("ticks"), key_type=bytes, value_type=bytes, partitions=settings.partitions
-)
-
-
-def _topic(name: str):
-    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=settings.partitions)
-
-
-audio_topic = _topic("audio")  # raw audio, metadata in headers (streamproc.schemas.AudioFrameMeta)
-transcripts_topic = _topic("transcripts")
-alerts_topic = _topic("alerts")
-acks_topic = _topic("acks")
-deadletter_topic = _topic("deadletter")
-
-call_state = app.Table(
-    "call-state",
-    default=None,
-    schema=faust.Schema(key_serializer="json", value_serializer="json"),
-    partitions=settings.partitions,
-    help="Per-call state: status, holds, alerts already fired (streamproc.detect.hold.CallState).",
-)
-
 # Faust's sensor metrics with conforming names next to ours (agents/prometheus.py, docs/metrics.md).
 prometheus.setup(app)
-
-from . import calls, web  # noqa: E402,F401  (registers the agents, timers and pages)
-from . import dashboard  # noqa: E402,F401  (supervisor dashboard at /, docs/dashboard.md)
-from . import audio  # noqa: E402,F401  (live audio → Vosk → calls.transcripts, docs/audio.md)
-from . import detection  # noqa: E402,F401  (transcripts/audio features → detectors → alerts, docs/detection.md)

@@ -1,18 +1,24 @@
-"""calls.audio → speech engine (Vosk or Whisper) → calls.transcripts. Wiring only: streamproc.transcribe does the work.
+"""calls.audio → speech engine (Whisper or Vosk) → calls.transcripts. Wiring only: streamproc.transcribe does the work.
+
+Record path (the shape of streamproc/record.py): parse the key and headers
+(``parse_audio_frame``), decide (the call-end check, then ``Transcriber.process_frame`` on the
+call's lane), then outputs: transcript segments, audio features for acoustic detection
+(agents/shared.py), dead letters (agents/outputs.py).
 
 Ordering and concurrency: every call is pinned to one of ``transcription_threads``
 lanes (crc32 of the call id). A lane is an asyncio queue drained by one task that runs
 each frame on the lane's own single-thread executor, then sends the results. So one
 call's frames are decoded and its segments sent strictly in order, different calls
-decode in parallel (Vosk releases the GIL; so do the two channels of a stereo frame, on a
-shared channel pool), and the event loop never runs Vosk: timers
+decode in parallel (Vosk and CTranslate2 release the GIL; so do the two channels of a stereo
+frame, on a shared channel pool), and the event loop never runs a decoder: timers
 (the hold timer) and Kafka heartbeats keep running under decode load.
 
 Records are acked (manual acks) only once their audio is in a *final* segment: a frame
 of an utterance still open is held until the utterance ends (``Transcriber.pending_since_s``).
 Faust commits contiguous acks, so the committed offset never passes audio whose final
 transcript was not sent: a worker killed mid-utterance loses none of it, and the new
-owner decodes the interrupted utterance again from its first frame.
+owner decodes the interrupted utterance again from its first frame. Before a rebalance or
+a stop, ``release_held_audio`` finalises the open utterances so Faust's wait for acks ends.
 
 Call end: the call-state table (written by agents/calls.py from calls.events; same
 partition number as the audio) says ``status: ended``; once no frame of the call has been
@@ -35,34 +41,28 @@ from typing import Any
 from streamproc import metrics
 from streamproc.audio import CALL_END_GRACE_S
 from streamproc.errors import InputRejected, RejectReason
+from streamproc.record import RecordRef, RecordResult, check_key, guarded_async, parse_audio_frame, rejected
 from streamproc.redact import redact_segment
-from streamproc.schemas import AudioFrameMeta, DeadLetter, TranscriptSegment, from_epoch
+from streamproc.schemas import AudioFrameMeta, TranscriptSegment, from_epoch
 from streamproc.transcribe import (
     FrameResult, ModelError, Transcriber, TranscriberConfig, default_partial_interval, load_model, resolve_model_path,
 )
 
-from .app import app, audio_topic, call_state, deadletter_topic, settings, transcripts_topic
+from .app import app, settings
+from .outputs import send_dead_letters
+from .shared import on_audio_features, speech_ready, stored_state
+from .topics import audio_topic, transcripts_topic
 
 log = logging.getLogger("streamproc.audio")
 
-AUDIO_TOPIC = settings.topic("audio")
 LANE_QUEUE = 32  # frames buffered per lane before the agent waits (backpressure)
 RTF_WINDOW_AUDIO_S = 30.0
 # A call that ended is finalised after no frame of it was read for this long (its backlog drained).
 END_DRAIN_S = 1.0
 
-try:  # acoustic detection (detection helper); optional until it lands
-    from agents.detection import on_audio_features
-    from streamproc.detect.acoustic import AudioFeatures
-except ImportError as exc:  # pragma: no cover - depends on what is installed
-    on_audio_features = None
-    AudioFeatures = None
-    log.info("acoustic detection not available (%s); audio levels are not forwarded", exc)
-
 if settings.audio_enabled:
     # Cheap check at import (the worker's start): a bad setting is one clear error, not one per frame.
     MODEL_PATH = resolve_model_path(settings.asr_model)
-    MODEL_SETTING = settings.asr_model
 
 
 @dataclass
@@ -72,6 +72,7 @@ class _Job:
     event: Any = None
     received_at: float = 0.0
     ended_wall: float | None = None  # wall-clock end of the call, when the call-state table says it ended
+    end_s: float | None = None  # where a decoded frame ends on the call's audio timeline
     done: asyncio.Future | None = None  # set when a close or flush job has run
 
 
@@ -95,22 +96,18 @@ def lane_of(call_id: str) -> int:
     return zlib.crc32(call_id.encode()) % len(state.lanes)
 
 
-async def _dead_letter(rejection: InputRejected, message) -> None:
-    metrics.DEAD_LETTERS.labels(rejection.reason.value).inc()
+def _ref(message) -> RecordRef:
+    return RecordRef(message.topic, message.key, message.value, message.partition, message.offset)
+
+
+async def _send_rejection(result: RecordResult, partition: int | None) -> None:
+    """Dead letters of a rejected frame, counted as a rejected frame (and a refused session)."""
+    if result.rejection is None:
+        return
     metrics.AUDIO_FRAMES.labels("rejected").inc()
-    if rejection.reason is RejectReason.session_limit:
+    if result.rejection is RejectReason.session_limit:
         metrics.SESSIONS_REJECTED.inc()
-    letter = DeadLetter.of(
-        rejection,
-        source_topic=message.topic,
-        payload=message.value,
-        key=message.key,
-        partition=message.partition,
-        offset=message.offset,
-    )
-    await deadletter_topic.send(key=message.key, value=letter.to_json_bytes(), partition=message.partition)
-    log.warning("dead letter from %s[%s]@%s: %s %s", message.topic, message.partition, message.offset,
-                rejection.reason.value, rejection.detail)
+    await send_dead_letters(result.dead_letters, partition)
 
 
 async def _send_segments(segments: list[TranscriptSegment], partition: int | None) -> None:
@@ -145,56 +142,51 @@ def _record_work(meta: AudioFrameMeta, result: FrameResult) -> None:
         metrics.REAL_TIME_FACTOR.set(sum(c for _, c in window) / audio_total)
 
 
-async def _forward_levels(call_id: str, result: FrameResult) -> None:
-    if on_audio_features is None or not result.levels:
+async def _forward_features(call_id: str, result: RecordResult) -> None:
+    if not result.features:
         return
-    features = [
-        AudioFeatures(
-            call_id=call_id, speaker=level.speaker, start_s=level.start_s, end_s=level.end_s,
-            rms_dbfs=level.rms_dbfs, speech=level.speech,
-        )
-        for level in result.levels
-    ]
     try:
-        await on_audio_features(features)
+        await on_audio_features(result.features)
     except Exception:  # detection bugs must not stop transcription
         log.exception("on_audio_features failed for call %s", call_id)
 
 
-async def _run_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+async def _decide_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> RecordResult:
     message = job.event.message
     transcriber = state.transcriber
-    try:
-        meta = AudioFrameMeta.from_headers(message.headers or [])
-        ended_segments: list[TranscriptSegment] = []
-        sent_wall = meta.sent_at_ms / 1000.0 if meta.sent_at_ms is not None else message.timestamp
-        if job.ended_wall is not None and sent_wall > job.ended_wall + CALL_END_GRACE_S:
-            # Sent after the call was over (not merely read late because decoding lags): flush, reject.
-            ended_segments = await loop.run_in_executor(executor, transcriber.end_call, job.call_id)
-            await _send_segments(ended_segments, message.partition)
-            raise InputRejected(
-                RejectReason.call_ended,
-                f"audio frame seq {meta.seq} sent {sent_wall - job.ended_wall:.1f} s after call_ended",
-            )
-        result: FrameResult = await loop.run_in_executor(
-            executor, transcriber.process_frame, job.call_id, meta, message.value or b"", job.received_at
+    call_id, meta = parse_audio_frame(message.key, message.headers)
+    sent_wall = meta.sent_at_ms / 1000.0 if meta.sent_at_ms is not None else message.timestamp
+    if job.ended_wall is not None and sent_wall > job.ended_wall + CALL_END_GRACE_S:
+        # Sent after the call was over (not merely read late because decoding lags): flush, reject.
+        ended_segments = await loop.run_in_executor(executor, transcriber.end_call, call_id)
+        rejection = InputRejected(
+            RejectReason.call_ended,
+            f"audio frame seq {meta.seq} sent {sent_wall - job.ended_wall:.1f} s after call_ended",
         )
-    except InputRejected as rejection:
-        await _dead_letter(rejection, message)
-        await _ack(job.event)
-        return
-    except Exception as exc:  # a bug must not stop the stream
-        log.exception("internal error on audio frame %s[%s]@%s", message.topic, message.partition, message.offset)
-        await _dead_letter(InputRejected(RejectReason.internal_error, f"{type(exc).__name__}: {exc}"[:500]), message)
-        await _ack(job.event)
-        return
-    _record_work(meta, result)
-    metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
+        result = rejected(_ref(message), rejection)
+        result.segments = ended_segments
+        return result
+    frame: FrameResult = await loop.run_in_executor(
+        executor, transcriber.process_frame, call_id, meta, message.value or b"", job.received_at
+    )
+    _record_work(meta, frame)
+    job.end_s = frame.end_s if frame.end_s is not None else float("-inf")
+    return RecordResult(call_id, segments=frame.segments, features=frame.levels, stage="accepted")
+
+
+async def _run_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+    message = job.event.message
+    result = await guarded_async(_ref(message), lambda: _decide_frame(job, loop, executor))
+    if result.rejection is None:
+        metrics.ACTIVE_SESSIONS.set(state.transcriber.active_sessions)
     await _send_segments(result.segments, message.partition)
-    await _forward_levels(job.call_id, result)
-    held = state.unacked.setdefault(job.call_id, collections.deque())
-    held.append((result.end_s if result.end_s is not None else float("-inf"), job.event))
-    await _ack_final(job.call_id, transcriber.pending_since_s(job.call_id))
+    await _send_rejection(result, message.partition)
+    await _forward_features(job.call_id, result)
+    if job.end_s is None:  # rejected: nothing of it is pending
+        await _ack(job.event)
+        return
+    state.unacked.setdefault(job.call_id, collections.deque()).append((job.end_s, job.event))
+    await _ack_final(job.call_id, state.transcriber.pending_since_s(job.call_id))
 
 
 async def _ack(event) -> None:
@@ -275,11 +267,9 @@ async def _lane(index: int) -> None:
 
 
 def _ended_wall(call_id: str) -> float | None:
-    """Wall-clock time the call ended (its event time mapped by the call's clock offset), or None."""
-    stored = call_state.get(call_id)
-    if not isinstance(stored, dict) or stored.get("status") != "ended" or stored.get("ended_at") is None:
-        return None
-    return float(stored["ended_at"]) + float(stored.get("clock_offset_s") or 0.0)
+    """Wall-clock time the call ended (from the call-state table), or None while it goes on."""
+    stored = stored_state(call_id)
+    return stored.ended_wall if stored is not None else None
 
 
 def _drained(call_id: str, now: float) -> bool:
@@ -302,7 +292,7 @@ if settings.audio_enabled:
             asyncio.ensure_future(_lane(index))
         loop = asyncio.get_running_loop()
         def load_and_warm_up():
-            engine = load_model(MODEL_SETTING, workers=count, whisper_min_window_s=settings.whisper_min_window_s)
+            engine = load_model(settings.asr_model, workers=count, whisper_min_window_s=settings.whisper_min_window_s)
             engine.warm_up()  # /ready means a session can decode, not only that the file was read
             return engine
 
@@ -326,6 +316,7 @@ if settings.audio_enabled:
             channel_pool=ThreadPoolExecutor(count, thread_name_prefix="asr-channel") if count > 1 else None,
         )
         state.ready.set()
+        speech_ready.set()
         metrics.TRANSCRIPTION_READY.set(1)
         log.info("transcription ready: %s, %d decoder thread(s), cap %d sessions",
                  engine.description, count, settings.transcription_max_sessions)
@@ -336,11 +327,12 @@ if settings.audio_enabled:
         async for event in stream.events():
             received_at = time.time()
             message = event.message
-            if not message.key:
-                await _dead_letter(InputRejected(RejectReason.key_mismatch, "audio frames need key = call id"), message)
+            try:
+                call_id = check_key(message.key, None)  # the lane is picked by call id: reject an unkeyed frame here
+            except InputRejected as rejection:
+                await _send_rejection(rejected(_ref(message), rejection), message.partition)
                 await stream.ack(event)
                 continue
-            call_id = message.key.decode("utf-8", "replace")
             state.partitions[call_id] = message.partition
             state.last_frame_at[call_id] = received_at
             while not state.lanes:  # the start task has not run yet

@@ -1,7 +1,8 @@
 """Call events → call-state table, hold timer → ticks → hold alerts. Wiring only.
 
 Decisions live in streamproc.detect.hold (what is a breach) and streamproc.processing
-(parsing, dead letters, metrics). This module reads and writes Kafka and the table.
+(parsing, dead letters, metrics; the shared record-path shape of streamproc/record.py). This
+module reads and writes Kafka and the table.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import time
 from faust.types import TP
 
 from streamproc import metrics
-from streamproc.processing import CallProcessor, DeadlineIndex, Step, tick_for
+from streamproc.processing import CallProcessor, DeadlineIndex, tick_for
+from streamproc.record import RecordResult
 
-from .app import alerts_topic, app, call_inputs, call_state, current_rules, deadletter_topic, settings, ticks_topic
+from .app import app, settings
+from .outputs import send_result
+from .shared import current_rules
+from .topics import call_inputs, call_state, ticks_topic
 
 log = logging.getLogger("streamproc.worker")
 
@@ -26,13 +31,12 @@ REBUILD_EVERY_S = 5.0
 processor = CallProcessor(
     current_rules,
     retention_s=settings.ended_call_retention_s,
-    events_topic=EVENTS_TOPIC,
     ticks_topic=TICKS_TOPIC,
 )
 deadlines = DeadlineIndex(current_rules, settings.ended_call_retention_s)
 
 
-async def apply_step(step: Step, partition: int | None) -> None:
+async def apply_step(step: RecordResult, partition: int | None) -> None:
     """Write the step's state to the table and send its alerts and dead letters."""
     if step.call_id is not None:
         if step.delete:
@@ -41,15 +45,7 @@ async def apply_step(step: Step, partition: int | None) -> None:
             call_state[step.call_id] = step.store
         if step.state is not None or step.delete:
             deadlines.update(step.call_id, None if step.delete else step.state)
-    for alert in step.alerts:
-        # Same partition number as the call's events: co-located whatever partitioner the source used.
-        await alerts_topic.send(key=alert.call_id.encode(), value=alert.to_json_bytes(), partition=partition)
-        log.info("alert %s %s rule=%s call=%s id=%s", alert.severity.value, alert.kind.value, alert.rule_id, alert.call_id, alert.alert_id)
-    for letter in step.dead_letters:
-        await deadletter_topic.send(
-            key=letter.key.encode() if letter.key else None, value=letter.to_json_bytes(), partition=partition
-        )
-        log.warning("dead letter from %s[%s]@%s: %s", letter.source_topic, letter.partition, letter.offset, letter.reason.value)
+    await send_result(step, partition)
 
 
 @app.agent(call_inputs)

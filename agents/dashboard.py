@@ -33,7 +33,9 @@ from streamproc import metrics
 from streamproc.dashboard import SESSION_COOKIE, BoardTopics, CallBoard, is_authorized, session_value
 from streamproc.schemas import AlertAck
 
-from .app import acks_topic, app, current_rules, settings
+from .app import app, settings
+from .shared import current_rules
+from .topics import acks_topic
 
 log = logging.getLogger("streamproc.dashboard")
 

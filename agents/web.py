@@ -11,18 +11,17 @@ from __future__ import annotations
 from faust import web
 
 from .app import app, settings
+from .shared import speech_ready
 
 
 def readiness() -> dict:
-    from .audio import state as audio_state
-
     recovery = app.tables.recovery
     assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.assignor.assigned_actives())
     return {
         "recovered": recovery.completed.is_set(),
         "rebalancing": bool(app.rebalancing),
         "assigned_partitions": len(assigned),
-        "speech_ready": (not settings.audio_enabled) or (audio_state.ready is not None and audio_state.ready.is_set()),
+        "speech_ready": not settings.audio_enabled or speech_ready.is_set(),
     }
 
 

@@ -87,8 +87,13 @@ class Settings(BaseSettings):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
+    allow_untested_faust: bool = Field(
+        False,
+        description="Start even though the installed faust-streaming/aiokafka are not the versions the "
+        "Kafka-driver fixes (agents/compat.py) were tested with.",
+    )
 
     @field_validator("broker")
     @classmethod

@@ -18,7 +18,7 @@ class RejectReason(StrEnum):
     call_ended = "call_ended"
     out_of_order = "out_of_order"
     invalid_transition = "invalid_transition"
-    # audio frames (issue 3)
+    # audio frames
     bad_audio_header = "bad_audio_header"
     unknown_encoding = "unknown_encoding"
     odd_byte_count = "odd_byte_count"

@@ -1,4 +1,4 @@
-"""Kafka housekeeping with kafka-python: topic creation and end offsets you can trust.
+"""Kafka housekeeping: topic creation (kafka-python) and end offsets you can trust (aiokafka).
 
 Topics are created up front with one partition count for all of them, because a call's
 events, audio, transcripts and alerts must land on the same partition number (keyed by
@@ -8,9 +8,10 @@ topic with 4 partitions on the first metadata request naming it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from .config import TOPIC_NAMES, Settings
 
@@ -31,7 +32,9 @@ def client_security(settings: Settings | None) -> dict:
     if settings.sasl_mechanism:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password
+        options["sasl_plain_password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        )
     if settings.ssl_cafile:
         options["ssl_cafile"] = str(settings.ssl_cafile)
     return options
@@ -86,38 +89,66 @@ def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: floa
         admin.close()
 
 
-def true_end_offsets(bootstrap: list[str] | str, partitions: Iterable, timeout_s: float = 5.0) -> dict:
+async def true_end_offsets(
+    bootstrap: list[str] | str,
+    partitions: Iterable,
+    listed: Mapping | None = None,
+    *,
+    timeout_s: float = 10.0,
+    client_options: Mapping[str, Any] | None = None,
+) -> dict:
     """End offsets (next offset to be written) read from fetch-response high watermarks.
 
-    ``KafkaConsumer.end_offsets`` asks ListOffsets(latest); Tansu answers with the last
-    batch's base offset + 1, which undercounts when the last batch holds several records.
-    A fetch response carries the real high watermark on any broker, so this is correct on
-    Apache Kafka too.
+    ListOffsets(latest) — ``listed``, or asked here when not given — is what Kafka clients
+    normally trust; Tansu answers it with the last batch's base offset + 1, which undercounts
+    when the last batch holds several records. A fetch from just before the listed end carries
+    the real high watermark on any broker, so this is correct on Apache Kafka too (same numbers,
+    one fetch per non-empty partition). ``partitions`` are ``(topic, partition)`` named tuples
+    (Faust's ``TP`` or kafka-python's ``TopicPartition``); the result is keyed by them.
+    ``client_options`` are extra aiokafka consumer arguments (TLS/SASL).
     """
-    from kafka import KafkaConsumer
+    import aiokafka
 
     partitions = list(partitions)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="streamproc-offsets")
+    if listed is not None and not any(listed.get(tp, 0) > 0 for tp in partitions):
+        return dict(listed)  # nothing written yet: no fetch needed
+    consumer = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        client_id="streamproc-highwater",
+        **dict(client_options or {}),
+    )
+    await consumer.start()
     try:
-        listed = consumer.end_offsets(partitions)
-        probe = [tp for tp in partitions if listed[tp] > 0]
+        kafka_tps = {tp: aiokafka.TopicPartition(tp.topic, tp.partition) for tp in partitions}
+        if listed is None:
+            ends = await consumer.end_offsets(list(kafka_tps.values()))
+            listed = {tp: ends[ktp] for tp, ktp in kafka_tps.items()}
         result = dict(listed)
-        if probe:
-            consumer.assign(probe)
-            for tp in probe:
-                consumer.seek(tp, listed[tp] - 1)
-            deadline = time.monotonic() + timeout_s
-            pending = set(probe)
-            while pending and time.monotonic() < deadline:
-                records = consumer.poll(timeout_ms=200)
-                for tp, batch in records.items():
-                    if batch:
-                        result[tp] = max(result[tp], batch[-1].offset + 1)
-                for tp in list(pending):
-                    highwater = consumer.highwater(tp)
-                    if highwater is not None:
-                        result[tp] = max(result[tp], highwater)
-                        pending.discard(tp)
-        return result
+        probe = [tp for tp in partitions if listed.get(tp, 0) > 0]
+        if not probe:
+            return result
+        consumer.assign([kafka_tps[tp] for tp in probe])
+        for tp in probe:
+            consumer.seek(kafka_tps[tp], listed[tp] - 1)
+        pending = {kafka_tps[tp]: tp for tp in probe}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending and loop.time() < deadline:
+            batches = await consumer.getmany(*pending.keys(), timeout_ms=200)
+            for ktp, records in batches.items():
+                if records and ktp in pending:
+                    result[pending[ktp]] = max(result[pending[ktp]], records[-1].offset + 1)
+            for ktp in list(pending):
+                highwater = consumer.highwater(ktp)
+                if highwater is not None:
+                    tp = pending.pop(ktp)
+                    result[tp] = max(result[tp], highwater)
+        if pending:
+            log.warning("could not verify end offsets of %s; using ListOffsets values", list(pending.values()))
     finally:
-        consumer.close()
+        await consumer.stop()
+    changed = {tp: (listed[tp], result[tp]) for tp in partitions if result[tp] != listed[tp]}
+    if changed:
+        log.info("corrected end offsets from fetch high watermarks: %s", changed)
+    return result

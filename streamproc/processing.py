@@ -2,8 +2,8 @@
 
 The events agent hands every record of ``calls.events`` and ``calls.ticks`` to
 :meth:`CallProcessor.process` together with the call's stored state, and gets back a
-:class:`Step`: what to store, which alerts and dead letters to send. The agent only
-does the I/O. The hold timer uses :class:`DeadlineIndex` to know which calls are due
+:class:`~streamproc.record.RecordResult`: what to store, which alerts and dead letters to send
+(the shared record-path shape, streamproc/record.py). The agent only does the I/O. The hold timer uses :class:`DeadlineIndex` to know which calls are due
 without deserialising the whole table every tick.
 """
 
@@ -11,37 +11,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 from . import metrics
 from .detect.hold import CallState, CallStatus, Outcome, apply_event, next_deadline, on_tick
-from .errors import InputRejected, RejectReason
+from .record import RecordRef, RecordResult, check_key, guarded
 from .rules import RulesFile
-from .schemas import Alert, DeadLetter, Tick, parse_call_event, parse_message
+from .schemas import Tick, parse_call_event, parse_message
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Step:
-    """What the agent must do after one input record."""
-
-    call_id: str | None
-    store: dict[str, Any] | None = None  # new table value (JSON-able) to write
-    delete: bool = False  # remove the call from the table
-    alerts: list[Alert] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    state: CallState | None = None  # the state after the step (for the deadline index)
 
 
 class CallProcessor:
     """Turns call events and timer ticks into state updates, alerts and dead letters."""
 
-    def __init__(self, rules: Callable[[], RulesFile], *, retention_s: float, events_topic: str, ticks_topic: str):
+    def __init__(self, rules: Callable[[], RulesFile], *, retention_s: float, ticks_topic: str):
         self._rules = rules
         self.retention_s = retention_s
-        self.events_topic = events_topic
         self.ticks_topic = ticks_topic
         self._known_queues: frozenset[str] = frozenset()
         self._queues_from: RulesFile | None = None
@@ -62,43 +49,23 @@ class CallProcessor:
         partition: int | None = None,
         offset: int | None = None,
         now_wall: float | None = None,
-    ) -> Step:
+    ) -> RecordResult:
         now_wall = time.time() if now_wall is None else now_wall
-        try:
-            if topic == self.ticks_topic:
-                return self._process_tick(value or b"", load_state, now_wall)
-            return self._process_event(key, value or b"", load_state, partition, now_wall)
-        except InputRejected as rejection:
-            return self._dead_letter(rejection, topic, key, value, partition, offset)
-        except Exception as exc:  # a bug must not stop the stream: dead-letter the input and log it
-            log.exception("internal error processing record %s[%s]@%s", topic, partition, offset)
-            rejection = InputRejected(RejectReason.internal_error, f"{type(exc).__name__}: {exc}"[:500])
-            return self._dead_letter(rejection, topic, key, value, partition, offset)
+        ref = RecordRef(topic, key, value, partition, offset)
+        if topic == self.ticks_topic:
+            return guarded(ref, lambda: self._process_tick(value or b"", load_state, now_wall))
+        return guarded(ref, lambda: self._process_event(key, value or b"", load_state, partition, now_wall))
 
-    def _dead_letter(self, rejection, topic, key, value, partition, offset) -> Step:
-        metrics.DEAD_LETTERS.labels(rejection.reason.value).inc()
-        letter = DeadLetter.of(
-            rejection, source_topic=topic, payload=value, key=key, partition=partition, offset=offset
-        )
-        call_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else None
-        return Step(call_id=call_id, dead_letters=[letter])
-
-    def _process_event(self, key, value, load_state, partition, now_wall) -> Step:
+    def _process_event(self, key, value, load_state, partition, now_wall) -> RecordResult:
         event = parse_call_event(value)
-        key_text = key.decode("utf-8", "replace") if key is not None else None
-        if key_text != event.call_id:
-            # Unkeyed or mis-keyed events land on the wrong partition and split a call's state.
-            raise InputRejected(
-                RejectReason.key_mismatch,
-                f"record key {key_text!r} must equal call_id {event.call_id!r} (calls are partitioned by call id)",
-            )
+        check_key(key, event.call_id)
         rules = self._rules()
         stored = load_state(event.call_id)
         state = CallState.model_validate(stored) if stored else None
         outcome = apply_event(state, event, rules.hold, received_wall=now_wall, partition=partition)
         if outcome.duplicate:
             metrics.DUPLICATE_EVENTS.inc()
-            return Step(call_id=event.call_id, state=outcome.state)
+            return RecordResult(call_id=event.call_id, state=outcome.state)
         if outcome.rejected is not None:
             raise outcome.rejected
         metrics.EVENTS.labels(event.type).inc()
@@ -106,21 +73,21 @@ class CallProcessor:
             metrics.HOLD_DURATION.labels(self._queue_label(outcome.state.queue, rules)).observe(outcome.completed_hold_s)
         return self._step(event.call_id, outcome, now_wall)
 
-    def _process_tick(self, value, load_state, now_wall) -> Step:
+    def _process_tick(self, value, load_state, now_wall) -> RecordResult:
         tick: Tick = parse_message(Tick, value)
         stored = load_state(tick.call_id)
         if not stored:
-            return Step(call_id=tick.call_id)  # already purged; a stale tick is harmless
+            return RecordResult(call_id=tick.call_id)  # already purged; a stale tick is harmless
         state = CallState.model_validate(stored)
         # Evaluate at the later of the tick's and our own clock: a backlog of ticks must not fire early or late.
         outcome = on_tick(state, max(tick.at.timestamp(), now_wall), self._rules().hold, self.retention_s)
         if outcome.delete:
-            return Step(call_id=tick.call_id, delete=True)
+            return RecordResult(call_id=tick.call_id, delete=True)
         if not outcome.alerts:
-            return Step(call_id=tick.call_id, state=outcome.state)
+            return RecordResult(call_id=tick.call_id, state=outcome.state)
         return self._step(tick.call_id, outcome, now_wall)
 
-    def _step(self, call_id: str, outcome: Outcome, now_wall: float) -> Step:
+    def _step(self, call_id: str, outcome: Outcome, now_wall: float) -> RecordResult:
         state = outcome.state
         for alert in outcome.alerts:
             metrics.ALERTS.labels(alert.kind.value, alert.severity.value).inc()
@@ -128,7 +95,7 @@ class CallProcessor:
                 metrics.ALERT_LATENCY.labels(alert.kind.value).observe(
                     max(0.0, now_wall - alert.source_received_at.timestamp())
                 )
-        return Step(
+        return RecordResult(
             call_id=call_id,
             store=state.model_dump(mode="json") if state is not None else None,
             alerts=outcome.alerts,

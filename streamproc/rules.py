@@ -12,16 +12,15 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from .schemas import Severity
+from .yamlfile import RuleProblem, Strict, YamlFileError, compose_yaml, line_of
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +28,7 @@ DEFAULT_RULES_RESOURCE = "default_rules.yaml"
 DEMO_RULES_RESOURCE = "demo_rules.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HoldThreshold(_Strict):
+class HoldThreshold(Strict):
     """Alert while a single hold is still going on, once it has lasted ``after_s``."""
 
     id: str = Field(min_length=1, max_length=100)
@@ -41,7 +36,7 @@ class HoldThreshold(_Strict):
     severity: Severity
 
 
-class CumulativeHoldThreshold(_Strict):
+class CumulativeHoldThreshold(Strict):
     """Alert when all holds of one call add up to ``after_s`` (fires during the hold that crosses it)."""
 
     id: str = Field(min_length=1, max_length=100)
@@ -49,7 +44,7 @@ class CumulativeHoldThreshold(_Strict):
     severity: Severity
 
 
-class RepeatedHoldRule(_Strict):
+class RepeatedHoldRule(Strict):
     """Alert when a call is put on hold for the ``count``-th time."""
 
     id: str = Field(min_length=1, max_length=100)
@@ -57,7 +52,7 @@ class RepeatedHoldRule(_Strict):
     severity: Severity
 
 
-class HoldPolicy(_Strict):
+class HoldPolicy(Strict):
     thresholds: tuple[HoldThreshold, ...] = ()
     cumulative: tuple[CumulativeHoldThreshold, ...] = ()
     repeated: tuple[RepeatedHoldRule, ...] = ()
@@ -68,7 +63,7 @@ class HoldPolicy(_Strict):
         return tuple(sorted(value, key=lambda rule: rule.after_s))
 
 
-class HoldPolicyOverride(_Strict):
+class HoldPolicyOverride(Strict):
     """Per-queue override: each list given replaces the default list of the same name."""
 
     thresholds: tuple[HoldThreshold, ...] | None = None
@@ -76,7 +71,7 @@ class HoldPolicyOverride(_Strict):
     repeated: tuple[RepeatedHoldRule, ...] | None = None
 
 
-class HoldRules(_Strict):
+class HoldRules(Strict):
     defaults: HoldPolicy = HoldPolicy()
     queues: dict[str, HoldPolicyOverride] = Field(default_factory=dict)
 
@@ -128,7 +123,7 @@ PhraseText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(
 RuleId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-class _DetectionRule(_Strict):
+class _DetectionRule(Strict):
     id: RuleId
     severity: Severity
     queues: tuple[str, ...] = Field((), description="Only calls in these queues; empty means every queue.")
@@ -201,12 +196,12 @@ class CrosstalkRule(_DetectionRule):
     cooldown_s: float = 120.0
 
 
-class DetectionOptions(_Strict):
+class DetectionOptions(Strict):
     redact_profanity: bool = Field(True, description="Mask profanity in alert evidence text (f******).")
     extra_profanity: tuple[str, ...] = Field((), description="More words to mask, e.g. in other languages.")
 
 
-class DetectionRules(_Strict):
+class DetectionRules(Strict):
     options: DetectionOptions = DetectionOptions()
     phrases: tuple[PhraseRule, ...] = ()
     sentiment: tuple[SentimentRule, ...] = ()
@@ -227,7 +222,7 @@ class DetectionRules(_Strict):
         return self
 
 
-class RulesFile(_Strict):
+class RulesFile(Strict):
     version: int = Field(1, description="Rules file format version.")
     hold: HoldRules = HoldRules()
     detection: DetectionRules = DetectionRules()
@@ -248,58 +243,8 @@ class RulesFile(_Strict):
         return value
 
 
-@dataclass(frozen=True)
-class RuleProblem:
-    path: str
-    message: str
-    line: int | None
-
-    def __str__(self) -> str:
-        where = f"line {self.line}, " if self.line else ""
-        return f"{where}{self.path or '(top level)'}: {self.message}"
-
-
-class YamlFileError(ValueError):
-    """A YAML file (rules, scenario) that cannot be used. ``problems`` lists every error with its path and line."""
-
-    what = "file"
-
-    def __init__(self, source: str, problems: list[RuleProblem]):
-        self.source = source
-        self.problems = problems
-        listing = "\n".join(f"  {source}: {problem}" for problem in problems)
-        super().__init__(f"invalid {self.what} {source}:\n{listing}")
-
-
 class RulesError(YamlFileError):
     what = "rules file"
-
-
-def compose_yaml(text: str, source: str, error: type[YamlFileError]) -> tuple[yaml.Node | None, Any]:
-    """The node tree (for line numbers) and the data of a YAML text; a syntax error raises ``error``."""
-    try:
-        return yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = RuleProblem("", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None)
-        raise error(source, [problem]) from None
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
-    best = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if getattr(k, "value", None) == str(part)), None)
-            if match is None:
-                break
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            break
-        best = node.start_mark.line + 1
-    return best
 
 
 def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
@@ -318,7 +263,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "extra_forbidden":
                 message = "unknown field (check the spelling; docs/rules.md lists the fields)"
-            problems.append(RuleProblem(path, message, _line_of(root, loc)))
+            problems.append(RuleProblem(path, message, line_of(root, loc)))
         raise RulesError(source, problems) from None
 
 

@@ -17,21 +17,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from .rules import RuleProblem, YamlFileError, _line_of, compose_yaml  # same errors (path + line) as the rules file
 from .schemas import Identifier
+from .yamlfile import RuleProblem, Strict, YamlFileError, compose_yaml, line_of  # same errors as the rules file
 
 SCENARIOS_PACKAGE = "streamproc.data.scenarios"
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
 DEFAULT_GAP_S = 0.4  # silence between consecutive steps unless a step says otherwise
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Participant(_Strict):
+class Participant(Strict):
     id: Identifier
     #: espeak-ng voice per language (e.g. {en: en-us+f3}); the TTS defaults apply when absent.
     voice: dict[Language, str] = Field(default_factory=dict)
@@ -41,7 +37,7 @@ class Participant(_Strict):
     speed: dict[Language, Annotated[int, Field(ge=80, le=450)]] = Field(default_factory=dict)
 
 
-class Participants(_Strict):
+class Participants(Strict):
     agent: Participant
     customer: Participant
     queue: Identifier
@@ -51,7 +47,7 @@ class Participants(_Strict):
 Text = Union[str, dict[Language, Annotated[str, Field(min_length=1, max_length=2000)]]]
 
 
-class Say(_Strict):
+class Say(Strict):
     say: Literal["agent", "customer"]
     text: Text
     #: Seconds after the previous step ends; negative overlaps it (interruptions, cross-talk).
@@ -83,17 +79,17 @@ class Say(_Strict):
         raise KeyError(f"line has no {language!r} text (has {', '.join(self.text)})")
 
 
-class Pause(_Strict):
+class Pause(Strict):
     pause: float = Field(gt=0, le=3600, description="Seconds of silence on both channels (not on hold).")
 
 
-class Hold(_Strict):
+class Hold(Strict):
     hold: float = Field(gt=0, le=3600, description="Seconds on hold: hold_started, silence, hold_ended.")
     reason: str | None = Field(None, max_length=256)
     after: float = Field(DEFAULT_GAP_S, ge=0, le=600)
 
 
-class Transfer(_Strict):
+class Transfer(Strict):
     transfer: Literal[True] = True
     to_queue: Identifier | None = None
     to_agent: Identifier | None = None
@@ -106,7 +102,7 @@ class Transfer(_Strict):
         return self
 
 
-class End(_Strict):
+class End(Strict):
     end: Literal[True] = True
     reason: str = Field("completed", max_length=256)
     #: A longer default gap: recognisers finalise an utterance after ~1 s of silence.
@@ -142,7 +138,7 @@ Step = Annotated[
 ]
 
 
-class Scenario(_Strict):
+class Scenario(Strict):
     version: Literal[1] = 1
     name: str = Field(min_length=1, max_length=200)
     description: str | None = Field(None, max_length=2000)
@@ -213,7 +209,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
                 continue  # text given per language: the "plain string" branch of the union is noise
             loc = _yaml_path(error["loc"])
             path = ".".join(str(part) for part in loc)
-            problems.append(RuleProblem(path, error["msg"], _line_of(node, loc)))
+            problems.append(RuleProblem(path, error["msg"], line_of(node, loc)))
         raise ScenarioError(source, problems) from None
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import audio
 from .asr import DecodeStats, Engine, ModelError, SessionConfig, SpeechSession, load_engine, resolve_model
+from .detect.acoustic import AudioFeatures
 from .errors import InputRejected, RejectReason
 from .schemas import AudioFrameMeta, Speaker, TranscriptSegment
 
@@ -58,22 +59,11 @@ def load_model(spec: str | os.PathLike | None, **options) -> Engine:
 
 
 @dataclass
-class SpeakerLevel:
-    """Level of one speaker's audio in one frame (input to acoustic detection)."""
-
-    speaker: Speaker
-    start_s: float
-    end_s: float
-    rms_dbfs: float
-    speech: bool
-
-
-@dataclass
 class FrameResult:
     """What one frame produced."""
 
     segments: list[TranscriptSegment] = field(default_factory=list)
-    levels: list[SpeakerLevel] = field(default_factory=list)
+    levels: list[AudioFeatures] = field(default_factory=list)  # one per speaker: level and voice activity
     audio_s: float = 0.0  # seconds of audio per speaker channel in this frame
     end_s: float | None = None  # where the frame ends on the call's audio timeline
     cpu_s: float = 0.0  # CPU time spent decoding it (this thread)
@@ -195,7 +185,7 @@ class Transcriber:
         for speaker, pcm in zip(speakers, channels):
             level = audio.rms_dbfs(pcm)
             result.levels.append(
-                SpeakerLevel(speaker, frame.start_s, frame.start_s + frame.duration_s, level, level > SPEECH_DBFS)
+                AudioFeatures(call_id, speaker, frame.start_s, frame.start_s + frame.duration_s, level, level > SPEECH_DBFS)
             )
         work = [(s, p, level.speech) for s, p, level in zip(sessions, channels, result.levels)]
         if self.channel_pool is not None and len(sessions) > 1:

@@ -36,7 +36,7 @@ HISTORY_S = 180.0
 
 @dataclass(frozen=True)
 class AudioFeatures:
-    """One frame of one speaker: level and voice activity (interface pinned in the brief)."""
+    """One frame of one speaker: level and voice activity (produced by streamproc.transcribe, read by the detectors)."""
 
     call_id: str
     speaker: Speaker

@@ -35,6 +35,7 @@ from ..rules import DetectionRules, PhraseRule, RulesFile
 from ..schemas import Alert, AlertKind, Evidence, Severity, Speaker, TranscriptSegment, from_epoch
 from .acoustic import AcousticHit, AcousticState, AudioFeatures
 from .escalation import ScoredUtterance, SentimentWindow, sentiment_score
+from .hold import CallState, CallStatus
 from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,21 @@ class CallInfo:
     last_event_at: float | None = None  # event time of the call's latest event (its state is as of then)
     ended: bool = False
     partition: int | None = None
+
+    @classmethod
+    def from_state(cls, state: CallState | None) -> "CallInfo | None":
+        """What detection needs from the call-state table's :class:`~streamproc.detect.hold.CallState`."""
+        if state is None:
+            return None
+        return cls(
+            queue=state.queue,
+            agent_id=state.agent_id,
+            on_hold=state.status is CallStatus.on_hold,
+            started_at=state.started_at,
+            last_event_at=state.last_event_ts,
+            ended=state.status is CallStatus.ended,
+            partition=state.partition,
+        )
 
 
 @dataclass
@@ -351,59 +367,6 @@ def _times(spanned: _Spanned, segment: TranscriptSegment, first: int, last: int)
     return segment.start_s, segment.end_s  # partials carry no word timings: the utterance so far
 
 
-@dataclass
-class RecordOutcome:
-    """What the detection agent must send after one record of ``calls.transcripts``."""
-
-    call_id: str | None
-    alerts: list[Alert] = field(default_factory=list)
-    dead_letters: list = field(default_factory=list)
-    stage: str = "rejected"  # partial | final | ignored | rejected
-
-
-def process_transcript_record(
-    engine: DetectionEngine,
-    *,
-    key: bytes | None,
-    value: bytes | None,
-    info_for: Callable[[str], CallInfo | None],
-    now: float,
-    topic: str,
-    partition: int | None = None,
-    offset: int | None = None,
-) -> RecordOutcome:
-    """Parse one transcript record, run the detectors; bad input becomes a dead letter, never an exception."""
-    from ..errors import InputRejected, RejectReason
-    from ..schemas import parse_message
-
-    try:
-        segment: TranscriptSegment = parse_message(TranscriptSegment, value or b"")
-        key_text = key.decode("utf-8", "replace") if key is not None else None
-        if key_text != segment.call_id:
-            raise InputRejected(
-                RejectReason.key_mismatch, f"record key {key_text!r} must equal call_id {segment.call_id!r}"
-            )
-        result = engine.on_transcript(segment, info_for(segment.call_id), now)
-    except InputRejected as rejection:
-        return _rejected(rejection, key, value, topic, partition, offset)
-    except Exception as exc:  # a detector bug must not stop the stream
-        log.exception("internal error detecting on %s[%s]@%s", topic, partition, offset)
-        return _rejected(InputRejected(RejectReason.internal_error, f"{type(exc).__name__}: {exc}"[:500]), key, value, topic, partition, offset)
-    if result.unconfirmed:
-        metrics.DETECTION_UNCONFIRMED.inc(result.unconfirmed)
-    stage = "ignored" if result.ignored else "final" if segment.is_final else "partial"
-    return RecordOutcome(segment.call_id, result.alerts, [], stage)
-
-
-def _rejected(rejection, key, value, topic, partition, offset) -> RecordOutcome:
-    from ..schemas import DeadLetter
-
-    metrics.DEAD_LETTERS.labels(rejection.reason.value).inc()
-    letter = DeadLetter.of(rejection, source_topic=topic, payload=value, key=key, partition=partition, offset=offset)
-    call_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else None
-    return RecordOutcome(call_id, [], [letter], "rejected")
-
-
 def _audio_predates_state(info: CallInfo, frames: list[AudioFeatures]) -> bool:
     """The audio is older than the call's latest event: decoding lags, and the call's hold status
     at that audio time is unknown (a hold that has since ended may have covered it). Treated like
@@ -411,19 +374,3 @@ def _audio_predates_state(info: CallInfo, frames: list[AudioFeatures]) -> bool:
     if info.started_at is None or info.last_event_at is None:
         return False
     return info.started_at + max(frame.end_s for frame in frames) <= info.last_event_at
-
-
-def call_info_from_state(stored) -> CallInfo | None:
-    """CallInfo from a call-state table value (streamproc.detect.hold.CallState as JSON)."""
-    if not isinstance(stored, dict):
-        return None
-    status = stored.get("status")
-    return CallInfo(
-        queue=stored.get("queue"),
-        agent_id=stored.get("agent_id"),
-        on_hold=status == "on_hold",
-        started_at=stored.get("started_at"),
-        last_event_at=stored.get("last_event_ts"),
-        ended=status == "ended",
-        partition=stored.get("partition"),
-    )

@@ -22,11 +22,12 @@ state, the re-sent alert has the same id and consumers dedupe it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import InputRejected, RejectReason
 from ..rules import HoldPolicy, HoldRules
@@ -46,6 +47,9 @@ from ..schemas import (
 
 #: How many recent event ids a call remembers for duplicate detection.
 SEEN_EVENT_IDS = 32
+
+
+log = logging.getLogger(__name__)
 
 
 class CallStatus(StrEnum):
@@ -74,6 +78,24 @@ class CallState(BaseModel):
     fired: list[str] = Field(default_factory=list, description="keys 'rule_id#occurrence' of alerts already emitted")
     seen_event_ids: list[str] = Field(default_factory=list)
     partition: int | None = Field(None, description="partition of the events topic that owns this call")
+
+    @classmethod
+    def from_stored(cls, stored: object) -> "CallState | None":
+        """The state from a call-state table value (its JSON form); None when absent or unreadable."""
+        if not isinstance(stored, dict) or not stored:
+            return None
+        try:
+            return cls.model_validate(stored)
+        except ValidationError:
+            log.warning("unreadable state in the call-state table: %.200r", stored)
+            return None
+
+    @property
+    def ended_wall(self) -> float | None:
+        """Wall-clock time the call ended (its event time mapped by the call's clock offset), or None."""
+        if self.status is not CallStatus.ended or self.ended_at is None:
+            return None
+        return self.ended_at + self.clock_offset_s
 
     def event_time_at(self, wall: float) -> float:
         """This call's event time corresponding to wall-clock ``wall``."""

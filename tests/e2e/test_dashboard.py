@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 
 import pytest

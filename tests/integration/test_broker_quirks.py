@@ -1,10 +1,12 @@
 """Pin the embedded broker's behaviour that shapes our design (see docs/broker.md).
 
 If a future Tansu fixes ListOffsets, the first test fails: then the fetch-based
-workaround (streamproc.kafka_admin.true_end_offsets, agents/compat.py) can go.
+workaround (streamproc.kafka_admin.true_end_offsets, used by agents/compat.py) can go.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -52,7 +54,7 @@ def test_true_end_offsets_uses_the_fetch_high_watermark(broker):
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     admin.create_topics([NewTopic(empty.topic, 1, 1)])
     admin.close()
-    assert true_end_offsets(broker.bootstrap, [tp, empty]) == {tp: 10, empty: 0}
+    assert asyncio.run(true_end_offsets(broker.bootstrap, [tp, empty])) == {tp: 10, empty: 0}
 
 
 def test_metadata_request_auto_creates_topics_with_four_partitions(broker):

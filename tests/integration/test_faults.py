@@ -17,7 +17,6 @@ import os
 import re
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -96,7 +95,7 @@ def test_repeated_sigkill_mid_hold_loses_and_duplicates_nothing(worker_factory, 
     expected: dict = {}
     for plan in plans:
         expected |= expected_alerts(plan, CRASH_RULES, until=end_of_test - 3.5)
-    values = alerts.wait_for(lambda v: {a["alert_id"] for a in v} >= set(expected), timeout_s=max(30.0, end_of_test - time.time()))
+    alerts.wait_for(lambda v: {a["alert_id"] for a in v} >= set(expected), timeout_s=max(30.0, end_of_test - time.time()))
     time.sleep(1.5)  # anything extra (a second id, a late re-fire) would show up now
     alerts.poll(500)
     audit = AlertAudit.of(alerts.values(), expected, calls={plan.call_id for plan in plans})

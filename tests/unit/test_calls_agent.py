@@ -13,11 +13,12 @@ import pytest
 def faust_app(monkeypatch, tmp_path):
     monkeypatch.setenv("STREAMPROC_DATA_DIR", str(tmp_path))
     from agents import app as app_module
+    from agents import topics
 
     app_module.app.finalize()
     app_module.app.conf.store = "memory://"
     app_module.app.flow_control.resume()
-    return app_module
+    return topics
 
 
 def sent_values(send_mock):

@@ -51,7 +51,7 @@ def settings_of(service: dict) -> Settings:
     return Settings(**{k.removeprefix("STREAMPROC_").lower(): v for k, v in env.items()})
 
 
-def cli_parses(args: list[str]) -> click.Command:
+def cli_parses(args: list[str]):
     """Resolve ``streamproc ARGS`` through the real CLI (groups and subcommands) without running it."""
     command = typer.main.get_command(cli_app)  # typer bundles its own click: duck-type the group
     parent = None
@@ -82,7 +82,10 @@ def test_the_simulator_replays_what_it_synthesised():
     synth, replay = SERVICES["scenario-synth"], SERVICES["replay"]
     out = interpolate(synth["command"][synth["command"].index("--out") + 1])
     assert interpolate(replay["command"][1]) == out, "replay plays the WAV synth wrote"
-    volume = lambda service: {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
+
+    def volume(service):
+        return {v.split(":")[0]: v.split(":")[1] for v in service["volumes"]}
+
     assert volume(synth)["recordings"] == volume(replay)["recordings"] == str(Path(out).parent)
     assert "recordings" in COMPOSE["volumes"]
     assert replay["depends_on"]["scenario-synth"]["condition"] == "service_completed_successfully"

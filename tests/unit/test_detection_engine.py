@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamproc.detect.engine import CallInfo, DetectionEngine, call_info_from_state, process_transcript_record
+from streamproc.detect.engine import CallInfo, DetectionEngine
+from streamproc.detect.hold import CallState
+from streamproc.record import process_transcript_record
 from streamproc.rules import load_rules, parse_rules
 from streamproc.schemas import Alert, AlertKind, Speaker, TranscriptSegment, Word
 
@@ -144,9 +146,13 @@ def test_bad_records_become_dead_letters(engine):
 
 
 def test_call_info_from_table_value():
-    info = call_info_from_state({"status": "on_hold", "queue": "vip", "agent_id": "a", "started_at": 5.0, "partition": 2})
-    assert info == CallInfo(queue="vip", agent_id="a", on_hold=True, started_at=5.0, ended=False, partition=2)
-    assert call_info_from_state(None) is None
+    stored = {"call_id": "c1", "status": "on_hold", "queue": "vip", "agent_id": "a", "started_at": 5.0,
+              "last_event_ts": 7.0, "partition": 2}
+    info = CallInfo.from_state(CallState.from_stored(stored))
+    assert info == CallInfo(queue="vip", agent_id="a", on_hold=True, started_at=5.0, last_event_at=7.0, ended=False, partition=2)
+    assert CallInfo.from_state(CallState.from_stored(None)) is None
+    ended = CallState.from_stored(stored | {"status": "ended", "ended_at": 9.0, "clock_offset_s": 1.5})
+    assert ended is not None and ended.ended_wall == 10.5 and CallInfo.from_state(ended).ended
 
 
 from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import yaml
 
 from streamproc.detect.engine import CallInfo, DetectionEngine

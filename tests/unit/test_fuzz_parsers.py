@@ -240,7 +240,7 @@ def test_audio_frame_tracker_only_rejects(frames):
 # ----------------------------------------------------------------------------- the events agent's record path
 
 RULES = load_rules(None)
-processor = CallProcessor(lambda: RULES, retention_s=60, events_topic="calls.events", ticks_topic="calls.ticks")
+processor = CallProcessor(lambda: RULES, retention_s=60, ticks_topic="calls.ticks")
 
 
 @FUZZ

@@ -1,0 +1,38 @@
+"""Sending what a record produced: alerts and dead letters, keyed by call id, on a given partition.
+
+Every output goes to the partition number of the record that caused it (not re-hashed from the
+key), so a call's records stay co-located whatever partitioner the source used.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from streamproc.record import RecordResult
+from streamproc.schemas import Alert, DeadLetter
+
+from .topics import alerts_topic, deadletter_topic
+
+log = logging.getLogger("streamproc.worker")
+
+
+async def send_alerts(alerts: list[Alert], partition: int | None) -> None:
+    for alert in alerts:
+        await alerts_topic.send(key=alert.call_id.encode(), value=alert.to_json_bytes(), partition=partition)
+        log.info("alert %s %s rule=%s call=%s id=%s", alert.severity.value, alert.kind.value, alert.rule_id,
+                 alert.call_id, alert.alert_id)
+
+
+async def send_dead_letters(letters: list[DeadLetter], partition: int | None) -> None:
+    for letter in letters:
+        await deadletter_topic.send(
+            key=letter.key.encode() if letter.key else None, value=letter.to_json_bytes(), partition=partition
+        )
+        log.warning("dead letter from %s[%s]@%s: %s %s", letter.source_topic, letter.partition, letter.offset,
+                    letter.reason.value, letter.detail)
+
+
+async def send_result(result: RecordResult, partition: int | None) -> None:
+    """Alerts, then dead letters (transcript segments are the audio agent's own output)."""
+    await send_alerts(result.alerts, partition)
+    await send_dead_letters(result.dead_letters, partition)
