@@ -153,7 +153,9 @@ def synth(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output WAV (default: SCENARIO.wav here); .events.jsonl and .script.jsonl go next to it."),
     language: Optional[str] = typer.Option(None, "--language", "-L", help="Language of the lines to speak (default: the scenario's first)."),
     rate: int = typer.Option(16000, help="Sample rate: 8000 or 16000."),
-    tts_command: Optional[str] = typer.Option(None, help="TTS command template with {text} {voice} {lang} {out} (env STREAMPROC_TTS_COMMAND; default espeak-ng)."),
+    encoding: str = typer.Option("pcm16", help="WAV sample encoding: pcm16, or mulaw (G.711 μ-law, with --rate 8000 what a phone line carries)."),
+    phone_line: bool = typer.Option(True, "--phone-line/--no-phone-line", help="Pass the call through an 8 kHz μ-law phone line (sox) before writing it."),
+    tts_command: Optional[str] = typer.Option(None, help="TTS command template with {text} {voice} {lang} {out} (env STREAMPROC_TTS_COMMAND; default: the scenario's flite / espeak-ng voices)."),
     call_id: Optional[str] = typer.Option(None, help="Call id written in the events file (replay replaces it)."),
 ) -> None:
     """Render a call scenario to a stereo WAV (agent left, customer right) plus call events and script JSONL."""
@@ -167,14 +169,16 @@ def synth(
         if language is not None and parsed.languages and language not in parsed.languages:
             raise ScenarioError(str(path), [])  # reported below with the languages it has
         files = synthesize(parsed, out or Path(f"{path.stem}.wav"), language or parsed.pick_language([]), rate=rate,
-                           tts_command=tts_command or get_settings().tts_command, call_id=call_id)
+                           tts_command=tts_command or get_settings().tts_command, call_id=call_id, encoding=encoding,
+                           phone=phone_line)
     except ScenarioError as exc:
         err.print(f"[red]{exc}[/red]" if exc.problems else f"[red]{scenario} has no {language!r} lines (it has {', '.join(parsed.languages)})[/red]")
         raise typer.Exit(1)
     except SynthError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/green] {files.wav} ({files.duration_s:.1f}s, {rate} Hz stereo, language {files.language or 'neutral'})")
+    console.print(f"[green]ok[/green] {files.wav} ({files.duration_s:.1f}s, {rate} Hz {encoding} stereo"
+                  f"{', through a μ-law phone line' if phone_line and encoding != 'mulaw' else ''}, language {files.language or 'neutral'})")
     console.print(f"   {files.events}\n   {files.script}")
 
 
