@@ -1,4 +1,4 @@
-"""calls.audio → Vosk → calls.transcripts. Wiring only: streamproc.transcribe does the work.
+"""calls.audio → speech engine (Vosk or Whisper) → calls.transcripts. Wiring only: streamproc.transcribe does the work.
 
 Ordering and concurrency: every call is pinned to one of ``transcription_threads``
 lanes (crc32 of the call id). A lane is an asyncio queue drained by one task that runs
@@ -8,8 +8,11 @@ decode in parallel (Vosk releases the GIL; so do the two channels of a stereo fr
 shared channel pool), and the event loop never runs Vosk: timers
 (the hold timer) and Kafka heartbeats keep running under decode load.
 
-Records are acked (manual acks) only after their frame is processed, so the committed
-offset never passes audio that was not transcribed (Faust commits contiguous acks).
+Records are acked (manual acks) only once their audio is in a *final* segment: a frame
+of an utterance still open is held until the utterance ends (``Transcriber.pending_since_s``).
+Faust commits contiguous acks, so the committed offset never passes audio whose final
+transcript was not sent: a worker killed mid-utterance loses none of it, and the new
+owner decodes the interrupted utterance again from its first frame.
 
 Call end: the call-state table (written by agents/calls.py from calls.events; same
 partition number as the audio) says ``status: ended``; once no frame of the call has been
@@ -34,7 +37,9 @@ from streamproc.audio import CALL_END_GRACE_S
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.redact import redact_segment
 from streamproc.schemas import AudioFrameMeta, DeadLetter, TranscriptSegment, from_epoch
-from streamproc.transcribe import FrameResult, ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
+from streamproc.transcribe import (
+    FrameResult, ModelError, Transcriber, TranscriberConfig, default_partial_interval, load_model, resolve_model_path,
+)
 
 from .app import app, audio_topic, call_state, deadletter_topic, settings, transcripts_topic
 
@@ -56,7 +61,8 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 if settings.audio_enabled:
     # Cheap check at import (the worker's start): a bad setting is one clear error, not one per frame.
-    MODEL_PATH = resolve_model_path(settings.vosk_model)
+    MODEL_PATH = resolve_model_path(settings.asr_model)
+    MODEL_SETTING = settings.asr_model
 
 
 @dataclass
@@ -78,6 +84,7 @@ class _State:
     partitions: dict[str, int] = {}  # call id → partition its audio arrives on (transcripts go there too)
     last_frame_at: dict[str, float] = {}  # call id → wall time this worker last read one of its frames
     rtf_window: collections.deque = collections.deque()
+    unacked: dict[str, collections.deque] = {}  # call id → (frame end on the call timeline, event), in order
 
 
 state = _State()
@@ -123,6 +130,9 @@ def _record_work(meta: AudioFrameMeta, result: FrameResult) -> None:
     metrics.AUDIO_FRAMES.labels("duplicate" if result.duplicate else "accepted").inc()
     metrics.AUDIO_SECONDS.labels(meta.encoding.value).inc(channel_s)
     metrics.DECODE_CPU_SECONDS.inc(result.cpu_s)
+    for kind, seconds in result.decode.seconds.items():
+        metrics.ASR_DECODE_SECONDS.labels(kind).inc(seconds)
+        metrics.ASR_DECODES.labels(kind).inc(result.decode.count.get(kind, 0))
     if result.gap_s:
         metrics.AUDIO_GAP_SECONDS.inc(result.gap_s)
     window = state.rtf_window
@@ -170,15 +180,35 @@ async def _run_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: Threa
         )
     except InputRejected as rejection:
         await _dead_letter(rejection, message)
+        await _ack(job.event)
         return
     except Exception as exc:  # a bug must not stop the stream
         log.exception("internal error on audio frame %s[%s]@%s", message.topic, message.partition, message.offset)
         await _dead_letter(InputRejected(RejectReason.internal_error, f"{type(exc).__name__}: {exc}"[:500]), message)
+        await _ack(job.event)
         return
     _record_work(meta, result)
     metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
     await _send_segments(result.segments, message.partition)
     await _forward_levels(job.call_id, result)
+    held = state.unacked.setdefault(job.call_id, collections.deque())
+    held.append((result.end_s if result.end_s is not None else float("-inf"), job.event))
+    await _ack_final(job.call_id, transcriber.pending_since_s(job.call_id))
+
+
+async def _ack(event) -> None:
+    if event is not None and state.stream is not None:
+        await state.stream.ack(event)
+
+
+async def _ack_final(call_id: str, pending_since_s: float | None) -> None:
+    """Ack the call's held frames whose audio is all in final segments (everything when nothing is pending)."""
+    held = state.unacked.get(call_id)
+    while held and (pending_since_s is None or held[0][0] <= pending_since_s):
+        await _ack(held.popleft()[1])
+    if not held:
+        state.unacked.pop(call_id, None)
+    metrics.AUDIO_UNACKED_FRAMES.set(sum(len(q) for q in state.unacked.values()))
 
 
 async def _run_close(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
@@ -192,6 +222,7 @@ async def _run_close(job: _Job, loop: asyncio.AbstractEventLoop, executor: Threa
             state.partitions.pop(job.call_id, None)
             state.last_frame_at.pop(job.call_id, None)
         await _send_segments(segments, partition)
+        await _ack_final(job.call_id, None)  # every utterance of the call is final now
         log.info("closed transcription of call %s (%s): %d final segment(s)", job.call_id, job.kind, len(segments))
     finally:
         state.closing.discard(job.call_id)
@@ -206,14 +237,12 @@ async def _lane(index: int) -> None:
         job: _Job = await queue.get()
         try:
             if job.kind == "frame":
-                await _run_frame(job, loop, executor)
+                await _run_frame(job, loop, executor)  # acks its frame once the frame's audio is final
             else:
                 await _run_close(job, loop, executor)
         except Exception:
             log.exception("audio lane %d failed on %s job for call %s", index, job.kind, job.call_id)
-        finally:
-            if job.event is not None and state.stream is not None:
-                await state.stream.ack(job.event)
+            await _ack(job.event)  # nothing more will happen to it: do not hold the partition's commits
 
 
 def _ended_wall(call_id: str) -> float | None:
@@ -236,32 +265,39 @@ if settings.audio_enabled:
         """Load the model off the event loop and start the lanes (once per worker process)."""
         state.ready = asyncio.Event()
         count = settings.transcription_threads
-        state.executors = [ThreadPoolExecutor(1, thread_name_prefix=f"vosk-{i}") for i in range(count)]
+        state.executors = [ThreadPoolExecutor(1, thread_name_prefix=f"asr-{i}") for i in range(count)]
         state.lanes = [asyncio.Queue(LANE_QUEUE) for _ in range(count)]
         for index in range(count):
             asyncio.ensure_future(_lane(index))
         loop = asyncio.get_running_loop()
+        def load_and_warm_up():
+            engine = load_model(MODEL_SETTING, workers=count, whisper_min_window_s=settings.whisper_min_window_s)
+            engine.warm_up()  # /ready means a session can decode, not only that the file was read
+            return engine
+
         try:
-            model = await loop.run_in_executor(state.executors[0], load_model, MODEL_PATH)
+            engine = await loop.run_in_executor(state.executors[0], load_and_warm_up)
         except ModelError as exc:
             log.error("%s", exc)
             await app.crash(exc)
             return
         state.transcriber = Transcriber(
-            model,
+            engine,
             TranscriberConfig(
                 max_sessions=settings.transcription_max_sessions,
                 idle_timeout_s=settings.transcription_idle_timeout_s,
-                partial_interval_s=settings.transcription_partial_interval_s,
+                partial_interval_s=settings.transcription_partial_interval_s or default_partial_interval(engine),
                 partial_words=settings.transcription_partial_words,
                 max_gap_fill_s=settings.audio_max_gap_fill_s,
+                endpoint_silence_s=settings.transcription_endpoint_silence_s,
+                max_utterance_s=settings.transcription_max_utterance_s,
             ),
-            channel_pool=ThreadPoolExecutor(count, thread_name_prefix="vosk-channel") if count > 1 else None,
+            channel_pool=ThreadPoolExecutor(count, thread_name_prefix="asr-channel") if count > 1 else None,
         )
         state.ready.set()
         metrics.TRANSCRIPTION_READY.set(1)
-        log.info("transcription ready: model %s, %d decoder thread(s), cap %d sessions",
-                 MODEL_PATH, count, settings.transcription_max_sessions)
+        log.info("transcription ready: %s, %d decoder thread(s), cap %d sessions",
+                 engine.description, count, settings.transcription_max_sessions)
 
     @app.agent(audio_topic)
     async def process_audio(stream):

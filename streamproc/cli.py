@@ -41,10 +41,14 @@ def worker(
     web_port: Optional[int] = typer.Option(None, help="Port for /metrics and the dashboard (env STREAMPROC_WEB_PORT)."),
     web_host: Optional[str] = typer.Option(None, help="Bind address (env STREAMPROC_WEB_HOST, default 127.0.0.1)."),
     topic_prefix: Optional[str] = typer.Option(None, help="Topic name prefix (env STREAMPROC_TOPIC_PREFIX)."),
+    model: Optional[str] = typer.Option(
+        None, help="Speech model: Vosk or Whisper (CTranslate2) dir, model package, lang:en or lang:ko (env STREAMPROC_ASR_MODEL)."
+    ),
     loglevel: str = typer.Option("info", "--loglevel", "-l", help="debug, info, warning or error."),
 ) -> None:
     """Run the production worker (the same as `faust -A agents.app worker`)."""
-    _export_settings(broker=broker, rules_file=rules, web_port=web_port, web_host=web_host, topic_prefix=topic_prefix)
+    _export_settings(broker=broker, rules_file=rules, web_port=web_port, web_host=web_host, topic_prefix=topic_prefix,
+                     asr_model=model)
     from .config import get_settings
     from .rules import RulesError, load_rules
 
@@ -58,7 +62,7 @@ def worker(
         from .transcribe import ModelError, resolve_model_path
 
         try:
-            resolve_model_path(settings.vosk_model)  # one clear error now, not a traceback per frame
+            resolve_model_path(settings.asr_model)  # one clear error now, not a traceback per frame
         except ModelError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2)
@@ -246,7 +250,9 @@ def bridge(
 @app.command()
 def transcribe(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="WAV: 16-bit PCM, μ-law or A-law; 8/16 kHz; mono or stereo (agent left, customer right)."),
-    model: Optional[str] = typer.Option(None, help="Vosk model dir, package or lang:<code> (env STREAMPROC_VOSK_MODEL)."),
+    model: Optional[str] = typer.Option(
+        None, help="Speech model: Vosk or Whisper (CTranslate2) dir, model package, lang:en or lang:ko (env STREAMPROC_ASR_MODEL)."
+    ),
     speaker: str = typer.Option("unknown", help="Speaker of a mono file: agent, customer or unknown."),
     partials: bool = typer.Option(False, help="Also print partial results."),
     as_json: bool = typer.Option(False, "--json", help="Print segments as JSON lines (TranscriptSegment)."),
@@ -258,19 +264,24 @@ def transcribe(
     from .audio import read_wav
     from .config import get_settings
     from .schemas import Speaker
-    from .transcribe import ModelError, Transcriber, TranscriberConfig, load_model, transcribe_wav
+    from .transcribe import ModelError, Transcriber, TranscriberConfig, default_partial_interval, load_model, transcribe_wav
 
     settings = get_settings()
     try:
         wav = read_wav(file)
-        vosk_model = load_model(model or settings.vosk_model)
+        engine = load_model(model or settings.asr_model, whisper_min_window_s=settings.whisper_min_window_s)
         who = Speaker(speaker)
     except (ValueError, ModelError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
     transcriber = Transcriber(
-        vosk_model,
-        TranscriberConfig(max_sessions=2, partial_interval_s=0.0 if partials else 3600.0, max_gap_fill_s=settings.audio_max_gap_fill_s),
+        engine,
+        TranscriberConfig(
+            max_sessions=2, max_gap_fill_s=settings.audio_max_gap_fill_s,
+            partial_interval_s=(settings.transcription_partial_interval_s or default_partial_interval(engine)) if partials else 3600.0,
+            endpoint_silence_s=settings.transcription_endpoint_silence_s,
+            max_utterance_s=settings.transcription_max_utterance_s,
+        ),
     )
     started = time.perf_counter()
     with Progress(

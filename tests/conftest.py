@@ -90,19 +90,10 @@ class WorkerProcess:
         raise AssertionError(f"worker not ready after {timeout_s}s:\n{self.log_tail()}")
 
     def wait_transcription_ready(self, timeout_s: float = 60.0) -> None:
-        """/ready does not cover the Vosk model load (it runs in the background after it)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                status, body = http_get(f"{self.base_url}/metrics", timeout=1)
-                if status == 200 and b"\nstreamproc_transcription_ready 1" in body:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"Vosk model not loaded after {timeout_s}s:\n{self.log_tail()}")
+        """/ready covers the speech model (loaded and warmed up); the metric must agree with it."""
+        self.wait_ready(timeout_s)
+        status, body = http_get(f"{self.base_url}/metrics", timeout=5)
+        assert status == 200 and b"\nstreamproc_transcription_ready 1" in body, "ready, but the model metric says not loaded"
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

@@ -178,7 +178,7 @@ def test_a_streamed_call_becomes_call_events_and_audio_frames_keyed_by_call_id(b
 
 
 def test_with_a_worker_the_bridged_call_comes_out_as_transcripts(broker, bridge_factory, worker_factory, tracks):
-    worker = worker_factory()
+    worker = worker_factory(asr_model="lang:ko")
     worker.wait_transcription_ready()
     running = bridge_factory()
     running.settings = worker.settings  # same topics as the worker
@@ -398,7 +398,7 @@ detection:
 
 def test_a_bridged_call_comes_out_as_an_alert(broker, bridge_factory, worker_factory, tracks):
     """Bridge → audio topic → worker (audio features) → detection → alert: 4 s of dead air after the talk."""
-    worker = worker_factory(DEAD_AIR_RULES)
+    worker = worker_factory(DEAD_AIR_RULES, asr_model="lang:ko")
     worker.wait_transcription_ready()
     running = bridge_factory()
     running.bridge.sink = kafka_sink(running.producer, worker.settings)

@@ -163,7 +163,7 @@ detection:
       severity: warning
       phrases: ["매니저 바꿔", "{KOREAN_HEARD}"]
 """
-    worker = worker_factory(rules, transcription_partial_interval_s="0.25")
+    worker = worker_factory(rules, transcription_partial_interval_s="0.25", asr_model="lang:ko")
     alerts = reader(worker.topic("alerts"))
     transcripts = reader(worker.topic("transcripts"))
     call = "ko-call-1"
@@ -211,7 +211,7 @@ detection:
   dead_air:
     - {id: silence, after_s: 5, severity: warning}
 """
-    worker = worker_factory(rules)
+    worker = worker_factory(rules, asr_model="lang:ko")
     alerts = reader(worker.topic("alerts"))
     call = "acoustic-1"
     send(producer, worker.topic("events"), call, event(call, "call_started", agent_id="agent-a", queue="q"))

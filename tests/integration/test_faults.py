@@ -550,7 +550,7 @@ def test_sigkill_mid_utterance_bounds_lost_and_redecoded_audio(worker_factory, r
     if not tools_available():
         pytest.skip("needs espeak-ng and sox")
     variant = speech_corpus().get("pcm16", 8000, 2)
-    worker = worker_factory(dashboard_enabled="false", transcription_partial_interval_s=0.5)
+    worker = worker_factory(dashboard_enabled="false", transcription_partial_interval_s=0.5, asr_model="lang:ko")
     worker.wait_transcription_ready()
     events, audio = worker.topic("events"), worker.topic("audio")
     transcripts = reader(worker.topic("transcripts"))

@@ -64,7 +64,7 @@ def send_bad_frames(producer, topic, call_id, variant) -> list[str]:
 
 def test_live_stereo_calls_are_transcribed_in_order_while_timers_keep_ticking(worker_factory, reader, producer):
     corpus = speech_corpus()
-    worker = worker_factory(transcription_partial_interval_s=0.5, transcription_threads=2)
+    worker = worker_factory(transcription_partial_interval_s=0.5, transcription_threads=2, asr_model="lang:ko")
     worker.wait_transcription_ready()
     events, audio_topic = worker.topic("events"), worker.topic("audio")
     transcripts = reader(worker.topic("transcripts"))
@@ -193,7 +193,7 @@ def test_audio_sent_before_the_hang_up_is_transcribed_even_when_read_after_call_
     audio *sent* after the end is dead-lettered as call_ended.
     """
     corpus = speech_corpus()
-    worker = worker_factory()
+    worker = worker_factory(asr_model="lang:ko")
     worker.wait_transcription_ready()
     events, audio_topic = worker.topic("events"), worker.topic("audio")
     transcripts = reader(worker.topic("transcripts"))

@@ -241,9 +241,9 @@ def test_levels_mark_speech_and_silence(model, corpus):
 def test_missing_or_invalid_model_is_one_clear_error(tmp_path):
     with pytest.raises(ModelError, match="neither a directory nor an installed package"):
         resolve_model_path("vosk_model_xx")
-    with pytest.raises(ModelError, match="not a Vosk model directory"):
+    with pytest.raises(ModelError, match="not a speech model directory"):
         resolve_model_path(tmp_path)
-    with pytest.raises(ModelError, match="no Vosk model configured"):
+    with pytest.raises(ModelError, match="no speech model configured"):
         resolve_model_path("")
     broken = tmp_path / "broken"
     (broken / "am").mkdir(parents=True)
@@ -258,12 +258,12 @@ def test_missing_or_invalid_model_is_one_clear_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "streamproc", "worker"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "not a Vosk model directory" in done.stderr and "Traceback" not in done.stderr + done.stdout
+    assert "not a speech model directory" in done.stderr and "Traceback" not in done.stderr + done.stdout
 
 
 def test_transcribe_cli_prints_both_speakers(corpus):
     wav = corpus.get("mulaw", 8000, 2).wav
-    done = subprocess.run([sys.executable, "-m", "streamproc", "transcribe", str(wav), "--json"],
+    done = subprocess.run([sys.executable, "-m", "streamproc", "transcribe", str(wav), "--json", "--model", "lang:ko"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     segments = [TranscriptSegment.model_validate_json(line) for line in done.stdout.splitlines() if line.strip()]

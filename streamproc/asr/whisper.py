@@ -1,0 +1,285 @@
+"""The Whisper engine: faster-whisper's CTranslate2 model, made to stream.
+
+Whisper decodes a whole window of audio at once; it has no streaming state. Streaming is
+built around it, per speaker channel:
+
+- **Endpointing** by voice activity (:class:`~streamproc.asr.vad.StreamingVad`, Silero):
+  an utterance opens at the first speech window (with a little audio before it) and
+  closes after ``endpoint_silence_s`` of non-speech.
+- **Final**: the whole utterance is decoded once at its endpoint, with word timestamps.
+- **Partials**: while the utterance is open, it is re-decoded every ``partial_interval_s``
+  of audio; only the word prefix that two consecutive hypotheses agree on is emitted
+  (LocalAgreement-2), so a phrase rule can fire before the speaker stops talking, on
+  words that no longer change.
+- **Forced cut**: an utterance longer than ``max_utterance_s`` is finalised at its
+  quietest point in the last seconds, and the rest starts the next utterance.
+
+Cost: Whisper's encoder normally always sees a 30 s window (~0.7 s CPU for tiny.en here,
+whatever the utterance length). CTranslate2 accepts a shorter encoder input, so the window
+is cut to the utterance plus ``WINDOW_TAIL_S`` of padding, never below ``min_window_s``;
+bench/whisper_streaming.py measured the word error rate and CPU of each choice
+(docs/performance.md). Decoder time per kind (partial/final) is reported to metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import audio
+from ..schemas import Speaker, TranscriptSegment, Word
+from .base import DecodeStats, SessionConfig, Timeline, make_segment
+from .models import ModelError, ModelSpec
+from .vad import WINDOW, WINDOW_S, StreamingVad
+
+log = logging.getLogger(__name__)
+
+RATE = audio.RECOGNIZER_RATE
+FRAMES_PER_S = 100  # Whisper's mel frames per second (hop 160 at 16 kHz)
+MAX_WINDOW_S = 30.0
+#: Silence padding after the speech in the encoder window; less makes tiny.en garble the last words.
+WINDOW_TAIL_S = 2.0
+PREROLL_S = 0.3  # audio kept before the first speech window, so the first phoneme is not clipped
+NO_SPEECH_PROB = 0.6  # with a low average log-probability: Whisper heard no speech (its own rule)
+LOW_LOGPROB = -1.0
+FORCED_CUT_SEARCH_S = 3.0  # a long utterance is cut at its quietest window within this tail
+
+
+@dataclass
+class Decoded:
+    text: str
+    words: list[dict]  # {"word", "start", "end", "probability"}, seconds from the window start
+    no_speech_prob: float
+    avg_logprob: float
+
+
+def _normalise(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def agreed_prefix(previous: list[str], current: list[str]) -> int:
+    """How many leading words two hypotheses share (case and punctuation ignored)."""
+    count = 0
+    for a, b in zip(previous, current):
+        if _normalise(a) != _normalise(b):
+            break
+        count += 1
+    return count
+
+
+class WhisperEngine:
+    kind = "whisper"
+
+    def __init__(self, spec: ModelSpec, *, workers: int = 2, min_window_s: float = 10.0, device: str = "cpu"):
+        try:
+            from faster_whisper import WhisperModel
+            from faster_whisper.tokenizer import Tokenizer
+        except ImportError as exc:  # pragma: no cover - a dependency
+            raise ModelError(f"the Whisper engine needs faster-whisper ({exc})") from None
+        started = time.perf_counter()
+        try:
+            # cpu_threads=1 per decode, `workers` decodes in parallel (one per decoder thread).
+            self.model = WhisperModel(
+                str(spec.path), device=device, compute_type="int8" if device == "cpu" else "float16",
+                cpu_threads=1, num_workers=max(1, workers), local_files_only=True,
+            )
+        except Exception as exc:  # ctranslate2 raises RuntimeError/ValueError with its own text
+            raise ModelError(f"faster-whisper could not load the model at {spec.path}: {exc}") from None
+        multilingual = self.model.model.is_multilingual
+        self.language = spec.language or ("en" if not multilingual else None)
+        if multilingual and self.language is None:
+            raise ModelError(f"{spec.path} is a multilingual Whisper model: say its language (STREAMPROC_ASR_LANGUAGE)")
+        self.tokenizer = Tokenizer(
+            self.model.hf_tokenizer, multilingual, task="transcribe", language=self.language if multilingual else None
+        )
+        self.prompt = [*self.tokenizer.sot_sequence, self.tokenizer.no_timestamps]
+        self.min_window_s = min(MAX_WINDOW_S, max(1.0, min_window_s))
+        self.description = spec.description
+        self._feature_lock = threading.Lock()
+        log.info("loaded Whisper model %s in %.1f s", spec.path, time.perf_counter() - started)
+
+    def new_session(self, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float) -> "WhisperSession":
+        return WhisperSession(self, call_id, speaker, start_s, config, now)
+
+    def warm_up(self) -> None:
+        self.decode(np.zeros(RATE, dtype=np.float32), words=True)
+        StreamingVad().process(np.zeros(WINDOW * 4, dtype=np.float32))
+
+    def window_frames(self, samples: int) -> int:
+        content_s = samples / RATE
+        window_s = min(MAX_WINDOW_S, max(self.min_window_s, math.ceil(content_s + WINDOW_TAIL_S)))
+        return int(window_s * FRAMES_PER_S)
+
+    def decode(self, samples: np.ndarray, *, words: bool) -> Decoded:
+        """Decode one utterance (16 kHz float32, ≤ 30 s): greedy, no timestamps tokens, optional word times."""
+        from faster_whisper.transcribe import get_ctranslate2_storage
+
+        samples = samples[: int(MAX_WINDOW_S * RATE)]
+        with self._feature_lock:  # the feature extractor keeps per-call state
+            features = self.model.feature_extractor(samples)
+        content_frames = min(features.shape[-1], int(MAX_WINDOW_S * FRAMES_PER_S))
+        frames = self.window_frames(len(samples))
+        window = np.zeros((features.shape[0], frames), dtype=np.float32)
+        window[:, :content_frames] = features[:, :content_frames]
+        encoder_output = self.model.model.encode(get_ctranslate2_storage(window[None]), to_cpu=False)
+        result = self.model.model.generate(
+            encoder_output, [self.prompt], beam_size=1, max_length=224, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1],
+        )[0]
+        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+        avg_logprob = result.scores[0] / max(1, len(tokens) + 1)
+        text = self.tokenizer.decode(tokens).strip()
+        if not tokens or (result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB):
+            return Decoded("", [], result.no_speech_prob, avg_logprob)
+        timed: list[dict] = []
+        if words:
+            aligned = self.model.find_alignment(self.tokenizer, [tokens], encoder_output, content_frames)
+            timed = [w for w in (aligned[0] if aligned else []) if w["word"].strip()]
+        return Decoded(text, timed, result.no_speech_prob, avg_logprob)
+
+
+class WhisperSession:
+    """Streaming Whisper for one speaker of one call (see the module docstring)."""
+
+    def __init__(self, engine: WhisperEngine, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float):
+        self.engine = engine
+        self.call_id = call_id
+        self.speaker = speaker
+        self.config = config
+        self.vad = StreamingVad()
+        self.timeline = Timeline(start_s)
+        self.utterance = 0
+        self.revision = 0
+        self.last_activity = now
+        self.received_at = now
+        self._preroll: list[np.ndarray] = []
+        self._windows: list[np.ndarray] = []  # the open utterance, in VAD windows
+        self._probs: list[float] = []
+        self._utterance_start_s: float | None = None  # None: no utterance open
+        self._silence_windows = 0
+        self._since_partial = 0
+        self._hypothesis: list[str] = []
+        self._stable = 0  # words of the open utterance already emitted as stable
+        self._stats = DecodeStats()
+
+    # -- contract
+    def skip(self, seconds: float) -> None:
+        self.timeline.skip(seconds)
+
+    def pending_since_s(self) -> float | None:
+        if self._utterance_start_s is not None:
+            return self._utterance_start_s
+        # The pre-roll may hold the start of speech the VAD has not confirmed yet.
+        return self.timeline.now_s - len(self._preroll) * WINDOW_S if self._preroll else None
+
+    def take_stats(self) -> DecodeStats:
+        stats, self._stats = self._stats, DecodeStats()
+        return stats
+
+    def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False) -> list[TranscriptSegment]:
+        self.last_activity = now
+        self.received_at = received_at
+        windows, probs = self.vad.process(samples16k.astype(np.float32) / 32768.0)
+        segments: list[TranscriptSegment] = []
+        threshold = self.config.vad_threshold
+        endpoint_windows = max(1, round(self.config.endpoint_silence_s / WINDOW_S))
+        max_windows = max(8, round(self.config.max_utterance_s / WINDOW_S))
+        for window, prob in zip(windows, probs):
+            window_start_s = self.timeline.now_s
+            self.timeline.advance(WINDOW, RATE)
+            if self._utterance_start_s is None:
+                if prob < threshold:
+                    self._preroll.append(window)
+                    del self._preroll[: -max(1, round(PREROLL_S / WINDOW_S))]
+                    continue
+                self._utterance_start_s = window_start_s - len(self._preroll) * WINDOW_S
+                self._windows, self._probs = list(self._preroll), [0.0] * len(self._preroll)
+                self._preroll = []
+            self._windows.append(window)
+            self._probs.append(float(prob))
+            self._since_partial += 1
+            # Hysteresis as in Silero's own segmentation: speech continues until well below the threshold.
+            self._silence_windows = self._silence_windows + 1 if prob < threshold - 0.15 else 0
+            if self._silence_windows >= endpoint_windows:
+                segments += self._finalise(len(self._windows), now)
+            elif len(self._windows) >= max_windows:
+                segments += self._finalise(self._cut_point(), now)
+        if self._utterance_start_s is not None and self._since_partial * WINDOW_S >= self.config.partial_interval_s:
+            segments += self._partial(now)
+        return segments
+
+    def finish(self, now: float) -> list[TranscriptSegment]:
+        if self._utterance_start_s is None:
+            return []
+        return self._finalise(len(self._windows), now)
+
+    # -- decoding
+    def _cut_point(self) -> int:
+        """Index to cut a too-long utterance at: its quietest window within the last few seconds."""
+        search = max(1, round(FORCED_CUT_SEARCH_S / WINDOW_S))
+        tail = self._probs[-search:]
+        return len(self._probs) - len(tail) + int(np.argmin(tail)) + 1
+
+    def _timed_decode(self, kind: str, windows: list[np.ndarray], words: bool) -> Decoded:
+        started = time.perf_counter()
+        decoded = self.engine.decode(np.concatenate(windows), words=words)
+        self._stats.add(kind, time.perf_counter() - started)
+        return decoded
+
+    def _partial(self, now: float) -> list[TranscriptSegment]:
+        self._since_partial = 0
+        decoded = self._timed_decode("partial", self._windows, words=False)
+        current = decoded.text.split()
+        agreed = agreed_prefix(self._hypothesis, current)
+        self._hypothesis = current
+        if agreed <= self._stable:
+            return []
+        self._stable = agreed
+        start = self._utterance_start_s or 0.0
+        segment = make_segment(
+            call_id=self.call_id, speaker=self.speaker, utterance=self.utterance, revision=self.revision,
+            is_final=False, text=" ".join(current[:agreed]), words=[], received_at=self.received_at, now=now,
+            span=(start, start + len(self._windows) * WINDOW_S),
+        )
+        self.revision += 1
+        return [segment]
+
+    def _finalise(self, cut: int, now: float) -> list[TranscriptSegment]:
+        start = self._utterance_start_s or 0.0
+        head, rest = self._windows[:cut], self._windows[cut:]
+        decoded = self._timed_decode("final", head, words=True)
+        had_partials = self.revision > 0
+        segments: list[TranscriptSegment] = []
+        if decoded.text or had_partials:
+            words = [
+                Word(
+                    word=w["word"].strip(),
+                    start_s=round(start + float(w["start"]), 3),
+                    end_s=round(start + float(w["end"]), 3),
+                    conf=min(1.0, max(0.0, float(w.get("probability", 1.0)))),
+                )
+                for w in decoded.words
+            ]
+            segments.append(
+                make_segment(
+                    call_id=self.call_id, speaker=self.speaker, utterance=self.utterance, revision=self.revision,
+                    is_final=True, text=decoded.text, words=words, received_at=self.received_at, now=now,
+                    span=(start, start + len(head) * WINDOW_S),
+                )
+            )
+            self.utterance += 1
+        self.revision = 0
+        self._hypothesis, self._stable, self._since_partial, self._silence_windows = [], 0, 0, 0
+        if rest:  # a forced cut: the remainder opens the next utterance
+            self._utterance_start_s = start + cut * WINDOW_S
+            self._windows, self._probs = rest, self._probs[cut:]
+        else:
+            self._utterance_start_s = None
+            self._windows, self._probs = [], []
+        return segments
