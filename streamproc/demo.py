@@ -252,7 +252,7 @@ def _interrupt(*_: object) -> None:
 
 def run_demo(*, console: Console, err: Console, export_settings, broker: str | None = None, duration: float = 0,
              web_port: int = 0, rounds: int = 0, scenarios: list[str] | None = None, no_asr: bool = False,
-             language: str | None = None, model: str | None = None) -> int:
+             language: str | None = None, model: str | None = None, stagger: float = STAGGER_S) -> int:
     """The demo; returns the exit code. ``export_settings(**values)`` sets STREAMPROC_* for us and the worker."""
     from kafka import KafkaProducer
 
@@ -343,7 +343,7 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
             replayer = Replayer(kafka_sender(producer, settings), realtime=True, on_sent=on_sent)
             now = time.time() + 0.5
             for index, (name, _, call) in enumerate(calls):
-                replayer.add(call, f"demo{run}-{round_number}-{name}", now + STAGGER_S * index,
+                replayer.add(call, f"demo{run}-{round_number}-{name}", now + stagger * index,
                              audio=asr.enabled, script=not asr.enabled)
             runner = threading.Thread(target=replayer.run, kwargs={"until": until}, daemon=True)
             runner.start()
