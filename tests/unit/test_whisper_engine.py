@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,8 @@ import pytest
 from rapidfuzz.distance import Levenshtein
 
 from streamproc import audio
+from tests import flite
+from tests.flite import wer, words
 from streamproc.asr import EngineKind, ModelError, load_engine, resolve_model
 from streamproc.asr.models import PackagedModel, verify_packaged
 from streamproc.asr.vad import StreamingVad
@@ -18,29 +18,14 @@ from streamproc.asr.whisper import agreed_prefix
 from streamproc.schemas import AudioEncoding, Speaker
 from streamproc.transcribe import Transcriber, TranscriberConfig, file_frames
 
-pytestmark = pytest.mark.skipif(not (shutil.which("flite") and shutil.which("sox")), reason="needs flite and sox")
+pytestmark = pytest.mark.skipif(not flite.available(), reason="needs flite and sox")
 
 FIRST = "I want to speak to a manager right now. This is ridiculous."
 SECOND = "Thank you for calling, my name is John. How can I help you today?"
 
 
-def words(text: str) -> list[str]:
-    return [w.strip(".,?!").lower() for w in text.split() if w.strip(".,?!")]
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref = words(reference)
-    return Levenshtein.distance(ref, words(hypothesis)) / len(ref)
-
-
 def phone_line(text: str, voice: str, tmp: Path) -> np.ndarray:
-    """flite speech through 8 kHz G.711 μ-law and back, as PCM16 at 8 kHz."""
-    raw, line = tmp / f"{voice}.wav", tmp / f"{voice}-ulaw.wav"
-    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(raw)], check=True)
-    subprocess.run(["sox", str(raw), "-r", "8000", "-e", "u-law", str(line)], check=True)
-    out = tmp / f"{voice}-8k.raw"
-    subprocess.run(["sox", str(line), "-t", "raw", "-e", "signed-integer", "-b", "16", str(out)], check=True)
-    return np.frombuffer(out.read_bytes(), dtype="<i2")
+    return flite.phone_line(text, voice)
 
 
 @pytest.fixture(scope="module")
