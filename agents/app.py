@@ -43,6 +43,15 @@ def _credentials(s: Settings):
 
 
 class StreamprocApp(faust.App):
+    #: Coroutines run before Faust waits for every started record to be acked (rebalance and stop).
+    #: The audio agent holds frames of unfinished utterances unacked; it finalises them here.
+    before_wait_empty: list = []
+
+    async def _consumer_wait_empty(self, consumer, logger) -> None:
+        for release in self.before_wait_empty:
+            await release()
+        await super()._consumer_wait_empty(consumer, logger)
+
     async def on_first_start(self) -> None:
         await super().on_first_start()
         # Before the consumer subscribes: a metadata request for a missing topic would

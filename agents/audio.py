@@ -67,11 +67,12 @@ if settings.audio_enabled:
 
 @dataclass
 class _Job:
-    kind: str  # "frame" | "end" | "idle"
+    kind: str  # "frame" | "end" | "idle" | "flush"
     call_id: str
     event: Any = None
     received_at: float = 0.0
     ended_wall: float | None = None  # wall-clock end of the call, when the call-state table says it ended
+    done: asyncio.Future | None = None  # set when a close or flush job has run
 
 
 class _State:
@@ -217,7 +218,7 @@ async def _run_close(job: _Job, loop: asyncio.AbstractEventLoop, executor: Threa
     transcriber = state.transcriber
     try:
         segments = await loop.run_in_executor(executor, lambda: transcriber.end_call(job.call_id, ended=job.kind == "end"))
-        metrics.SESSIONS_CLOSED.labels("call_ended" if job.kind == "end" else "idle").inc()
+        metrics.SESSIONS_CLOSED.labels({"end": "call_ended", "idle": "idle", "flush": "handover"}[job.kind]).inc()
         metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
         partition = state.partitions.get(job.call_id)
         if job.kind == "end":  # kept after an idle close: the call may resume
@@ -228,6 +229,34 @@ async def _run_close(job: _Job, loop: asyncio.AbstractEventLoop, executor: Threa
         log.info("closed transcription of call %s (%s): %d final segment(s)", job.call_id, job.kind, len(segments))
     finally:
         state.closing.discard(job.call_id)
+        if job.done is not None and not job.done.done():
+            job.done.set_result(None)
+
+
+#: How long a rebalance or stop waits for open utterances to be finalised before acking them anyway.
+RELEASE_TIMEOUT_S = 10.0
+
+
+async def release_held_audio() -> None:
+    """Before a rebalance or stop: finalise every open utterance, so its frames can be acked.
+
+    Faust waits for every started record to be acked before it gives partitions up. Frames of an
+    unfinished utterance are held unacked (a crash must not lose them); on an orderly hand-over
+    the utterance is flushed as a final instead, and the next owner continues at the next frame.
+    """
+    if state.transcriber is None or not state.unacked:
+        return
+    loop = asyncio.get_running_loop()
+    jobs = [_Job("flush", call_id, done=loop.create_future()) for call_id in list(state.unacked)]
+    for job in jobs:
+        await state.lanes[lane_of(job.call_id)].put(job)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(job.done for job in jobs)), RELEASE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        log.warning("open utterances not finalised within %.0f s; acking their frames", RELEASE_TIMEOUT_S)
+    for call_id in list(state.unacked):
+        await _ack_final(call_id, None)
+    log.info("released held audio of %d call(s) before a rebalance or stop", len(jobs))
 
 
 async def _lane(index: int) -> None:
@@ -267,6 +296,8 @@ def _drained(call_id: str, now: float) -> bool:
 
 
 if settings.audio_enabled:
+
+    app.before_wait_empty.append(release_held_audio)
 
     @app.task
     async def start_transcription() -> None:

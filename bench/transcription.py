@@ -53,7 +53,7 @@ def cut(data: bytes, bytes_per_second: int, frame_ms: int = FRAME_MS) -> list[by
 def raw_vosk(model, pcm16k: bytes) -> tuple[float, float]:
     import vosk
 
-    recognizer = vosk.KaldiRecognizer(model, 16000)
+    recognizer = vosk.KaldiRecognizer(model.model, 16000)  # the engine's vosk.Model
     recognizer.SetWords(True)
     started = time.process_time()
     for chunk in cut(pcm16k, 32000):
@@ -123,7 +123,7 @@ class Worker:
             os.environ, STREAMPROC_BROKER=broker.url, STREAMPROC_APP_ID=f"bench-{suffix}",
             STREAMPROC_TOPIC_PREFIX=f"b{suffix}.", STREAMPROC_WEB_PORT=str(self.port),
             STREAMPROC_DATA_DIR=str(tmp / f"data-{suffix}"), STREAMPROC_TRANSCRIPTION_THREADS=str(threads),
-            STREAMPROC_DASHBOARD_ENABLED="false",
+            STREAMPROC_DASHBOARD_ENABLED="false", STREAMPROC_ASR_MODEL="lang:ko",  # the Korean corpus
         )
         self.settings = Settings(broker=broker.url, topic_prefix=f"b{suffix}.")
         ensure_topics(self.settings)

@@ -81,7 +81,7 @@ def stream(engine, items, *, partial_interval_s: float, gap_s: float = 1.0) -> d
     transcriber = Transcriber(engine, TranscriberConfig(partial_interval_s=partial_interval_s, max_sessions=2))
     started_cpu, started = time.process_time(), time.perf_counter()
     decode = {"partial": 0.0, "final": 0.0}
-    seen: list[tuple[float, str, bool, float]] = []  # (audio time fed, text, final, decode seconds of that frame)
+    seen: list[tuple[float, str, bool, float, float]] = []  # (audio fed, text, final, decode s of that frame, segment start)
     for meta, payload in file_frames(wav, frame_ms=250, speaker=Speaker.customer):
         frame_started = time.perf_counter()
         result = transcriber.process_frame("bench", meta, payload)
@@ -89,23 +89,24 @@ def stream(engine, items, *, partial_interval_s: float, gap_s: float = 1.0) -> d
         for kind, seconds in result.decode.seconds.items():
             decode[kind] = decode.get(kind, 0.0) + seconds
         for segment in result.segments:
-            seen.append(((meta.offset_ms + 250) / 1000, segment.text, segment.is_final, spent))
+            seen.append(((meta.offset_ms + 250) / 1000, segment.text, segment.is_final, spent, segment.start_s or 0.0))
     for segment in transcriber.end_call("bench"):
-        seen.append((at, segment.text, True, 0.0))
+        seen.append((at, segment.text, True, 0.0, segment.start_s or 0.0))
     cpu = time.process_time() - started_cpu
     latencies = []
-    for (text, key, _, _), (_, end) in zip(items, spans):
+    for (text, key, _, _), (begin, end) in zip(items, spans):
         key_words = flite.words(key)
-        for fed_s, seg_text, _final, spent in seen:
+        for fed_s, seg_text, _final, spent, seg_start in seen:
             heard = flite.words(seg_text)
-            if fed_s >= end - 5 and any(heard[i:i + len(key_words)] == key_words for i in range(len(heard))):
+            # Only this sentence's own segments: a misheard phrase is a miss, not a late hit in the next one.
+            if begin - 0.5 <= seg_start <= end and any(heard[i:i + len(key_words)] == key_words for i in range(len(heard))):
                 # The segment existed once the frame ending at fed_s was decoded; phrase ended at `end` (±its tail).
                 latencies.append(max(0.0, fed_s - end) + spent)
                 break
         else:
             latencies.append(float("nan"))
     audio_s = at
-    finals = [text for _, text, final, _ in seen if final]
+    finals = [text for _, text, final, *_ in seen if final]
     found = [x for x in latencies if x == x]
     return {
         "partial_interval_s": partial_interval_s,

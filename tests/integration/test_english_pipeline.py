@@ -82,3 +82,29 @@ def test_english_call_is_transcribed_and_a_mid_sentence_manager_request_alerts_b
     customer_final = next(s for s in finals(values) if s["speaker"] == "customer" and "manager" in s["text"].lower())
     # The phrase is mid-sentence: its alert comes from a partial, before the sentence ends.
     assert ts(manager["detected_at"]) < ts(customer_final["emitted_at"]), (manager["detected_at"], customer_final["emitted_at"])
+
+
+def test_a_worker_holding_audio_of_an_open_utterance_stops_promptly(worker_factory, producer):
+    """Frames of an unfinished utterance are held unacked; a graceful stop must not wait for them."""
+    worker = worker_factory(dashboard_enabled="false")
+    worker.wait_transcription_ready()
+    call_id = "en-open-1"
+    speech = flite.phone_line(CUSTOMER, "slt")[: 8000 * 3]  # cut mid-sentence: the utterance never ends
+    for seq, i in enumerate(range(0, len(speech), 2000)):
+        meta = AudioFrameMeta(encoding="mulaw", rate=8000, channels=1, speaker="customer", seq=seq, offset_ms=seq * 250,
+                              sent_at_ms=int(time.time() * 1000))
+        producer.send(worker.topic("audio"), key=call_id.encode(), value=encode(speech[i:i + 2000], AudioEncoding.mulaw),
+                      headers=meta.to_headers())
+    producer.flush()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _, body = http_get(f"{worker.base_url}/metrics")
+        held = [line for line in body.decode().splitlines() if line.startswith("streamproc_audio_unacked_frames ")]
+        if held and float(held[0].split()[1]) > 0:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no frames held for the open utterance")
+    started = time.monotonic()
+    code = worker.stop(timeout_s=60)
+    assert code is not None and time.monotonic() - started < 15, f"graceful stop took {time.monotonic() - started:.1f} s"
