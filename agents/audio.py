@@ -85,6 +85,8 @@ class _State:
     closing: set[str] = set()
     partitions: dict[str, int] = {}  # call id → partition its audio arrives on (transcripts go there too)
     last_frame_at: dict[str, float] = {}  # call id → wall time this worker last read one of its frames
+    blocked: bool = False  # the agent waits for room in a full lane: no frame of any call is being read
+    unblocked_at: float = 0.0  # when it last stopped waiting
     rtf_window: collections.deque = collections.deque()
     unacked: dict[str, collections.deque] = {}  # call id → (frame end on the call timeline, event), in order
 
@@ -273,8 +275,14 @@ def _ended_wall(call_id: str) -> float | None:
 
 
 def _drained(call_id: str, now: float) -> bool:
-    """No frame of the call read for a while: audio produced before call_ended has been consumed."""
-    return now - state.last_frame_at.get(call_id, 0.0) >= END_DRAIN_S
+    """No frame of the call read for a while: audio produced before call_ended has been consumed.
+
+    While the agent waits for room in a full lane (decoding lags) it reads nothing, so "no frame
+    read" says nothing about the backlog then: the quiet time counts from when it could read again.
+    """
+    if state.blocked:
+        return False
+    return now - max(state.last_frame_at.get(call_id, 0.0), state.unblocked_at) >= END_DRAIN_S
 
 
 if settings.audio_enabled:
@@ -338,7 +346,16 @@ if settings.audio_enabled:
             while not state.lanes:  # the start task has not run yet
                 await asyncio.sleep(0.05)
             job = _Job("frame", call_id, event=event, received_at=received_at, ended_wall=_ended_wall(call_id))
-            await state.lanes[lane_of(call_id)].put(job)
+            lane = state.lanes[lane_of(call_id)]
+            if lane.full():  # backpressure: see _drained
+                state.blocked = True
+                try:
+                    await lane.put(job)
+                finally:
+                    state.blocked = False
+                    state.unblocked_at = time.time()
+            else:
+                lane.put_nowait(job)
 
     @app.timer(interval=0.5)
     async def close_sessions() -> None:

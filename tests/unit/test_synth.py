@@ -1,4 +1,4 @@
-"""Scenario → stereo WAV + events/script JSONL, with real espeak-ng and sox."""
+"""Scenario → stereo WAV + events/script JSONL, with real flite, espeak-ng and sox."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from streamproc.replay import read_wav
-from streamproc.scenario import load_scenario, packaged_scenarios, parse_scenario
-from streamproc.synth import SynthError, synthesize, tts
+from streamproc.scenario import ScenarioError, load_scenario, packaged_scenarios, parse_scenario
+from streamproc.synth import DEFAULT_VOICES, SynthError, parse_voice, render, synthesize, tts
 
 SCENARIO = textwrap.dedent(
     """
@@ -133,3 +133,76 @@ def test_synth_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "streamproc", "synth", "calm_call", "-L", "fr", "-o", str(out)],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 1 and "no 'fr' lines" in result.stderr
+    # English, as a phone line delivers it: 8 kHz G.711 μ-law.
+    phone = tmp_path / "rude.wav"
+    result = subprocess.run([sys.executable, "-m", "streamproc", "synth", "rude_agent", "--rate", "8000", "--encoding", "mulaw", "-o", str(phone)],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "8000 Hz mulaw stereo" in result.stdout and "language en" in result.stdout
+    audio = read_wav(phone)
+    assert (audio.encoding.value, audio.rate, audio.channels) == ("mulaw", 8000, 2)
+    bad.write_text(SCENARIO.replace("agent: {id: agent-1}", 'agent: {id: agent-1, voice: {en: "flite:hal9000"}}'))
+    result = subprocess.run([sys.executable, "-m", "streamproc", "synth", str(bad)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 1 and "line 5" in result.stderr and "unknown flite voice 'hal9000'" in result.stderr, result.stderr
+
+
+def test_voice_names_select_the_engine_and_bad_ones_are_reported_with_the_line():
+    assert parse_voice("flite:slt") == ("flite", "slt")
+    assert parse_voice("espeak:ko+f2") == ("espeak", "ko+f2")
+    assert parse_voice("en-us+m3") == ("espeak", "en-us+m3")  # a bare name is an espeak-ng voice (old files)
+    for voice, words in (("flite:nobody", "unknown flite voice"), ("festival:kal", "unknown TTS engine"), ("flite:", "names no voice")):
+        with pytest.raises(ValueError, match=words):
+            parse_voice(voice)
+        text = SCENARIO.replace("customer: {id: cust-1}", f'customer: {{id: cust-1, voice: {{en: "{voice}"}}}}')
+        with pytest.raises(ScenarioError) as caught:
+            parse_scenario(text, "call.yaml")
+        problem = caught.value.problems[0]
+        assert (problem.path, problem.line) == ("participants.customer.voice", 6) and words in problem.message
+    # English speaks with flite by default, a different voice on each side.
+    assert DEFAULT_VOICES["en"]["agent"].startswith("flite:") and DEFAULT_VOICES["en"]["customer"].startswith("flite:")
+    assert DEFAULT_VOICES["en"]["agent"] != DEFAULT_VOICES["en"]["customer"]
+    with pytest.raises(SynthError, match="unknown flite voice"):
+        tts("hi", voice="flite:nobody", rate=16000)
+
+
+def test_packaged_english_voices_are_flite_and_differ_between_agent_and_customer():
+    for name, path in packaged_scenarios().items():
+        scenario = load_scenario(path)
+        agent, customer = scenario.participants.agent.voice["en"], scenario.participants.customer.voice["en"]
+        assert parse_voice(agent)[0] == parse_voice(customer)[0] == "flite", name
+        assert agent != customer, name
+
+
+def test_flite_speaks_english_and_a_slower_speed_stretches_it():
+    normal = tts("I want to speak to a manager.", voice="flite:slt", rate=8000)
+    slow = tts("I want to speak to a manager.", voice="flite:slt", rate=8000, speed=120)
+    assert 1.0 < len(normal) / 8000 < 4.0 and _rms(normal) > 300
+    assert len(slow) > len(normal) * 1.2
+
+
+def _band_energy(samples: np.ndarray, rate: int, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    return float(spectrum[(freqs >= low) & (freqs < high)].sum())
+
+
+def test_the_call_goes_through_an_8_khz_mulaw_phone_line(tmp_path):
+    scenario = parse_scenario(SCENARIO)
+    clean = render(scenario, "en", rate=16000, phone=False).samples[:, 0]
+    phone = render(scenario, "en", rate=16000).samples[:, 0]
+    assert len(clean) == len(phone)
+    # Band-limited to the phone band: what flite puts above 4 kHz is gone.
+    assert _band_energy(clean, 16000, 4200, 8000) > 1e-3 * _band_energy(clean, 16000, 0, 8000)
+    assert _band_energy(phone, 16000, 4200, 8000) < 1e-4 * _band_energy(phone, 16000, 0, 8000)
+    # μ-law at 8 kHz on disk: the file's samples are exactly what the phone-line render gives.
+    files = synthesize(scenario, tmp_path / "line.wav", "en", rate=8000, encoding="mulaw")
+    audio = read_wav(files.wav)
+    assert (audio.encoding.value, audio.rate, audio.channels) == ("mulaw", 8000, 2)
+    assert len(audio.data) == 2 * round(files.duration_s * 8000)
+    from streamproc.audio import decode, encode
+
+    decoded = decode(audio.data, audio.encoding)
+    assert encode(decoded, audio.encoding) == audio.data  # μ-law round trip is exact on μ-law values
+    assert _rms(decoded) > 100
+    with pytest.raises(SynthError, match="encoding"):
+        synthesize(scenario, tmp_path / "x.wav", "en", encoding="gsm")
