@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from rapidfuzz.distance import Levenshtein
@@ -24,19 +22,14 @@ FIRST = "I want to speak to a manager right now. This is ridiculous."
 SECOND = "Thank you for calling, my name is John. How can I help you today?"
 
 
-def phone_line(text: str, voice: str, tmp: Path) -> np.ndarray:
-    return flite.phone_line(text, voice)
-
-
 @pytest.fixture(scope="module")
 def engine():
     return load_engine("lang:en")
 
 
 @pytest.fixture(scope="module")
-def sentences(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
-    tmp = tmp_path_factory.mktemp("flite")
-    return phone_line(FIRST, "slt", tmp), phone_line(SECOND, "kal16", tmp)
+def sentences() -> tuple[np.ndarray, np.ndarray]:
+    return flite.phone_line(FIRST, "slt"), flite.phone_line(SECOND, "kal16")
 
 
 @pytest.fixture(scope="module")
