@@ -36,6 +36,7 @@ from ..schemas import Alert, AlertKind, Evidence, Severity, Speaker, TranscriptS
 from .acoustic import AcousticHit, AcousticState, AudioFeatures
 from .escalation import ScoredUtterance, SentimentWindow, sentiment_score
 from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
+from .semantic import semantic_evidence, semantic_match
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,12 @@ class DetectionEngine:
         *,
         redact_pii: bool = False,
         idle_evict_s: float = 3600.0,
+        encoder=None,
     ):
         self._rules = rules
+        self._encoder = encoder  # streamproc.embeddings.Encoder; the shared one when None (issue 15)
+        self._semantic_for: DetectionRules | None = None
+        self._semantic = None
         self.redact_pii = redact_pii
         self.idle_evict_s = idle_evict_s
         self._calls: dict[str, _CallState] = {}
@@ -158,6 +163,7 @@ class DetectionEngine:
             return TranscriptResult(ignored=True)
         spanned = _spanned(segment)
         result = TranscriptResult()
+        semantic_hits = None
         for compiled in self._phrase_rules(detection):
             rule = compiled.rule
             if not rule.speaker.allows(segment.speaker) or not rule.applies_to_queue(info.queue):
@@ -167,6 +173,18 @@ class DetectionEngine:
             matches = find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation)
             key = (segment.speaker, segment.utterance, rule.id)
             handled = state.handled.get(key, 0)
+            semantic_hit = None
+            if not matches and rule.semantic and spanned.tokens and not (
+                rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
+            ) and not self._lexicon_explains(compiled, spanned, segment, info):
+                # issue 15: the intent said another way (but not a listed phrase the speaker negated, and
+                # not when a lexicon rule of the same kind already matched this segment: "shut the f… up"
+                # is the profanity alert, not also a semantic rudeness one)
+                if semantic_hits is None:
+                    semantic_hits = self._semantic_hits(detection, segment, info)
+                semantic_hit = semantic_hits.get(rule.id)
+                if semantic_hit is not None and semantic_hit.fired:
+                    matches = [semantic_match(spanned.tokens, semantic_hit)]
             for k, match in enumerate(matches[:MAX_MATCHES_PER_UTTERANCE]):
                 if k < handled:
                     metrics.DETECTION_SUPPRESSED.labels("already_alerted").inc()
@@ -179,11 +197,15 @@ class DetectionEngine:
                 occurrence = (segment.utterance * 4 + _SPEAKER_CODE[segment.speaker]) * MAX_MATCHES_PER_UTTERANCE + k
                 text = self._evidence_text(spanned.text[spanned.tokens[match.first].start : spanned.tokens[match.last].end], detection)
                 label = _KIND_LABEL[rule.kind] + (f" ({rule.category.replace('_', ' ')})" if rule.category else "")
+                evidence = Evidence(text=text, speaker=segment.speaker, audio_start_s=start, audio_end_s=end)
+                title = rule.title or f"{label}: {segment.speaker.value} said “{text}”"
+                if getattr(match, "semantic", None) is not None:
+                    evidence, title = semantic_evidence(evidence, match.semantic, title, rule.title)
                 result.alerts.append(
                     self._alert(
                         segment.call_id, info, rule.id, AlertKind(rule.kind), rule.severity, occurrence,
-                        title=rule.title or f"{label}: {segment.speaker.value} said “{text}”",
-                        evidence=Evidence(text=text, speaker=segment.speaker, audio_start_s=start, audio_end_s=end),
+                        title=title,
+                        evidence=evidence,
                         audio_end=end, received=_received(segment), now=now,
                     )
                 )
@@ -240,6 +262,38 @@ class DetectionEngine:
                 )
             )
         return alerts
+
+    # ------------------------------------------------------------------ semantic intents (issue 15)
+
+    def semantic_model(self, detection: DetectionRules | None = None):
+        """The trained heads for these rules (built on first use; the agent warms it in an executor)."""
+        detection = detection or self._rules().detection
+        if detection is not self._semantic_for:
+            from .semantic import build_model
+
+            self._semantic = build_model(detection, self._encoder)
+            self._semantic_for = detection
+        return self._semantic
+
+    def _lexicon_explains(self, compiled: _Compiled, spanned: _Spanned, segment: TranscriptSegment, info: CallInfo) -> bool:
+        for other in self._compiled:
+            rule = other.rule
+            if (
+                other is not compiled and other.phrases and rule.kind == compiled.rule.kind
+                and rule.speaker.allows(segment.speaker) and rule.applies_to_queue(info.queue)
+                and find_matches(other.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation)
+            ):
+                return True
+        return False
+
+    def _semantic_hits(self, detection: DetectionRules, segment: TranscriptSegment, info: CallInfo) -> dict:
+        keys = [
+            r.id for r in detection.phrases
+            if r.enabled and r.semantic and r.speaker.allows(segment.speaker) and r.applies_to_queue(info.queue)
+            and (r.fire_on == "partial" or segment.is_final)
+        ]
+        model = self.semantic_model(detection) if keys else None
+        return model.score(segment.text, keys) if model else {}
 
     # ------------------------------------------------------------------ audio features
 
