@@ -36,6 +36,7 @@ from ..schemas import Alert, AlertKind, Evidence, Severity, Speaker, TranscriptS
 from .acoustic import AcousticHit, AcousticState, AudioFeatures
 from .escalation import ScoredUtterance, SentimentWindow, sentiment_score
 from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
+from . import extras
 from .semantic import semantic_evidence, semantic_match
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class CallInfo:
     last_event_at: float | None = None  # event time of the call's latest event (its state is as of then)
     ended: bool = False
     partition: int | None = None
+    completed_hold_s: float = 0.0  # issue 15 (risk score): holds that ended
+    hold_started_at: float | None = None  # event time the current hold began
 
 
 @dataclass
@@ -221,6 +224,8 @@ class DetectionEngine:
         if segment.is_final:
             state.finals.add(utterance_key)
             result.alerts += self._sentiment(segment, spanned, state, info, detection, now)
+        if detection.windows or detection.risk:  # issue 15: said/not-said windows, call risk score
+            result.alerts += extras.after_transcript(self, segment, spanned.tokens, state, info, detection, result.alerts, now)
         return result
 
     def _sentiment(self, segment, spanned: _Spanned, state: _CallState, info: CallInfo, detection: DetectionRules, now: float) -> list[Alert]:
@@ -301,7 +306,7 @@ class DetectionEngine:
         self, features: Iterable[AudioFeatures], info_for: Callable[[str], CallInfo | None], now: float
     ) -> list[Alert]:
         detection = self._rules().detection
-        if not (detection.raised_voice or detection.dead_air or detection.crosstalk):
+        if not (detection.raised_voice or detection.dead_air or detection.crosstalk or detection.windows or detection.risk):
             return []
         by_call: dict[str, list[AudioFeatures]] = {}
         for feature in features:
@@ -322,8 +327,25 @@ class DetectionEngine:
                 on_hold=info.on_hold or _audio_predates_state(info, frames),
             )
             severity = {r.id: r.severity for r in detection.all_rules()}
-            for hit in hits:
-                alerts.append(self._acoustic_alert(call_id, info, hit, severity[hit.rule_id], now))
+            call_alerts = [self._acoustic_alert(call_id, info, hit, severity[hit.rule_id], now) for hit in hits]
+            if detection.windows or detection.risk:  # issue 15
+                audio_s = max(frame.end_s for frame in frames)
+                call_alerts += extras.after_time(self, call_id, state, info, detection, audio_s, call_alerts, now)
+            alerts += call_alerts
+        return alerts
+
+    def on_tick(self, info_for: Callable[[str], CallInfo | None], now: float) -> list[Alert]:
+        """Issue 15: windows close and hold time grows without any input; the worker calls this every few seconds.
+
+        A call's audio time is estimated as wall time minus ``call_started`` (unknown start: no window closes)."""
+        detection = self._rules().detection
+        if not (detection.windows or detection.risk):
+            return []
+        alerts: list[Alert] = []
+        for call_id, state in list(self._calls.items()):
+            info = info_for(call_id) or CallInfo()
+            audio_s = now - info.started_at if info.started_at is not None and not info.ended else None
+            alerts += extras.after_time(self, call_id, state, info, detection, audio_s, [], now, ended=info.ended)
         return alerts
 
     def _acoustic_alert(self, call_id: str, info: CallInfo, hit: AcousticHit, severity: Severity, now: float) -> Alert:
@@ -480,4 +502,6 @@ def call_info_from_state(stored) -> CallInfo | None:
         last_event_at=stored.get("last_event_ts"),
         ended=status == "ended",
         partition=stored.get("partition"),
+        completed_hold_s=stored.get("completed_hold_s") or 0.0,
+        hold_started_at=stored.get("hold_started_at"),
     )
