@@ -17,8 +17,10 @@ Also hosts the rules hot-reload timer: the rules file is re-checked every
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from streamproc import metrics
 from streamproc.detect.acoustic import AudioFeatures
@@ -33,6 +35,15 @@ TRANSCRIPTS_TOPIC = settings.topic("transcripts")
 ENDED_GRACE_S = 60.0
 
 engine = DetectionEngine(current_rules, redact_pii=settings.redact_alert_evidence)
+#: Issue 15: the engine runs here, never on the event loop (sentence embeddings take ~5-10 ms, training the
+#: semantic heads at start and on hot reload ~1 s). One thread: the engine's per-call state is not shared.
+DETECTION_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detection")
+#: How often open said/not-said windows and the risk score are re-checked without new input.
+TICK_INTERVAL_S = 2.0
+
+
+async def _in_executor(fn, *args, **kwargs):
+    return await asyncio.get_running_loop().run_in_executor(DETECTION_EXECUTOR, functools.partial(fn, *args, **kwargs))
 
 
 def call_info(call_id: str) -> CallInfo | None:
@@ -51,8 +62,12 @@ async def detect_on_transcripts(stream):
     async for event in stream.events():
         message = event.message
         started = time.perf_counter()
-        outcome = process_transcript_record(
-            engine, key=message.key, value=message.value, info_for=call_info, now=time.time(),
+        # the call-state table is read here, on the loop; detection (embeddings) runs in the executor
+        key_text = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None
+        info = call_info(key_text) if key_text else None
+        outcome = await _in_executor(
+            process_transcript_record,
+            engine, key=message.key, value=message.value, info_for=lambda _call_id: info, now=time.time(),
             topic=message.topic, partition=message.partition, offset=message.offset,
         )
         metrics.DETECTION_SECONDS.labels("transcript").observe(time.perf_counter() - started)
@@ -72,13 +87,33 @@ async def on_audio_features(features: list[AudioFeatures]) -> None:
     started = time.perf_counter()
     infos: dict[str, CallInfo | None] = {}
 
-    def info_for(call_id: str) -> CallInfo | None:
-        if call_id not in infos:
-            infos[call_id] = call_info(call_id)
-        return infos[call_id]
-
-    alerts = engine.on_features(features, info_for, time.time())
+    for feature in features:  # read the call-state table on the loop, detect in the executor
+        if feature.call_id not in infos:
+            infos[feature.call_id] = call_info(feature.call_id)
+    alerts = await _in_executor(engine.on_features, features, infos.get, time.time())
     metrics.DETECTION_SECONDS.labels("audio").observe(time.perf_counter() - started)
+    for alert in alerts:
+        info = infos.get(alert.call_id)
+        await _send_alerts([alert], info.partition if info is not None else None)
+
+
+@app.task
+async def warm_detection() -> None:
+    """Load the embedding model and train the semantic heads at start, off the event loop."""
+    started = time.perf_counter()
+    model = await _in_executor(engine.semantic_model)
+    if model:
+        log.info("semantic intents ready: %d heads in %.1f s", len(model.heads), time.perf_counter() - started)
+
+
+@app.timer(interval=TICK_INTERVAL_S)
+async def detection_tick() -> None:
+    """Said/not-said windows close and hold time adds to the risk score even when nobody speaks (issue 15)."""
+    call_ids = engine.call_ids()
+    if not call_ids:
+        return
+    infos = {call_id: call_info(call_id) for call_id in call_ids}
+    alerts = await _in_executor(engine.on_tick, infos.get, time.time())
     for alert in alerts:
         info = infos.get(alert.call_id)
         await _send_alerts([alert], info.partition if info is not None else None)
@@ -87,11 +122,15 @@ async def on_audio_features(features: list[AudioFeatures]) -> None:
 @app.timer(interval=30.0)
 async def forget_finished_calls() -> None:
     now = time.time()
-    for call_id in engine.call_ids():
-        info = call_info(call_id)
-        if (info is not None and info.ended and engine.idle_for(call_id, now) > ENDED_GRACE_S):
-            engine.forget(call_id)
-    engine.evict_idle(now)
+    infos = {call_id: call_info(call_id) for call_id in engine.call_ids()}
+
+    def forget() -> None:  # in the executor: the engine's state is only touched from there
+        for call_id, info in infos.items():
+            if (info is not None and info.ended and engine.idle_for(call_id, now) > ENDED_GRACE_S):
+                engine.forget(call_id)
+        engine.evict_idle(now)
+
+    await _in_executor(forget)
     metrics.DETECTION_CALLS.set(engine.call_count)
 
 
@@ -100,4 +139,5 @@ if settings.rules_reload_interval_s > 0:
     @app.timer(interval=settings.rules_reload_interval_s)
     async def reload_rules() -> None:
         """Hot reload: a changed, valid rules file replaces the rules in force; a bad one is rejected."""
-        await asyncio.get_running_loop().run_in_executor(None, rules_watcher.check)
+        if await asyncio.get_running_loop().run_in_executor(None, rules_watcher.check):
+            await _in_executor(engine.semantic_model)  # re-embed and retrain the semantic heads (issue 15)

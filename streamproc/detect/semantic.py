@@ -62,7 +62,7 @@ class Head:
 
     def score(self, vector: np.ndarray) -> SemanticHit:
         logit = float(vector @ self.weights) + self.bias
-        probability = 1.0 / (1.0 + np.exp(-logit))
+        probability = float(1.0 / (1.0 + np.exp(-logit)))
         sims = self.like_vectors @ vector
         best = int(np.argmax(sims))
         counter = None
