@@ -58,7 +58,7 @@ def transcribe_all(items, limit: int | None) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--split", default="test", choices=("test", "dev"))
+    parser.add_argument("--split", default="test", choices=("test", "test2", "dev"))
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--reuse", action="store_true", help="detect on the transcripts already written")
     args = parser.parse_args()

@@ -298,7 +298,7 @@ class DetectionEngine:
             and (r.fire_on == "partial" or segment.is_final)
         ]
         model = self.semantic_model(detection) if keys else None
-        return model.score(segment.text, keys) if model else {}
+        return model.score(segment.text, keys, final=segment.is_final) if model else {}
 
     # ------------------------------------------------------------------ audio features
 

@@ -43,7 +43,8 @@ class SemanticOptions(_Strict):
     """Shared settings of the semantic intents (streamproc/detect/semantic.py)."""
 
     threshold: float = Field(0.5, gt=0, lt=1, description="Default probability at or above which an intent fires.")
-    min_words: int = Field(3, ge=1, description="Shorter partials/finals are not scored (too little meaning).")
+    min_words: int = Field(3, ge=1, description="Shorter partials are not scored (too little meaning yet).")
+    min_words_final: int = Field(2, ge=1, description="Shorter finals are not scored ('cancel everything' is 2 words).")
     regularization: float = Field(1.0, gt=0, description="Inverse regularisation strength C of the logistic heads.")
     neutral: tuple[_Example, ...] = Field((), description="Everyday lines that match no intent: negatives for every head.")
 

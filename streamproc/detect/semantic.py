@@ -119,6 +119,7 @@ class SemanticModel:
     def __init__(self, detection: "DetectionRules", encoder: "Encoder"):
         self.encoder = encoder
         self.min_words = detection.semantic.min_words
+        self.min_words_final = detection.semantic.min_words_final
         specs = specs_of(detection)
         neutral = tuple(detection.semantic.neutral)
         self.heads: dict[str, Head] = {}
@@ -141,10 +142,10 @@ class SemanticModel:
     def __bool__(self) -> bool:
         return bool(self.heads)
 
-    def score(self, text: str, keys: Iterable[str]) -> dict[str, SemanticHit]:
+    def score(self, text: str, keys: Iterable[str], *, final: bool = True) -> dict[str, SemanticHit]:
         """Probability of each intent in ``keys`` for ``text`` (one embedding, shared by all heads)."""
         keys = [k for k in keys if k in self.heads]
-        if not keys or len(text.split()) < self.min_words:
+        if not keys or len(text.split()) < (self.min_words_final if final else self.min_words):
             return {}
         vector = self.encoder.encode_one(text)
         return {k: self.heads[k].score(vector) for k in keys}
