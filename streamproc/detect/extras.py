@@ -91,8 +91,10 @@ def after_time(engine: "DetectionEngine", call_id: str, state, info: "CallInfo",
     """The call's audio reached ``audio_s`` (frames, or the wall clock since call_started): close windows, rescore."""
     out: list[Alert] = []
     rules = [r for r in detection.windows if r.enabled and r.applies_to_queue(info.queue)]
-    if rules and (audio_s is not None or ended):
-        hits = _windows(state).advance(rules, audio_s, ended=ended)
+    # windows are judged only for calls with transcripts: without transcription (audio-only
+    # deployments, a recogniser that is down) "not said" would be every call's verdict
+    if rules and (audio_s is not None or ended) and getattr(state, "windows", None) is not None:
+        hits = state.windows.advance(rules, audio_s, ended=ended)
         out += [window_alert(engine, call_id, info, detection, hit, now) for hit in hits]
     if detection.risk:
         out += risk_alerts(engine, call_id, state, info, detection, [*alerts, *out], now)
