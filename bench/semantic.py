@@ -53,13 +53,15 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def measure(engine: DetectionEngine, stream) -> list[float]:
-    times = []
+def measure(engine: DetectionEngine, stream) -> tuple[list[float], list[float]]:
+    """Wall time and this thread's CPU time per segment, ms (CPU time is what contention cannot inflate)."""
+    wall, cpu = [], []
     for segment in stream:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         engine.on_transcript(segment, CallInfo(), now=0.0)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.thread_time() - started_cpu) * 1000)
+    return wall, cpu
 
 
 def main() -> None:
@@ -78,8 +80,9 @@ def main() -> None:
     train_s = time.perf_counter() - started
     stream = segments(args.utterances)
     measure(semantic, segments(20))  # warm-up (onnxruntime allocations), other call ids' bookkeeping aside
-    base = measure(baseline, stream)
-    sem = measure(semantic, stream)
+    base, base_cpu = measure(baseline, stream)
+    sem, sem_cpu = measure(semantic, stream)
+    stats = lambda v: {"p50": round(statistics.median(v), 3), "p99": round(percentile(v, 99), 3)}
     result = {
         "segments": len(stream),
         "heads": len(model.heads),
@@ -89,6 +92,10 @@ def main() -> None:
     }
     result["added_ms"] = {k: round(result["semantic_ms"][k] - result["lexicon_ms"][k], 3) for k in ("p50", "p99")}
     result["ratio_p50"] = round(result["semantic_ms"]["p50"] / max(result["lexicon_ms"]["p50"], 1e-6), 1)
+    result["lexicon_cpu_ms"] = stats(base_cpu)
+    result["semantic_cpu_ms"] = stats(sem_cpu)
+    result["added_cpu_ms"] = {k: round(result["semantic_cpu_ms"][k] - result["lexicon_cpu_ms"][k], 3) for k in ("p50", "p99")}
+    result["load_average"] = [round(x, 2) for x in __import__("os").getloadavg()]
     print(json.dumps(result, indent=2))
 
 

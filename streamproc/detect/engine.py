@@ -177,16 +177,15 @@ class DetectionEngine:
             key = (segment.speaker, segment.utterance, rule.id)
             handled = state.handled.get(key, 0)
             semantic_hit = None
-            if not matches and rule.semantic and spanned.tokens and not (
-                rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
-            ) and not self._lexicon_explains(compiled, spanned, segment, info):
-                # issue 15: the intent said another way (but not a listed phrase the speaker negated, and
-                # not when a lexicon rule of the same kind already matched this segment: "shut the f… up"
-                # is the profanity alert, not also a semantic rudeness one)
-                if semantic_hits is None:
+            if not matches and rule.semantic and spanned.tokens:  # issue 15: the intent said another way
+                if semantic_hits is None:  # one embedding per segment, shared by every head
                     semantic_hits = self._semantic_hits(detection, segment, info)
                 semantic_hit = semantic_hits.get(rule.id)
-                if semantic_hit is not None and semantic_hit.fired:
+                # ... unless the speaker negated a listed phrase of the rule, or a lexicon rule of the same
+                # kind matched this segment ("shut the f… up" is the profanity alert, not also semantic rudeness)
+                if semantic_hit is not None and semantic_hit.fired and not (
+                    rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
+                ) and not self._lexicon_explains(compiled, spanned, segment, info):
                     matches = [semantic_match(spanned.tokens, semantic_hit)]
             for k, match in enumerate(matches[:MAX_MATCHES_PER_UTTERANCE]):
                 if k < handled:
