@@ -186,7 +186,19 @@ class DetectionEngine:
                 if semantic_hit is not None and semantic_hit.fired and not (
                     rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
                 ) and not self._lexicon_explains(compiled, spanned, segment, info):
-                    matches = [semantic_match(spanned.tokens, semantic_hit)]
+                    # a partial fires only when the previous partial agreed (or on the final): a fragment such
+                    # as "that is not my" must not fire before the phrase is complete (docs/detection.md)
+                    pending = getattr(state, "semantic_pending", None)
+                    if pending is None:
+                        pending = state.semantic_pending = set()
+                    if segment.is_final or key in pending:
+                        matches = [semantic_match(spanned.tokens, semantic_hit)]
+                    else:
+                        pending.add(key)
+                elif not segment.is_final:
+                    getattr(state, "semantic_pending", set()).discard(key)
+            if segment.is_final:
+                getattr(state, "semantic_pending", set()).discard(key)
             for k, match in enumerate(matches[:MAX_MATCHES_PER_UTTERANCE]):
                 if k < handled:
                     metrics.DETECTION_SUPPRESSED.labels("already_alerted").inc()

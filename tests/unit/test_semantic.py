@@ -98,10 +98,24 @@ def test_lexicon_match_wins_and_partials_do_not_duplicate(engine):
     lexicon = fire(engine, "i want to speak to your manager")
     assert [a.rule_id for a in lexicon] == ["mgr"] and lexicon[0].evidence.matched_example is None
     seg = lambda text, rev, final: _segment("p", "customer", 0, text).model_copy(update={"revision": rev, "is_final": final})
+    # a semantic hit on a partial waits for the next partial to agree, then fires once; the final confirms it
     first = engine.on_transcript(seg("i'm taking my custom to a rival company", 0, False), CallInfo(), 0.0).alerts
     again = engine.on_transcript(seg("i'm taking my custom to a rival company now", 1, False), CallInfo(), 0.0).alerts
-    final = engine.on_transcript(seg("i'm taking my custom to a rival company now", 2, True), CallInfo(), 0.0)
-    assert [a.rule_id for a in first] == ["churn"] and again == [] and final.alerts == [] and final.unconfirmed == 0
+    third = engine.on_transcript(seg("i'm taking my custom to a rival company now then", 2, False), CallInfo(), 0.0).alerts
+    final = engine.on_transcript(seg("i'm taking my custom to a rival company now", 3, True), CallInfo(), 0.0)
+    assert first == [] and [a.rule_id for a in again] == ["churn"] and third == []
+    assert final.alerts == [] and final.unconfirmed == 0
+
+
+def test_a_fragment_on_one_partial_does_not_fire_before_the_lexicon_phrase_completes():
+    from streamproc.rules import load_rules
+
+    rules = load_rules()
+    engine = DetectionEngine(lambda: rules)
+    seg = lambda text, rev: _segment("f", "agent", 0, text).model_copy(update={"revision": rev, "is_final": False})
+    assert engine.on_transcript(seg("that is not my", 0), CallInfo(), 0.0).alerts == []
+    alerts = engine.on_transcript(seg("that is not my problem", 1), CallInfo(), 0.0).alerts
+    assert [(a.rule_id, a.evidence.text, a.evidence.matched_example) for a in alerts] == [("agent-rudeness", "not my problem", None)]
 
 
 def test_short_segments_are_not_scored(engine):
