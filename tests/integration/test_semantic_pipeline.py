@@ -31,7 +31,9 @@ NEW_INTENT = """
 
 def test_paraphrase_fires_semantic_alert_and_greeting_window_closes(worker_factory, reader, producer):
     rules = packaged_rules_text("default_rules.yaml").replace("      within_s: 20\n", "      within_s: 4\n", 1)
-    assert "within_s: 4" in rules
+    greeting = "    - id: agent-greeting\n      enabled: false"
+    assert "within_s: 4" in rules and greeting in rules
+    rules = rules.replace(greeting, "    - id: agent-greeting\n      enabled: true")
     worker = worker_factory(rules, audio_enabled="false", rules_reload_interval_s="0.5")
     alerts = reader(worker.topic("alerts"))
     transcripts = worker.topic("transcripts")
