@@ -5,8 +5,12 @@ Imports the app, the topics and the output helper, never an agent module.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
 
 from streamproc import metrics
 from streamproc.detect.acoustic import AudioFeatures
@@ -34,6 +38,14 @@ def current_rules() -> RulesFile:
 #: Per-worker detection state: transcripts (agents/detection.py) and audio features
 #: (agents/audio.py, through on_audio_features below) feed the same engine.
 engine = DetectionEngine(current_rules, redact_pii=settings.redact_alert_evidence)
+#: The engine runs here, never on the event loop (sentence embeddings take ~5-10 ms, training the
+#: semantic heads at start and on hot reload seconds). One thread: the engine's state is not shared.
+DETECTION_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detection")
+_T = TypeVar("_T")
+
+
+async def in_detection_executor(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    return await asyncio.get_running_loop().run_in_executor(DETECTION_EXECUTOR, functools.partial(fn, *args, **kwargs))
 
 
 def stored_state(call_id: str) -> CallState | None:
@@ -50,14 +62,12 @@ async def on_audio_features(features: list[AudioFeatures]) -> None:
     if not features:
         return
     started = time.perf_counter()
+    # The call-state table is read on the loop; the detectors run in the detection executor.
     infos: dict[str, CallInfo | None] = {}
-
-    def info_for(call_id: str) -> CallInfo | None:
-        if call_id not in infos:
-            infos[call_id] = call_info(call_id)
-        return infos[call_id]
-
-    alerts = engine.on_features(features, info_for, time.time())
+    for feature in features:
+        if feature.call_id not in infos:
+            infos[feature.call_id] = call_info(feature.call_id)
+    alerts = await in_detection_executor(engine.on_features, features, infos.get, time.time())
     metrics.DETECTION_SECONDS.labels("audio").observe(time.perf_counter() - started)
     for alert in alerts:
         info = infos.get(alert.call_id)

@@ -88,6 +88,7 @@ class CallBoard:
         self.history_s = history_s
         self._calls: dict[str, CallState] = {}
         self._last_seen: dict[str, float] = {}  # call id -> wall time of its newest event record
+        self._risk: dict[str, float] = {}  # call id -> latest call risk score (call_at_risk alerts)
         self._alerts: dict[str, dict[str, Any]] = {}
         self._alert_partitions: dict[str, int | None] = {}
         self._acks: OrderedDict[str, dict[str, Any]] = OrderedDict()  # alert id -> newest ack
@@ -157,6 +158,11 @@ class CallBoard:
             return  # a re-sent alert (at-least-once delivery): same id, nothing new to show
         self._alerts[alert.alert_id] = view
         self._emit({"type": "alert", "alert": view})
+        if alert.kind == "call_at_risk" and alert.evidence.value is not None:  # calls sort by risk
+            if alert.evidence.value > self._risk.get(alert.call_id, -1.0):
+                self._risk[alert.call_id] = alert.evidence.value
+                if alert.call_id in self._calls:
+                    self._emit({"type": "call", "call": self.call_view(self._calls[alert.call_id])})
         if len(self._alerts) > self.max_alerts:
             self._drop_alerts(sorted(self._alerts, key=lambda a: self._alerts[a]["detected_at"])[: len(self._alerts) - self.max_alerts])
 
@@ -213,6 +219,7 @@ class CallBoard:
             if ended_long_ago or now - seen > self.history_s:
                 del self._calls[call_id]
                 self._last_seen.pop(call_id, None)
+                self._risk.pop(call_id, None)
                 self._transcripts.pop(call_id, None)
                 self._emit({"type": "call_removed", "call_id": call_id})
                 dropped += 1
@@ -243,6 +250,7 @@ class CallBoard:
             "hold_started_at": state.hold_started_at + offset if state.hold_started_at is not None else None,
             "hold_count": state.hold_count,
             "completed_hold_s": round(state.completed_hold_s, 3),
+            "risk": self._risk.get(state.call_id),  # latest call risk score 0-100, None until call_at_risk
             # The per-hold thresholds of the rules in force for this queue: the page colours the timer with them.
             "hold_thresholds": [
                 {"id": rule.id, "after_s": rule.after_s, "severity": rule.severity.value} for rule in policy.thresholds
@@ -250,7 +258,8 @@ class CallBoard:
         }
 
     def calls(self) -> list[dict[str, Any]]:
-        return sorted((self.call_view(state) for state in self._calls.values()), key=lambda c: c["started_at"])
+        """Calls, riskiest first, then by start."""
+        return sorted((self.call_view(state) for state in self._calls.values()), key=lambda c: (-(c["risk"] or 0), c["started_at"]))
 
     def alerts(self) -> list[dict[str, Any]]:
         """Alerts, newest first."""

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Callable, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
+from .detect.rules_ext import RiskRule, SemanticOptions, WindowRule  # semantic options, said/not-said windows, risk
 from .schemas import Severity
 from .yamlfile import RuleProblem, Strict, YamlFileError, compose_yaml, line_of
 
@@ -121,6 +122,7 @@ def _check_phrase(text: str) -> str:
 
 PhraseText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_check_phrase)]
 RuleId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ExampleText = Annotated[str, Field(min_length=1, max_length=300)]
 
 
 class _DetectionRule(Strict):
@@ -141,10 +143,28 @@ class PhraseRule(_DetectionRule):
     category: str | None = Field(None, max_length=60, description="Free label, e.g. manager_request (shown in alerts).")
     title: str | None = Field(None, max_length=200, description="Dashboard line; defaults from kind/category.")
     speaker: SpeakerTarget = SpeakerTarget.either
-    phrases: tuple[PhraseText, ...] = Field(min_length=1)
+    phrases: tuple[PhraseText, ...] = ()
     fuzzy: bool = Field(True, description="Tolerate ASR misspellings of longer words.")
     negation: bool = Field(False, description="Ignore matches preceded by a negation ('not going to cancel').")
     fire_on: Literal["partial", "final"] = Field("partial", description="partial: fire on the first partial that matches.")
+    # semantic intent (streamproc/detect/semantic.py): examples train a small head on sentence embeddings
+    like: tuple[ExampleText, ...] = Field((), description="Example utterances of the intent (semantic detection).")
+    not_like: tuple[ExampleText, ...] = Field((), description="Counter-examples: near misses that must not fire.")
+    threshold: float | None = Field(None, gt=0, lt=1, description="Semantic probability at or above which the rule fires.")
+
+    @model_validator(mode="after")
+    def _phrases_or_examples(self) -> "PhraseRule":
+        if not self.phrases and not self.like:
+            raise ValueError("a phrase rule needs phrases (lexicon), like examples (semantic) or both")
+        if self.not_like and not self.like:
+            raise ValueError("not_like needs like examples")
+        if self.like and len(self.like) < 3:
+            raise ValueError("a semantic intent needs at least 3 like examples")
+        return self
+
+    @property
+    def semantic(self) -> bool:
+        return bool(self.like)
 
 
 class SentimentRule(_DetectionRule):
@@ -208,9 +228,12 @@ class DetectionRules(Strict):
     raised_voice: tuple[RaisedVoiceRule, ...] = ()
     dead_air: tuple[DeadAirRule, ...] = ()
     crosstalk: tuple[CrosstalkRule, ...] = ()
+    semantic: SemanticOptions = SemanticOptions()
+    windows: tuple[WindowRule, ...] = ()
+    risk: tuple[RiskRule, ...] = ()
 
     def all_rules(self) -> list[_DetectionRule]:
-        return [*self.phrases, *self.sentiment, *self.raised_voice, *self.dead_air, *self.crosstalk]
+        return [*self.phrases, *self.sentiment, *self.raised_voice, *self.dead_air, *self.crosstalk, *self.windows, *self.risk]
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "DetectionRules":

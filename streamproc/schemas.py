@@ -169,6 +169,9 @@ class AlertKind(StrEnum):
     raised_voice = "raised_voice"
     dead_air = "dead_air"
     crosstalk = "crosstalk"
+    missed_phrase = "missed_phrase"  # a said/not-said window closed without a required phrase
+    window_phrase = "window_phrase"  # a phrase that must not be said was said inside its window
+    call_at_risk = "call_at_risk"  # the live call risk score crossed its threshold
 
 
 class Speaker(StrEnum):
@@ -187,6 +190,10 @@ class Evidence(BaseModel):
     value: float | None = Field(None, description="Measured value, e.g. seconds on hold.")
     threshold: float | None = Field(None, description="The rule's threshold that value crossed.")
     unit: str | None = None
+    # (optional, absent on older alerts): semantic evidence and risk factors
+    matched_example: str | None = Field(None, description="Semantic alerts: the nearest `like` example of the intent.")
+    similarity: float | None = Field(None, description="Semantic alerts: cosine similarity to matched_example.")
+    factors: dict[str, float] | None = Field(None, description="call_at_risk: points contributed by each factor.")
 
 
 class Alert(_Message):

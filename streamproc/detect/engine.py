@@ -37,6 +37,8 @@ from .acoustic import AcousticHit, AcousticState, AudioFeatures
 from .escalation import ScoredUtterance, SentimentWindow, sentiment_score
 from .hold import CallState, CallStatus
 from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
+from . import extras
+from .semantic import semantic_evidence, semantic_match
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class CallInfo:
     last_event_at: float | None = None  # event time of the call's latest event (its state is as of then)
     ended: bool = False
     partition: int | None = None
+    completed_hold_s: float = 0.0  # risk score: hold time of the holds that ended
+    hold_started_at: float | None = None  # event time the current hold began
 
     @classmethod
     def from_state(cls, state: CallState | None) -> "CallInfo | None":
@@ -75,6 +79,8 @@ class CallInfo:
             last_event_at=state.last_event_ts,
             ended=state.status is CallStatus.ended,
             partition=state.partition,
+            completed_hold_s=state.completed_hold_s,
+            hold_started_at=state.hold_started_at,
         )
 
 
@@ -118,8 +124,12 @@ class DetectionEngine:
         *,
         redact_pii: bool = False,
         idle_evict_s: float = 3600.0,
+        encoder=None,
     ):
         self._rules = rules
+        self._encoder = encoder  # streamproc.embeddings.Encoder; the shared one when None
+        self._semantic_for: DetectionRules | None = None
+        self._semantic = None
         self.redact_pii = redact_pii
         self.idle_evict_s = idle_evict_s
         self._calls: dict[str, _CallState] = {}
@@ -174,6 +184,7 @@ class DetectionEngine:
             return TranscriptResult(ignored=True)
         spanned = _spanned(segment)
         result = TranscriptResult()
+        semantic_hits = None
         for compiled in self._phrase_rules(detection):
             rule = compiled.rule
             if not rule.speaker.allows(segment.speaker) or not rule.applies_to_queue(info.queue):
@@ -183,6 +194,29 @@ class DetectionEngine:
             matches = find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation)
             key = (segment.speaker, segment.utterance, rule.id)
             handled = state.handled.get(key, 0)
+            semantic_hit = None
+            if not matches and rule.semantic and spanned.tokens:  # the intent said another way
+                if semantic_hits is None:  # one embedding per segment, shared by every head
+                    semantic_hits = self._semantic_hits(detection, segment, info)
+                semantic_hit = semantic_hits.get(rule.id)
+                # ... unless the speaker negated a listed phrase of the rule, or a lexicon rule of the same
+                # kind matched this segment ("shut the f… up" is the profanity alert, not also semantic rudeness)
+                if semantic_hit is not None and semantic_hit.fired and not (
+                    rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
+                ) and not self._lexicon_explains(compiled, spanned, segment, info):
+                    # a partial fires only when the previous partial agreed (or on the final): a fragment such
+                    # as "that is not my" must not fire before the phrase is complete (docs/detection.md)
+                    pending = getattr(state, "semantic_pending", None)
+                    if pending is None:
+                        pending = state.semantic_pending = set()
+                    if segment.is_final or key in pending:
+                        matches = [semantic_match(spanned.tokens, semantic_hit)]
+                    else:
+                        pending.add(key)
+                elif not segment.is_final:
+                    getattr(state, "semantic_pending", set()).discard(key)
+            if segment.is_final:
+                getattr(state, "semantic_pending", set()).discard(key)
             for k, match in enumerate(matches[:MAX_MATCHES_PER_UTTERANCE]):
                 if k < handled:
                     metrics.DETECTION_SUPPRESSED.labels("already_alerted").inc()
@@ -195,11 +229,15 @@ class DetectionEngine:
                 occurrence = (segment.utterance * 4 + _SPEAKER_CODE[segment.speaker]) * MAX_MATCHES_PER_UTTERANCE + k
                 text = self._evidence_text(spanned.text[spanned.tokens[match.first].start : spanned.tokens[match.last].end], detection)
                 label = _KIND_LABEL[rule.kind] + (f" ({rule.category.replace('_', ' ')})" if rule.category else "")
+                evidence = Evidence(text=text, speaker=segment.speaker, audio_start_s=start, audio_end_s=end)
+                title = rule.title or f"{label}: {segment.speaker.value} said “{text}”"
+                if getattr(match, "semantic", None) is not None:
+                    evidence, title = semantic_evidence(evidence, match.semantic, title, rule.title)
                 result.alerts.append(
                     self._alert(
                         segment.call_id, info, rule.id, AlertKind(rule.kind), rule.severity, occurrence,
-                        title=rule.title or f"{label}: {segment.speaker.value} said “{text}”",
-                        evidence=Evidence(text=text, speaker=segment.speaker, audio_start_s=start, audio_end_s=end),
+                        title=title,
+                        evidence=evidence,
                         audio_end=end, received=_received(segment), now=now,
                     )
                 )
@@ -215,6 +253,8 @@ class DetectionEngine:
         if segment.is_final:
             state.finals.add(utterance_key)
             result.alerts += self._sentiment(segment, spanned, state, info, detection, now)
+        if detection.windows or detection.risk:  # said/not-said windows, call risk score
+            result.alerts += extras.after_transcript(self, segment, spanned.tokens, state, info, detection, result.alerts, now)
         return result
 
     def _sentiment(self, segment, spanned: _Spanned, state: _CallState, info: CallInfo, detection: DetectionRules, now: float) -> list[Alert]:
@@ -257,13 +297,45 @@ class DetectionEngine:
             )
         return alerts
 
+    # ------------------------------------------------------------------ semantic intents
+
+    def semantic_model(self, detection: DetectionRules | None = None):
+        """The trained heads for these rules (built on first use; the agent warms it in an executor)."""
+        detection = detection or self._rules().detection
+        if detection is not self._semantic_for:
+            from .semantic import build_model
+
+            self._semantic = build_model(detection, self._encoder)
+            self._semantic_for = detection
+        return self._semantic
+
+    def _lexicon_explains(self, compiled: _Compiled, spanned: _Spanned, segment: TranscriptSegment, info: CallInfo) -> bool:
+        for other in self._compiled:
+            rule = other.rule
+            if (
+                other is not compiled and other.phrases and rule.kind == compiled.rule.kind
+                and rule.speaker.allows(segment.speaker) and rule.applies_to_queue(info.queue)
+                and find_matches(other.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation)
+            ):
+                return True
+        return False
+
+    def _semantic_hits(self, detection: DetectionRules, segment: TranscriptSegment, info: CallInfo) -> dict:
+        keys = [
+            r.id for r in detection.phrases
+            if r.enabled and r.semantic and r.speaker.allows(segment.speaker) and r.applies_to_queue(info.queue)
+            and (r.fire_on == "partial" or segment.is_final)
+        ]
+        model = self.semantic_model(detection) if keys else None
+        return model.score(segment.text, keys, final=segment.is_final) if model else {}
+
     # ------------------------------------------------------------------ audio features
 
     def on_features(
         self, features: Iterable[AudioFeatures], info_for: Callable[[str], CallInfo | None], now: float
     ) -> list[Alert]:
         detection = self._rules().detection
-        if not (detection.raised_voice or detection.dead_air or detection.crosstalk):
+        if not (detection.raised_voice or detection.dead_air or detection.crosstalk or detection.windows or detection.risk):
             return []
         by_call: dict[str, list[AudioFeatures]] = {}
         for feature in features:
@@ -284,8 +356,25 @@ class DetectionEngine:
                 on_hold=info.on_hold or _audio_predates_state(info, frames),
             )
             severity = {r.id: r.severity for r in detection.all_rules()}
-            for hit in hits:
-                alerts.append(self._acoustic_alert(call_id, info, hit, severity[hit.rule_id], now))
+            call_alerts = [self._acoustic_alert(call_id, info, hit, severity[hit.rule_id], now) for hit in hits]
+            if detection.windows or detection.risk:
+                audio_s = max(frame.end_s for frame in frames)
+                call_alerts += extras.after_time(self, call_id, state, info, detection, audio_s, call_alerts, now)
+            alerts += call_alerts
+        return alerts
+
+    def on_tick(self, info_for: Callable[[str], CallInfo | None], now: float) -> list[Alert]:
+        """Issue 15: windows close and hold time grows without any input; the worker calls this every few seconds.
+
+        A call's audio time is estimated as wall time minus ``call_started`` (unknown start: no window closes)."""
+        detection = self._rules().detection
+        if not (detection.windows or detection.risk):
+            return []
+        alerts: list[Alert] = []
+        for call_id, state in list(self._calls.items()):
+            info = info_for(call_id) or CallInfo()
+            audio_s = now - info.started_at if info.started_at is not None and not info.ended else None
+            alerts += extras.after_time(self, call_id, state, info, detection, audio_s, [], now, ended=info.ended)
         return alerts
 
     def _acoustic_alert(self, call_id: str, info: CallInfo, hit: AcousticHit, severity: Severity, now: float) -> Alert:

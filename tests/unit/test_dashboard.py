@@ -286,3 +286,19 @@ def test_token_check(credentials, allowed):
 def test_session_value_is_derived_not_the_token():
     assert session_value("s3cret") != "s3cret" and len(session_value("s3cret")) == 64
     assert session_value("s3cret") == session_value("s3cret")
+
+
+def test_calls_sort_by_risk_score_from_call_at_risk_alerts():
+    b = board()
+    for n, call_id in enumerate(("calm", "risky", "riskier")):
+        call_event(b, call_id, "call_started", T0 + n, agent_id="a1", queue="billing")
+    assert [c["call_id"] for c in b.calls()] == ["calm", "risky", "riskier"]
+    for call_id, score in (("risky", 62.0), ("riskier", 81.5)):
+        risk_alert = alert(call_id, "call-at-risk").model_copy(update={
+            "kind": AlertKind.call_at_risk,
+            "evidence": Evidence(value=score, threshold=60, unit="risk_score", factors={"hold": 30.0, "escalation": score - 30}),
+        })
+        b.apply(TOPICS.alerts, call_id.encode(), risk_alert.to_json_bytes(), timestamp_ms=int(T0 * 1000), partition=2)
+    calls = b.calls()
+    assert [(c["call_id"], c["risk"]) for c in calls] == [("riskier", 81.5), ("risky", 62.0), ("calm", None)]
+    assert b.alerts()[0]["evidence"]["factors"]["hold"] == 30.0

@@ -14,6 +14,7 @@
     hold_breach: "hold breach", cumulative_hold: "cumulative hold", repeated_hold: "repeated hold",
     rude_phrase: "rude phrase", customer_abuse: "customer abuse", escalation: "escalation",
     negative_sentiment: "negative sentiment", raised_voice: "raised voice", dead_air: "dead air", crosstalk: "crosstalk",
+    missed_phrase: "not said in time", window_phrase: "said too early", call_at_risk: "call at risk",
   };
 
   const state = {
@@ -104,7 +105,10 @@
     const calls = [...state.calls.values()].filter(callVisible);
     calls.sort((a, b) => {
       const rank = (c) => (c.status === "on_hold" ? 0 : c.status === "active" ? 1 : 2);
-      return rank(a) - rank(b) || (a.hold_started_at || a.started_at) - (b.hold_started_at || b.started_at);
+      const ended = (c) => (c.status === "ended" ? 1 : 0);
+      // riskiest live calls first (call risk score from call_at_risk alerts), then on hold, then by time
+      return ended(a) - ended(b) || (b.risk || 0) - (a.risk || 0) || rank(a) - rank(b) ||
+        (a.hold_started_at || a.started_at) - (b.hold_started_at || b.started_at);
     });
     const rows = calls.map((call) => {
       const row = el("tr", `call status-${call.status}`);
@@ -113,7 +117,13 @@
       row.tabIndex = 0;
       row.append(el("td", "call-id", call.call_id), el("td", "agent", call.agent_id), el("td", "queue", call.queue));
       const label = call.status === "on_hold" ? `on hold #${call.hold_count}` : call.status === "ended" ? "ended" : "talking";
-      row.append(el("td", "state", label));
+      const stateCell = el("td", "state", label);
+      if (call.risk != null) {
+        const badge = el("span", "risk-badge", ` risk ${Math.round(call.risk)}`);
+        badge.title = "call risk score (0-100): see the call_at_risk alert for its factors";
+        stateCell.append(badge);
+      }
+      row.append(stateCell);
       const dur = el("td", "duration");
       dur.dataset.field = "duration";
       row.append(dur);

@@ -1,0 +1,104 @@
+"""Per-segment cost of semantic detection vs lexicon-only detection, measured in the same run.
+
+    .venv/bin/python -m bench.semantic [--utterances N]
+
+Feeds the same stream of transcript segments — every utterance of the labelled sets as a
+recogniser would send it, partials growing word by word, then the final — through two
+engines: the packaged default rules with the semantic examples stripped (lexicon-only, the
+baseline) and the packaged default rules as shipped (lexicon + semantic intents + windows +
+risk). Each segment's ``on_transcript`` call is timed. Every partial is a new text, so the
+embedding cache does not help (as in production). The semantic heads are trained before the
+clock starts (the worker does that at start, in its executor). onnxruntime runs on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+from streamproc.detect.engine import CallInfo, DetectionEngine
+from streamproc.rules import load_rules
+from streamproc.schemas import Speaker, TranscriptSegment
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+
+
+def segments(limit: int):
+    items = []
+    for name in ("intents_dev.yaml", "labelled_utterances.yaml"):
+        data = yaml.safe_load((DATA / name).read_text())
+        for section in ("utterances", "holdout", "holdout2"):
+            items += data.get(section) or []
+    out = []
+    for n, item in enumerate(items[:limit]):
+        words = item["text"].split()
+        call = f"bench-{n % 50}"
+        for k in range(1, len(words) + 1):
+            final = k == len(words)
+            out.append(TranscriptSegment(
+                segment_id=TranscriptSegment.make_id(call, item["speaker"], n, k, final), call_id=call,
+                speaker=Speaker(item["speaker"]), utterance=n, revision=k, is_final=final, text=" ".join(words[:k]),
+                start_s=float(n * 4), end_s=float(n * 4 + 0.4 * k), source="script",
+            ))
+    return out
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def measure(engine: DetectionEngine, stream) -> tuple[list[float], list[float]]:
+    """Wall time and this thread's CPU time per segment, ms (CPU time is what contention cannot inflate)."""
+    wall, cpu = [], []
+    for segment in stream:
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        engine.on_transcript(segment, CallInfo(), now=0.0)
+        wall.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.thread_time() - started_cpu) * 1000)
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--utterances", type=int, default=300)
+    args = parser.parse_args()
+    rules = load_rules()
+    detection = rules.detection
+    lexicon = rules.model_copy(update={"detection": detection.model_copy(update={
+        "phrases": tuple(p.model_copy(update={"like": (), "not_like": ()}) for p in detection.phrases if p.phrases),
+        "windows": (), "risk": ()})})
+    baseline = DetectionEngine(lambda: lexicon)
+    semantic = DetectionEngine(lambda: rules)
+    started = time.perf_counter()
+    model = semantic.semantic_model()
+    train_s = time.perf_counter() - started
+    stream = segments(args.utterances)
+    measure(semantic, segments(20))  # warm-up (onnxruntime allocations), other call ids' bookkeeping aside
+    base, base_cpu = measure(baseline, stream)
+    sem, sem_cpu = measure(semantic, stream)
+    def stats(v):
+        return {"p50": round(statistics.median(v), 3), "p99": round(percentile(v, 99), 3)}
+    result = {
+        "segments": len(stream),
+        "heads": len(model.heads),
+        "train_s": round(train_s, 2),
+        "lexicon_ms": {"p50": round(statistics.median(base), 3), "p99": round(percentile(base, 99), 3)},
+        "semantic_ms": {"p50": round(statistics.median(sem), 3), "p99": round(percentile(sem, 99), 3)},
+    }
+    result["added_ms"] = {k: round(result["semantic_ms"][k] - result["lexicon_ms"][k], 3) for k in ("p50", "p99")}
+    result["ratio_p50"] = round(result["semantic_ms"]["p50"] / max(result["lexicon_ms"]["p50"], 1e-6), 1)
+    result["lexicon_cpu_ms"] = stats(base_cpu)
+    result["semantic_cpu_ms"] = stats(sem_cpu)
+    result["added_cpu_ms"] = {k: round(result["semantic_cpu_ms"][k] - result["lexicon_cpu_ms"][k], 3) for k in ("p50", "p99")}
+    result["load_average"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Semantic intents: a logistic-regression head per intent on sentence embeddings.
+
+A rule's ``like`` examples are the positives of its head; its ``not_like`` counter-examples,
+the shared ``detection.semantic.neutral`` lines and the ``like`` examples of every *other*
+intent are the negatives (so "get me your supervisor" teaches churn what it is not). Each
+head is scikit-learn ``LogisticRegression`` (balanced class weights), trained when the rules
+are loaded — at worker start and on every hot reload, in an executor, never on the event
+loop — and kept as plain numpy coefficients: scoring a segment is one embedding (≈5–8 ms)
+plus one dot product per head. Heads are cached by the hash of their training data, so a
+reload that leaves an intent's examples alone does not retrain it, and the encoder caches
+example embeddings, so a reload re-embeds only new examples.
+
+Why a trained head rather than cosine similarity to the nearest example: see
+docs/detection.md#semantic-intents (raw cosine put a hard negative above a paraphrase).
+The evidence of an alert names the nearest ``like`` example (cosine) and the head's
+probability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..embeddings import Encoder
+    from ..rules import DetectionRules
+
+
+@dataclass(frozen=True)
+class IntentSpec:
+    key: str  # rule id, or "<window rule id>/cue" / "/trigger"
+    like: tuple[str, ...]
+    not_like: tuple[str, ...]
+    threshold: float
+
+
+@dataclass(frozen=True)
+class SemanticHit:
+    probability: float
+    example: str  # the nearest like example
+    similarity: float  # its cosine similarity
+    threshold: float
+    counter_example: str | None = None  # the nearest not_like example, when it is nearer than any like one
+
+    @property
+    def fired(self) -> bool:
+        return self.probability >= self.threshold and self.counter_example is None
+
+
+class Head:
+    def __init__(self, spec: IntentSpec, weights: np.ndarray, bias: float, like_vectors: np.ndarray, not_like_vectors: np.ndarray | None = None):
+        self.spec = spec
+        self.weights = weights.astype(np.float32)
+        self.bias = float(bias)
+        self.like_vectors = like_vectors.astype(np.float32)
+        self.not_like_vectors = not_like_vectors.astype(np.float32) if not_like_vectors is not None and len(not_like_vectors) else None
+
+    def score(self, vector: np.ndarray) -> SemanticHit:
+        logit = float(vector @ self.weights) + self.bias
+        probability = float(1.0 / (1.0 + np.exp(-logit)))
+        sims = self.like_vectors @ vector
+        best = int(np.argmax(sims))
+        counter = None
+        if self.not_like_vectors is not None:  # counter-example veto: nearer to a not_like than to any like
+            against = self.not_like_vectors @ vector
+            worst = int(np.argmax(against))
+            if against[worst] > sims[best]:
+                counter = self.spec.not_like[worst]
+        return SemanticHit(round(probability, 4), self.spec.like[best], round(float(sims[best]), 4), self.spec.threshold, counter)
+
+
+def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, encoder: "Encoder") -> Head:
+    from sklearn.linear_model import LogisticRegression
+
+    positives = list(dict.fromkeys(spec.like))
+    own = set(positives)
+    negatives = [t for t in dict.fromkeys(negatives) if t not in own]
+    like_vectors = encoder.encode(positives)
+    x = np.vstack([like_vectors, encoder.encode(negatives)]) if negatives else like_vectors
+    y = np.array([1] * len(positives) + [0] * len(negatives))
+    if len(set(y)) < 2:  # no negatives at all: a head that fires on nothing but near-copies
+        return Head(spec, like_vectors.mean(axis=0) * 10.0, -8.0, like_vectors)
+    model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=2000)
+    model.fit(x, y)
+    not_like = [t for t in dict.fromkeys(spec.not_like) if t not in own]
+    return Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None)
+
+
+_CACHE: dict[str, Head] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_MAX = 256
+
+
+def specs_of(detection: "DetectionRules") -> list[IntentSpec]:
+    """Every semantic intent in the rules: phrase rules with ``like`` and window cues/triggers with ``like``."""
+    default = detection.semantic.threshold
+    specs = [
+        IntentSpec(r.id, tuple(r.like), tuple(r.not_like), r.threshold or default)
+        for r in detection.phrases
+        if r.enabled and r.like
+    ]
+    for w in detection.windows:
+        if not w.enabled:
+            continue
+        for name, cue in (("cue", w.cue), ("trigger", w.trigger)):
+            if cue is not None and cue.like:
+                specs.append(IntentSpec(f"{w.id}/{name}", tuple(cue.like), tuple(cue.not_like), cue.threshold or default))
+    return specs
+
+
+class SemanticModel:
+    """The heads for one version of the rules. Build it off the event loop (it embeds and trains)."""
+
+    def __init__(self, detection: "DetectionRules", encoder: "Encoder"):
+        self.encoder = encoder
+        self.min_words = detection.semantic.min_words
+        self.min_words_final = detection.semantic.min_words_final
+        specs = specs_of(detection)
+        neutral = tuple(detection.semantic.neutral)
+        self.heads: dict[str, Head] = {}
+        for spec in specs:
+            others = [t for other in specs if other.key.split("/")[0] != spec.key.split("/")[0] for t in other.like]
+            negatives = (*spec.not_like, *neutral, *others)
+            key = hashlib.sha256(
+                json.dumps([spec.key, spec.like, spec.not_like, spec.threshold, negatives, detection.semantic.regularization]).encode()
+            ).hexdigest()
+            with _CACHE_LOCK:
+                head = _CACHE.get(key)
+            if head is None:
+                head = _train(spec, negatives, detection.semantic.regularization, encoder)
+                with _CACHE_LOCK:
+                    if len(_CACHE) >= _CACHE_MAX:
+                        _CACHE.pop(next(iter(_CACHE)))
+                    _CACHE[key] = head
+            self.heads[spec.key] = head
+
+    def __bool__(self) -> bool:
+        return bool(self.heads)
+
+    def score(self, text: str, keys: Iterable[str], *, final: bool = True) -> dict[str, SemanticHit]:
+        """Probability of each intent in ``keys`` for ``text`` (one embedding, shared by all heads)."""
+        keys = [k for k in keys if k in self.heads]
+        if not keys or len(text.split()) < (self.min_words_final if final else self.min_words):
+            return {}
+        vector = self.encoder.encode_one(text)
+        return {k: self.heads[k].score(vector) for k in keys}
+
+
+def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -> SemanticModel | None:
+    """Heads for the rules' semantic intents, or None when the rules have none (no model is loaded then)."""
+    if not specs_of(detection):
+        return None
+    if encoder is None:
+        from ..embeddings import shared_encoder
+
+        encoder = shared_encoder()
+    return SemanticModel(detection, encoder)
+
+
+@dataclass(frozen=True)
+class SemanticMatch:
+    """A semantic hit dressed as a lexicon match: the whole segment is the evidence."""
+
+    first: int
+    last: int
+    semantic: SemanticHit
+
+
+def semantic_match(tokens: Sequence, hit: SemanticHit) -> SemanticMatch:
+    return SemanticMatch(0, len(tokens) - 1, hit)
+
+
+def semantic_evidence(evidence, hit: SemanticHit, title: str, fixed_title: str | None):
+    """Evidence and title of a semantic alert: the nearest example and the head's probability."""
+    evidence = evidence.model_copy(
+        update={
+            "value": hit.probability, "threshold": hit.threshold, "unit": "semantic_probability",
+            "matched_example": hit.example, "similarity": hit.similarity,
+        }
+    )
+    if fixed_title is None:
+        title = f"{title} (like “{hit.example}”, p={hit.probability:.2f})"
+    return evidence, title

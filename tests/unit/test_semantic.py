@@ -1,0 +1,147 @@
+"""Semantic intents with the real ONNX model: encoder, checksums, heads, evidence, combination with the lexicon."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamproc.detect.engine import CallInfo, DetectionEngine
+from streamproc.embeddings import DIMENSION, EmbeddingModelError, Encoder, default_model_path, shared_encoder
+from streamproc.rules import RulesError, parse_rules
+from tests.unit.test_detection_quality import _segment
+
+RULES = """
+version: 1
+detection:
+  semantic: {threshold: 0.6, regularization: 4.0, neutral: ["what's my balance", "thanks bye", "i need a new sim card", "my bill is wrong", "the router is broken"]}
+  phrases:
+    - id: mgr
+      kind: escalation
+      category: manager_request
+      speaker: customer
+      severity: warning
+      negation: true
+      phrases: ["speak|talk to * manager|supervisor"]
+      like: ["i want to speak to a manager", "get me your supervisor", "put someone more senior on", "let me talk to your boss",
+             "i need someone higher up", "pass me to whoever is in charge", "escalate this to management", "get your team leader"]
+      not_like: ["my manager told me to call", "i'm a manager at a bank", "my boss pays the bill", "transfer me to billing"]
+    - id: churn
+      kind: escalation
+      category: churn
+      speaker: customer
+      severity: warning
+      like: ["cancel my account", "i'm leaving for another provider", "close my account", "i'm switching to a competitor",
+             "end my contract", "i'm taking my business elsewhere"]
+      not_like: ["cancel the appointment", "i'm not leaving", "i'm moving house"]
+    - id: rude-lexicon-only
+      kind: rude_phrase
+      speaker: agent
+      severity: warning
+      phrases: ["shut up"]
+"""
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return parse_rules(RULES)
+
+
+@pytest.fixture
+def engine(rules):
+    return DetectionEngine(lambda: rules)
+
+
+def fire(engine, text, speaker="customer", call="c"):
+    return engine.on_transcript(_segment(call, speaker, 0, text), CallInfo(), 0.0).alerts
+
+
+def test_encoder_vectors_are_unit_length_and_paraphrases_are_closer():
+    enc = shared_encoder()
+    v = enc.encode(["get me your supervisor", "i want to speak to your manager", "the weather is lovely today"])
+    assert v.shape == (3, DIMENSION)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+    assert np.allclose(enc.encode(["Get me your SUPERVISOR "])[0], v[0], atol=1e-5)  # case and spaces: same text
+
+
+def test_a_different_model_file_is_refused(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(default_model_path().read_bytes()[:1000])
+    with pytest.raises(EmbeddingModelError, match="sha256"):
+        Encoder(model_path=bad)
+    with pytest.raises(EmbeddingModelError, match="not found"):
+        Encoder(model_path=tmp_path / "missing.onnx")
+
+
+def test_paraphrase_fires_with_example_and_score_in_the_evidence(engine):
+    alerts = fire(engine, "could i talk to someone above you please")
+    assert [a.rule_id for a in alerts] == ["mgr"]
+    ev = alerts[0].evidence
+    assert ev.unit == "semantic_probability" and ev.value >= ev.threshold == 0.6
+    assert ev.matched_example in parse_rules(RULES).detection.phrases[0].like and 0 < ev.similarity <= 1
+    assert f"like “{ev.matched_example}”" in alerts[0].title and f"p={ev.value:.2f}" in alerts[0].title
+    assert alerts[0].to_json_bytes()  # numpy-free, serialisable
+
+
+def test_counter_examples_and_speaker_filter(engine):
+    assert fire(engine, "my manager told me to ring you today", call="a") == []
+    assert fire(engine, "i'm a manager at a shop", call="b") == []
+    assert fire(engine, "could i talk to someone above you please", speaker="agent", call="c") == []
+
+
+def test_negated_lexicon_phrase_is_not_revived_by_the_semantic_head(engine):
+    # the lexicon matches "talk to your manager" but the negation drops it; the head must not fire instead
+    assert fire(engine, "i don't want to talk to your manager just fix it") == []
+
+
+def test_lexicon_match_wins_and_partials_do_not_duplicate(engine):
+    lexicon = fire(engine, "i want to speak to your manager")
+    assert [a.rule_id for a in lexicon] == ["mgr"] and lexicon[0].evidence.matched_example is None
+    def seg(text, rev, final):
+        return _segment("p", "customer", 0, text).model_copy(update={"revision": rev, "is_final": final})
+    # a semantic hit on a partial waits for the next partial to agree, then fires once; the final confirms it
+    first = engine.on_transcript(seg("i'm taking my custom to a rival company", 0, False), CallInfo(), 0.0).alerts
+    again = engine.on_transcript(seg("i'm taking my custom to a rival company now", 1, False), CallInfo(), 0.0).alerts
+    third = engine.on_transcript(seg("i'm taking my custom to a rival company now then", 2, False), CallInfo(), 0.0).alerts
+    final = engine.on_transcript(seg("i'm taking my custom to a rival company now", 3, True), CallInfo(), 0.0)
+    assert first == [] and [a.rule_id for a in again] == ["churn"] and third == []
+    assert final.alerts == [] and final.unconfirmed == 0
+
+
+def test_a_fragment_on_one_partial_does_not_fire_before_the_lexicon_phrase_completes():
+    from streamproc.rules import load_rules
+
+    rules = load_rules()
+    engine = DetectionEngine(lambda: rules)
+    def seg(text, rev):
+        return _segment("f", "agent", 0, text).model_copy(update={"revision": rev, "is_final": False})
+    assert engine.on_transcript(seg("that is not my", 0), CallInfo(), 0.0).alerts == []
+    alerts = engine.on_transcript(seg("that is not my problem", 1), CallInfo(), 0.0).alerts
+    assert [(a.rule_id, a.evidence.text, a.evidence.matched_example) for a in alerts] == [("agent-rudeness", "not my problem", None)]
+
+
+def test_short_segments_are_not_scored(engine):
+    assert fire(engine, "manager") == []  # below min_words, no lexicon phrase
+
+
+def test_rules_need_phrases_or_examples_and_line_numbers():
+    with pytest.raises(RulesError) as err:
+        parse_rules("version: 1\ndetection:\n  phrases:\n    - {id: x, kind: escalation, severity: info}\n")
+    assert "line 4" in str(err.value) and "phrases" in str(err.value)
+    with pytest.raises(RulesError) as err:
+        parse_rules("version: 1\ndetection:\n  phrases:\n    - {id: x, kind: escalation, severity: info, like: [a, b]}\n")
+    assert "at least 3" in str(err.value)
+
+
+def test_reloaded_rules_retrain_the_heads(rules):
+    current = {"rules": rules}
+    engine = DetectionEngine(lambda: current["rules"])
+    assert fire(engine, "is my hamster allowed to stay", call="h1") == []
+    current["rules"] = parse_rules(RULES.replace("    - id: rude-lexicon-only", """    - id: pets
+      kind: escalation
+      severity: info
+      speaker: customer
+      like: ["do you allow dogs", "can i bring my cat", "are pets welcome", "is my dog allowed in the room"]
+    - id: rude-lexicon-only"""))
+    alerts = fire(engine, "is my hamster allowed to stay", call="h2")
+    assert [a.rule_id for a in alerts] == ["pets"]
