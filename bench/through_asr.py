@@ -1,6 +1,6 @@
 """Detection quality through real English speech: flite → 8 kHz μ-law → Whisper → detectors.
 
-    pip install -e ".[bench-asr]"; .venv/bin/python -m bench.through_asr [--split test|test2|dev] [--limit N] [--reuse]
+    .venv/bin/python -m bench.through_asr [--split test|test2|dev] [--limit N] [--reuse]
 
 Each labelled utterance of the split is spoken by flite (voices slt, kal16, awb, rms in
 turn), converted by sox to 8 kHz μ-law (telephone audio) and back to 16 kHz float, and
