@@ -45,7 +45,7 @@ from streamproc.record import RecordRef, RecordResult, check_key, guarded_async,
 from streamproc.redact import redact_segment
 from streamproc.schemas import AudioFrameMeta, TranscriptSegment, from_epoch
 from streamproc.transcribe import (
-    FrameResult, ModelError, Transcriber, TranscriberConfig, default_partial_interval, load_model, resolve_model_path,
+    FrameResult, ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path,
 )
 
 from .app import app, settings
@@ -315,7 +315,7 @@ if settings.audio_enabled:
             TranscriberConfig(
                 max_sessions=settings.transcription_max_sessions,
                 idle_timeout_s=settings.transcription_idle_timeout_s,
-                partial_interval_s=settings.transcription_partial_interval_s or default_partial_interval(engine),
+                partial_interval_s=settings.transcription_partial_interval_s,
                 partial_words=settings.transcription_partial_words,
                 max_gap_fill_s=settings.audio_max_gap_fill_s,
                 endpoint_silence_s=settings.transcription_endpoint_silence_s,

@@ -274,7 +274,7 @@ def transcribe(
     from .audio import read_wav
     from .config import get_settings
     from .schemas import Speaker
-    from .transcribe import ModelError, Transcriber, TranscriberConfig, default_partial_interval, load_model, transcribe_wav
+    from .transcribe import ModelError, Transcriber, TranscriberConfig, load_model, transcribe_wav
 
     settings = get_settings()
     try:
@@ -288,7 +288,7 @@ def transcribe(
         engine,
         TranscriberConfig(
             max_sessions=2, max_gap_fill_s=settings.audio_max_gap_fill_s,
-            partial_interval_s=(settings.transcription_partial_interval_s or default_partial_interval(engine)) if partials else 3600.0,
+            partial_interval_s=settings.transcription_partial_interval_s if partials else 3600.0,
             endpoint_silence_s=settings.transcription_endpoint_silence_s,
             max_utterance_s=settings.transcription_max_utterance_s,
         ),

