@@ -37,6 +37,51 @@ def client_security(settings: Settings | None) -> dict:
     return options
 
 
+TANSU = "tansu"
+APACHE_KAFKA = "kafka"
+UNKNOWN = "unknown"
+
+
+def classify_broker(cluster_id: str | None, finalized_features: Iterable[str]) -> str:
+    """Which broker this is, from facts it reports about itself (pure: no I/O).
+
+    Apache Kafka in KRaft mode (3.3+) finalizes the ``metadata.version`` feature and reports it
+    in every ApiVersions response (v3+); Tansu reports no features and the cluster id
+    ``tansu_cluster`` unless configured otherwise. Anything else (ZooKeeper-mode Kafka, other
+    Kafka-protocol brokers) is ``unknown``: callers treat it like Apache Kafka except where a
+    Tansu workaround would hurt.
+    """
+    if "metadata.version" in set(finalized_features):
+        return APACHE_KAFKA
+    if cluster_id is not None and cluster_id.lower().startswith("tansu"):
+        return TANSU
+    return UNKNOWN
+
+
+def detect_broker(settings: Settings | None = None, bootstrap: list[str] | str | None = None) -> str:
+    """Ask the broker (ApiVersions v3 features + DescribeCluster) and :func:`classify_broker` it."""
+    admin = _admin(bootstrap if bootstrap is not None else settings.bootstrap_servers, settings)
+    try:
+        features = admin.describe_features()
+        finalized = [name for name, info in features.items() if "finalized" in info]
+        try:
+            cluster_id = admin.describe_cluster().get("cluster_id")
+        except Exception:  # very old brokers: no DescribeCluster
+            cluster_id = None
+        return classify_broker(cluster_id, finalized)
+    finally:
+        admin.close()
+
+
+def check_processing_guarantee(settings: Settings, broker_kind: str) -> None:
+    """exactly_once on Tansu fails deep inside Faust's producer; say why up front instead."""
+    if settings.processing_guarantee == "exactly_once" and broker_kind == TANSU:
+        raise RuntimeError(
+            "STREAMPROC_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which the embedded "
+            f"Tansu broker at {settings.broker} rejects: use at_least_once there (alerts are deduplicated by id)"
+        )
+
+
 def topic_names(settings: Settings) -> list[str]:
     return [settings.topic(name) for name in TOPIC_NAMES]
 
@@ -61,6 +106,8 @@ def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: floa
                 raise RuntimeError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
             time.sleep(0.5)
     try:
+        if settings.processing_guarantee == "exactly_once":
+            check_processing_guarantee(settings, detect_broker(settings))
         existing = set(admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing:
