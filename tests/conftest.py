@@ -67,6 +67,17 @@ def broker(request):
     return request.getfixturevalue(f"{kind}_broker")
 
 
+@pytest.fixture(autouse=True)
+def _figures_per_broker(request):
+    """Figures written by a [kafka] test go under their own key (reliability_support.write_figures)."""
+    from tests.integration import reliability_support
+
+    kind = request.getfixturevalue("broker").kind if "broker" in request.fixturenames else "tansu"
+    reliability_support.BROKER_KIND["kind"] = kind
+    yield
+    reliability_support.BROKER_KIND["kind"] = "tansu"
+
+
 def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
