@@ -68,7 +68,10 @@ def fetch_libs() -> None:
 
 def random_cluster_id() -> str:
     """A KRaft cluster id: a UUID in URL-safe base64 without padding (what ``random-uuid`` prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:  # one starting with "-" would be read as an option by kafka-storage
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _java(main: str, *args: str, heap: str = "512m", log4j: Path | None = None) -> list[str]:
