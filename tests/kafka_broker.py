@@ -385,8 +385,8 @@ class KafkaCluster:
         try:
             for description in admin.describe_topics([topic]):
                 for p in description["partitions"]:
-                    if p["partition"] == partition:
-                        return p["leader"]
+                    if p["partition_index"] == partition:
+                        return p["leader_id"]
         finally:
             admin.close()
         raise KeyError((topic, partition))
