@@ -62,6 +62,13 @@ def worker(
         except ModelError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2)
+    from .kafka_admin import KafkaSecurityError, check_security
+
+    try:
+        check_security(settings)  # a wrong CA / host name / password: say so, do not retry forever in Faust
+    except KafkaSecurityError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
     run_faust_worker(loglevel)
 
 
@@ -290,7 +297,13 @@ def transcribe(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    from .kafka_admin import KafkaSecurityError
+
+    try:
+        app()
+    except KafkaSecurityError as exc:  # topics create, replay, bridge, demo: one line, no traceback
+        err.print(f"[red]error: {exc}[/red]")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -82,6 +82,85 @@ def check_processing_guarantee(settings: Settings, broker_kind: str) -> None:
         )
 
 
+class KafkaSecurityError(RuntimeError):
+    """TLS or SASL is misconfigured: retrying will not help, so fail at once and say what is wrong."""
+
+
+def _tls_handshake(settings: Settings, server: str, timeout_s: float) -> None:
+    import socket
+    import ssl
+
+    host, _, port = server.rpartition(":")
+    cafile = str(settings.ssl_cafile) if settings.ssl_cafile else None
+    context = ssl.create_default_context(cafile=cafile)
+    where = f"the broker at {server}"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                return
+    except ssl.SSLCertVerificationError as exc:
+        if exc.verify_code == 62 or "hostname" in str(exc).lower() or "IP address mismatch" in str(exc):
+            raise KafkaSecurityError(
+                f"TLS: the certificate of {where} does not match the host name {host!r} "
+                f"(connect by a name or IP its certificate lists): {exc.verify_message}"
+            ) from None
+        raise KafkaSecurityError(
+            f"TLS: the certificate of {where} is not signed by the CA in STREAMPROC_SSL_CAFILE "
+            f"({cafile or 'system CAs'}): {exc.verify_message}"
+        ) from None
+    except ssl.SSLError as exc:
+        raise KafkaSecurityError(f"TLS handshake with {where} failed ({exc.reason}); is it a TLS listener?") from None
+    except OSError:
+        return  # not reachable yet: the caller's retry loop deals with that
+
+
+def _sasl_login(settings: Settings, timeout_s: float) -> None:
+    """One admin connection with SASL; kafka-python only logs auth failures, so listen for them."""
+    import logging as _logging
+
+    failures: list[str] = []
+
+    class Catch(_logging.Handler):
+        def emit(self, record: _logging.LogRecord) -> None:
+            text = record.getMessage()
+            if "Authentication" in text or "SaslAuthenticationFailed" in text or "authentication" in text:
+                failures.append(text)
+
+    handler = Catch(level=_logging.DEBUG)
+    kafka_log = _logging.getLogger("kafka")
+    kafka_log.addHandler(handler)
+    propagate, kafka_log.propagate = kafka_log.propagate, False  # its retry noise is summarised below
+    try:
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="streamproc-preflight",
+                                 bootstrap_timeout_ms=int(timeout_s * 1000), request_timeout_ms=int(timeout_s * 1000),
+                                 **client_security(settings))
+        admin.close()
+    except Exception as exc:
+        if failures or "Authentication" in str(exc):
+            raise KafkaSecurityError(
+                f"SASL authentication failed for user {settings.sasl_username!r} "
+                f"({settings.sasl_mechanism or 'PLAIN'}): check STREAMPROC_SASL_USERNAME / STREAMPROC_SASL_PASSWORD"
+                f" / STREAMPROC_SASL_MECHANISM ({(failures or [str(exc)])[-1][:200]})"
+            ) from None
+        # anything else (broker not up yet) is the caller's to retry
+    finally:
+        kafka_log.removeHandler(handler)
+        kafka_log.propagate = propagate
+
+
+def check_security(settings: Settings, timeout_s: float = 8.0) -> None:
+    """Fail fast, with a message that names the setting, on a wrong CA, host name or SASL password."""
+    if settings.security_protocol == "PLAINTEXT":
+        return
+    if settings.security_protocol.endswith("SSL"):
+        for server in settings.bootstrap_servers:
+            _tls_handshake(settings, server, timeout_s)
+    if settings.security_protocol.startswith("SASL"):
+        _sasl_login(settings, min(timeout_s, 4.0))
+
+
 def topic_names(settings: Settings) -> list[str]:
     return [settings.topic(name) for name in TOPIC_NAMES]
 
@@ -96,6 +175,7 @@ def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: floa
     from kafka.errors import TopicAlreadyExistsError
 
     wanted = topic_names(settings) + list(extra)
+    check_security(settings)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
