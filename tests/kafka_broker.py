@@ -140,8 +140,6 @@ class KafkaCluster:
         scram_users: list[tuple[str, str, str]] | None = None,  # (mechanism, name, password)
         heap: str = "512m",
     ):
-        if not kafka_available():
-            raise BrokerError("Apache Kafka test broker needs `java` and the jars: run `make kafka-libs`")
         self.base_dir = Path(base_dir)
         self.cluster_id = random_cluster_id()
         self.listeners = listeners or []
@@ -186,6 +184,9 @@ class KafkaCluster:
 
     # ------------------------------------------------------------------ configuration
     def properties(self, node: KafkaNode) -> str:
+        return "".join(f"{key}={value}\n" for key, value in self.property_map(node).items())
+
+    def property_map(self, node: KafkaNode) -> dict[str, str]:
         replication = min(3, len(self.nodes))
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         listeners = [f"PLAINTEXT://127.0.0.1:{node.port}", f"CONTROLLER://127.0.0.1:{node.controller_port}"]
@@ -223,7 +224,7 @@ class KafkaCluster:
             "log.flush.interval.messages": str(2**62),  # Kafka's default: rely on replication, not fsync
             "auto.create.topics.enable": "true",
         } | self.extra_properties
-        return "".join(f"{key}={value}\n" for key, value in props.items())
+        return props
 
     def _write_config(self, node: KafkaNode) -> Path:
         node_dir = node.data_dir.parent
@@ -234,6 +235,8 @@ class KafkaCluster:
         return path
 
     def format(self) -> None:
+        if not kafka_available():
+            raise BrokerError("Apache Kafka test broker needs `java` and the jars: run `make kafka-libs`")
         for node in self.nodes:
             config = self._write_config(node)
             scram = []
