@@ -62,11 +62,17 @@ def worker(
         except ModelError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2)
-    from .kafka_admin import KafkaSecurityError, check_security
+    from .kafka_admin import KafkaSecurityError, check_processing_guarantee, check_security, detect_broker
 
     try:
         check_security(settings)  # a wrong CA / host name / password: say so, do not retry forever in Faust
-    except KafkaSecurityError as exc:
+        if settings.processing_guarantee == "exactly_once":
+            try:
+                kind = detect_broker(settings)
+            except Exception:  # not reachable yet: ensure_topics checks again once it is
+                kind = None
+            check_processing_guarantee(settings, kind)
+    except (KafkaSecurityError, RuntimeError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
     run_faust_worker(loglevel)

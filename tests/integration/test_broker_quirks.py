@@ -100,3 +100,18 @@ def test_exactly_once_is_refused_on_tansu_with_a_clear_message():
         check_processing_guarantee(settings, "tansu")
     check_processing_guarantee(settings, "kafka")
     check_processing_guarantee(Settings(), "tansu")
+
+
+def test_exactly_once_worker_on_tansu_exits_at_once_with_the_reason(broker, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from streamproc.broker import free_port
+
+    env = dict(os.environ, STREAMPROC_BROKER=broker.url, STREAMPROC_PROCESSING_GUARANTEE="exactly_once",
+               STREAMPROC_WEB_PORT=str(free_port()), STREAMPROC_DATA_DIR=str(tmp_path / "data"),
+               STREAMPROC_AUDIO_ENABLED="false", STREAMPROC_TOPIC_PREFIX="eos.")
+    result = subprocess.run([sys.executable, "-m", "streamproc", "worker"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "exactly_once needs Kafka transactions" in result.stderr.replace("\n", " "), result.stderr[-2000:]
