@@ -114,40 +114,56 @@ def _tls_handshake(settings: Settings, server: str, timeout_s: float) -> None:
         return  # not reachable yet: the caller's retry loop deals with that
 
 
-def _sasl_login(settings: Settings, timeout_s: float) -> None:
-    """One admin connection with SASL; kafka-python only logs auth failures, so listen for them."""
-    import logging as _logging
+class _AuthFailures:
+    """Collects kafka-python's SASL failure log lines (it logs them and retries until its bootstrap
+    timeout, then reports only "Unable to bootstrap") and keeps its retry noise off the console."""
 
-    failures: list[str] = []
+    def __init__(self) -> None:
+        import logging as _logging
 
-    class Catch(_logging.Handler):
-        def emit(self, record: _logging.LogRecord) -> None:
-            text = record.getMessage()
-            if "Authentication" in text or "SaslAuthenticationFailed" in text or "authentication" in text:
-                failures.append(text)
+        self.lines: list[str] = []
+        outer = self
 
-    handler = Catch(level=_logging.DEBUG)
-    kafka_log = _logging.getLogger("kafka")
-    kafka_log.addHandler(handler)
-    propagate, kafka_log.propagate = kafka_log.propagate, False  # its retry noise is summarised below
-    try:
-        from kafka import KafkaAdminClient
+        class Catch(_logging.Handler):
+            def emit(self, record: _logging.LogRecord) -> None:
+                text = record.getMessage()
+                if "uthentication" in text:
+                    outer.lines.append(text)
 
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="streamproc-preflight",
-                                 bootstrap_timeout_ms=int(timeout_s * 1000), request_timeout_ms=int(timeout_s * 1000),
-                                 **client_security(settings))
-        admin.close()
-    except Exception as exc:
-        if failures or "Authentication" in str(exc):
+        self._handler = Catch(level=_logging.DEBUG)
+        self._log = _logging.getLogger("kafka")
+
+    def __enter__(self) -> "_AuthFailures":
+        self._log.addHandler(self._handler)
+        self._propagate, self._log.propagate = self._log.propagate, False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._log.removeHandler(self._handler)
+        self._log.propagate = self._propagate
+
+    def raise_if_any(self, settings: Settings, detail: str = "") -> None:
+        if self.lines or "uthentication" in detail:
             raise KafkaSecurityError(
                 f"SASL authentication failed for user {settings.sasl_username!r} "
                 f"({settings.sasl_mechanism or 'PLAIN'}): check STREAMPROC_SASL_USERNAME / STREAMPROC_SASL_PASSWORD"
-                f" / STREAMPROC_SASL_MECHANISM ({(failures or [str(exc)])[-1][:200]})"
-            ) from None
-        # anything else (broker not up yet) is the caller's to retry
-    finally:
-        kafka_log.removeHandler(handler)
-        kafka_log.propagate = propagate
+                f" / STREAMPROC_SASL_MECHANISM ({(self.lines or [detail])[-1][:200]})"
+            )
+
+
+def _sasl_login(settings: Settings, timeout_s: float) -> None:
+    """One admin connection with SASL; raise KafkaSecurityError if the broker rejected the login."""
+    from kafka import KafkaAdminClient
+
+    with _AuthFailures() as failures:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="streamproc-preflight",
+                                     bootstrap_timeout_ms=int(timeout_s * 1000), request_timeout_ms=int(timeout_s * 1000),
+                                     **client_security(settings))
+            admin.close()
+        except Exception as exc:
+            failures.raise_if_any(settings, str(exc))
+            # anything else (broker not up yet) is the caller's to retry
 
 
 def check_security(settings: Settings, timeout_s: float = 8.0) -> None:
@@ -158,11 +174,50 @@ def check_security(settings: Settings, timeout_s: float = 8.0) -> None:
         for server in settings.bootstrap_servers:
             _tls_handshake(settings, server, timeout_s)
     if settings.security_protocol.startswith("SASL"):
-        _sasl_login(settings, min(timeout_s, 4.0))
+        _sasl_login(settings, timeout_s)
 
 
 def topic_names(settings: Settings) -> list[str]:
     return [settings.topic(name) for name in TOPIC_NAMES]
+
+
+#: Faust tables of the worker (agents/app.py). Their changelog topics are created here too, before
+#: Faust looks for them: on a multi-broker Apache Kafka cluster Faust created a missing changelog
+#: and then read metadata from a broker that did not list it yet, saw 0 partitions and crashed the
+#: agent on every event (PartitionsMismatch) — found by tests/integration/test_kafka_cluster.py.
+TABLES = ("call-state",)
+
+
+def changelog_topic_names(settings: Settings) -> list[str]:
+    return [f"{settings.app_id}-{table}-changelog" for table in TABLES]
+
+
+def _settled_counts(admin, settings: Settings, names: list[str], deadline: float) -> dict[str, int]:
+    """Partition counts once every broker's metadata lists the new topics (KRaft propagates
+    them asynchronously: right after CreateTopics another broker may still answer 0)."""
+    from kafka import KafkaAdminClient
+
+    counts: dict[str, int] = {}
+    while True:
+        counts = {}
+        for description in admin.describe_topics(names):
+            counts[description.get("topic") or description["name"]] = len(description["partitions"])
+        settled = all(counts.get(name, 0) > 0 for name in names)
+        if settled and len(settings.bootstrap_servers) > 1:
+            for server in settings.bootstrap_servers:  # each broker, not just the least loaded one
+                try:
+                    probe = KafkaAdminClient(bootstrap_servers=[server], client_id="streamproc-admin",
+                                             **client_security(settings))
+                except Exception:
+                    continue  # a broker that is down has nothing to say
+                try:
+                    listed = set(probe.list_topics())
+                    settled &= all(name in listed for name in names)
+                finally:
+                    probe.close()
+        if settled or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
 
 
 def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: float = 20.0) -> dict[str, int]:
@@ -179,8 +234,18 @@ def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: floa
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = _admin(settings.bootstrap_servers, settings)
+            if settings.security_protocol.startswith("SASL"):
+                with _AuthFailures() as failures:
+                    try:
+                        admin = _admin(settings.bootstrap_servers, settings)
+                    except Exception as exc:
+                        failures.raise_if_any(settings, str(exc))  # a slow broker got past the preflight's timeout
+                        raise
+            else:
+                admin = _admin(settings.bootstrap_servers, settings)
             break
+        except KafkaSecurityError:
+            raise
         except Exception as exc:  # broker not up yet
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
@@ -190,17 +255,19 @@ def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: floa
             check_processing_guarantee(settings, detect_broker(settings))
         existing = set(admin.list_topics())
         missing = [name for name in wanted if name not in existing]
-        if missing:
+        changelogs = [name for name in changelog_topic_names(settings) if name not in existing]
+        if missing or changelogs:
             try:
                 admin.create_topics(
                     [NewTopic(name, settings.partitions, settings.replication_factor) for name in missing]
+                    + [NewTopic(name, settings.partitions, settings.replication_factor,
+                                topic_configs={"cleanup.policy": "compact"}) for name in changelogs]
                 )
             except TopicAlreadyExistsError:
                 pass  # another worker raced us
-            log.info("created topics %s with %d partitions", missing, settings.partitions)
-        counts = {}
-        for description in admin.describe_topics(wanted):
-            counts[description.get("topic") or description["name"]] = len(description["partitions"])
+            log.info("created topics %s with %d partitions", missing + changelogs, settings.partitions)
+        counts = _settled_counts(admin, settings, wanted + changelogs, deadline=time.monotonic() + 15)
+        counts = {name: count for name, count in counts.items() if name in wanted}
         mismatched = {name: count for name, count in counts.items() if count != settings.partitions}
         if mismatched:
             log.error(

@@ -124,6 +124,12 @@ def _audit_and_stall(alerts: TopicReader, plans: list[CallPlan], until: float, f
     time.sleep(2.0)  # a duplicate or a spurious alert would show up now
     alerts.poll(500)
     audit = AlertAudit.of(alerts.values(), expected, calls={plan.call_id for plan in plans})
+    if audit.missing:  # not seen by this reader: on the topic at all? (a stuck reader vs a lost alert)
+        fresh = TopicReader(alerts.consumer.config["bootstrap_servers"], alerts.topic)
+        again = {a["alert_id"] for a in fresh.wait_for(lambda v: {a["alert_id"] for a in v} >= set(expected), timeout_s=15)}
+        fresh.close()
+        lost = [(alert_id, expected[alert_id]) for alert_id in audit.missing if alert_id not in again]
+        print(f"\nmissing for the test's reader: {len(audit.missing)}; not on the topic for a fresh reader either: {lost}")
     # Alerts that fell due while the fault lasted: how long after they were due did they come?
     stalled = [
         _ts(a["detected_at"]) - _ts(a["event_time"])
