@@ -152,18 +152,36 @@ class _AuthFailures:
 
 
 def _sasl_login(settings: Settings, timeout_s: float) -> None:
-    """One admin connection with SASL; raise KafkaSecurityError if the broker rejected the login."""
-    from kafka import KafkaAdminClient
+    """One SASL login on one connection (aiokafka's create_conn: it raises the broker's answer
+    directly, where kafka-python's clients log it and retry until their bootstrap timeout)."""
+    import asyncio
+    import ssl
 
-    with _AuthFailures() as failures:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="streamproc-preflight",
-                                     bootstrap_timeout_ms=int(timeout_s * 1000), request_timeout_ms=int(timeout_s * 1000),
-                                     **client_security(settings))
-            admin.close()
-        except Exception as exc:
-            failures.raise_if_any(settings, str(exc))
-            # anything else (broker not up yet) is the caller's to retry
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaError
+
+    host, _, port = settings.bootstrap_servers[0].rpartition(":")
+    context = None
+    if settings.security_protocol == "SASL_SSL":
+        context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+
+    async def login() -> None:
+        conn = await create_conn(
+            host, int(port), client_id="streamproc-preflight", request_timeout_ms=int(timeout_s * 1000),
+            ssl_context=context, security_protocol=settings.security_protocol,
+            sasl_mechanism=settings.sasl_mechanism or "PLAIN", sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password,
+        )
+        conn.close()
+
+    failures = _AuthFailures()
+    try:
+        asyncio.run(asyncio.wait_for(login(), timeout_s))
+    except KafkaError as exc:
+        if "uthentication" in f"{type(exc).__name__} {exc}":
+            failures.raise_if_any(settings, f"{type(exc).__name__}: {exc}")
+    except Exception:
+        pass  # not reachable yet, or a timeout: the caller's to retry
 
 
 def check_security(settings: Settings, timeout_s: float = 8.0) -> None:
