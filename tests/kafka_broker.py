@@ -412,6 +412,9 @@ def main() -> None:  # pragma: no cover - a developer tool
     parser.add_argument("--nodes", type=int, default=1, choices=(1, 3))
     parser.add_argument("--dir", type=Path, default=None, help="data dir (kept); a temporary one when unset")
     args = parser.parse_args()
+    # Ctrl-C, or SIGTERM / SIGINT from a script (a background job ignores SIGINT unless told): stop cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     fetch_libs()
     base = args.dir or Path(tempfile.mkdtemp(prefix="streamproc-kafka-"))
     cluster = KafkaCluster(base, nodes=args.nodes)
