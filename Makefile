@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test setup system-deps bench clean
+.PHONY: demo test setup system-deps kafka-libs bench clean
 
 $(BIN)/streamproc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,22 @@ system-deps:
 demo: setup
 	$(BIN)/streamproc demo
 
-test: setup
+# Apache Kafka 3.9 jars for the Kafka-parametrised tests (tests/kafka/pom.xml, docs/broker.md):
+# fetched once from Maven Central (~9 s cold, 46 MB), skipped when present.
+KAFKA_JAR := tests/kafka/libs/kafka_2.13-3.9.1.jar
+
+$(KAFKA_JAR): tests/kafka/pom.xml
+	rm -rf tests/kafka/libs
+	mvn -B -q -f tests/kafka/pom.xml dependency:copy-dependencies
+	@touch $@
+
+kafka-libs: system-deps $(KAFKA_JAR)
+
+test: setup kafka-libs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) streamproc-data test-artifacts .pytest_cache .hypothesis
+	rm -rf $(VENV) tests/kafka/libs streamproc-data test-artifacts .pytest_cache .hypothesis

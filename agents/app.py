@@ -84,8 +84,8 @@ app = StreamprocApp(
     value_serializer="raw",
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
-    # Tansu cannot do idempotent/transactional producers; alerts are idempotent by id instead.
-    processing_guarantee="at_least_once",
+    # at_least_once by default: alerts are idempotent by id; Tansu rejects transactions (docs/state-and-restarts.md).
+    processing_guarantee=settings.processing_guarantee,
     # Tansu makes a group join wait half the session timeout: keep it short.
     broker_session_timeout=6,
     broker_heartbeat_interval=1,

@@ -182,6 +182,11 @@ class DashboardFeed:
                 break
             log.info("dashboard waiting for topics %s", [n for n in names if n not in existing])
             await asyncio.sleep(1)
+        # They exist, so naming them is safe now. Without this the client tracks no topics and its
+        # metadata requests name none: Tansu answers those with every topic, Apache Kafka with none
+        # (partitions_for_topic() was empty and the board read nothing on Kafka).
+        consumer._client.set_topics(names)
+        await consumer._client.force_metadata_update()
         return [
             aiokafka.TopicPartition(name, partition)
             for name in names

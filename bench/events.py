@@ -7,7 +7,9 @@ Both run in the same process tree against the same embedded broker in one run:
 * pipeline — a real ``streamproc worker`` drains a backlog of N call events (calls with
   holds: state-table writes, changelog, hold alerts) from ``calls.events``.
 
-Reported: records/s of each and the ratio. Run: ``python -m bench.events [--events N]``.
+Reported: records/s of each and the ratio. Run: ``python -m bench.events [--events N]
+[--broker tansu|kafka] [--guarantee at_least_once|exactly_once]``; both paths always run on the
+same broker in the same run, so the ratio compares like with like.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from streamproc.broker import EmbeddedBroker, free_port
+from bench.brokers import add_broker_argument, running_broker
+from streamproc.broker import free_port
 from streamproc.config import Settings
 from streamproc.kafka_admin import ensure_topics
 
@@ -94,7 +97,7 @@ def scrape_events_total(url: str) -> float:
     return sum(float(v) for v in re.findall(r"^streamproc_call_events_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))
 
 
-def pipeline(broker: EmbeddedBroker, records, tmp: Path) -> tuple[float, float]:
+def pipeline(broker, records, tmp: Path, guarantee: str = "at_least_once") -> tuple[float, float]:
     suffix = uuid.uuid4().hex[:6]
     env = dict(
         os.environ,
@@ -103,6 +106,7 @@ def pipeline(broker: EmbeddedBroker, records, tmp: Path) -> tuple[float, float]:
         STREAMPROC_TOPIC_PREFIX=f"b{suffix}.",
         STREAMPROC_WEB_PORT=str(free_port()),
         STREAMPROC_DATA_DIR=str(tmp / "data"),
+        STREAMPROC_PROCESSING_GUARANTEE=guarantee,
     )
     settings = Settings(broker=broker.url, topic_prefix=f"b{suffix}.")
     ensure_topics(settings)
@@ -117,6 +121,9 @@ def pipeline(broker: EmbeddedBroker, records, tmp: Path) -> tuple[float, float]:
         first = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {worker.returncode}; see its log:\n"
+                                   + (tmp / "worker.log").read_text(errors="replace")[-3000:])
             try:
                 done = scrape_events_total(url)
             except OSError:
@@ -137,22 +144,30 @@ def pipeline(broker: EmbeddedBroker, records, tmp: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
+    add_broker_argument(parser)
+    parser.add_argument("--guarantee", choices=("at_least_once", "exactly_once", "both"), default="at_least_once",
+                        help="the worker's STREAMPROC_PROCESSING_GUARANTEE (exactly_once needs --broker kafka)")
     args = parser.parse_args()
     records = make_events(args.events)
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(log_path=Path(tmp) / "broker.log") as broker:
+    guarantees = ["at_least_once", "exactly_once"] if args.guarantee == "both" else [args.guarantee]
+    pipes = {}
+    with tempfile.TemporaryDirectory() as tmp, running_broker(args.broker, Path(tmp)) as broker:
         settings = Settings(broker=broker.url, topic_prefix="raw.")
         ensure_topics(settings)
         produce(broker.bootstrap, settings.topic("events"), records)
         raw_s = asyncio.run(raw_passthrough(broker.bootstrap, settings.topic("events"), settings.topic("alerts"), len(records)))
-        pipe_s, counted = pipeline(broker, records, Path(tmp))
+        for guarantee in guarantees:
+            (Path(tmp) / guarantee).mkdir()
+            pipes[guarantee] = pipeline(broker, records, Path(tmp) / guarantee, guarantee)
     raw_rate = len(records) / raw_s
-    pipe_rate = counted / pipe_s
-    print(f"events: {len(records)} ({len(records) // 4} calls with one hold breach each)")
+    print(f"broker: {args.broker}; events: {len(records)} ({len(records) // 4} calls with one hold breach each)")
     print("| path | records/s |")
     print("|---|---|")
     print(f"| raw aiokafka consume→produce (baseline) | {raw_rate:,.0f} |")
-    print(f"| streamproc worker: events → state table → alerts | {pipe_rate:,.0f} |")
-    print(f"| ratio pipeline / baseline | {pipe_rate / raw_rate:.3f} |")
+    for guarantee, (pipe_s, counted) in pipes.items():
+        pipe_rate = counted / pipe_s
+        print(f"| streamproc worker ({guarantee}): events → state table → alerts | {pipe_rate:,.0f} |")
+        print(f"| ratio pipeline ({guarantee}) / baseline | {pipe_rate / raw_rate:.3f} |")
 
 
 if __name__ == "__main__":

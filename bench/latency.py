@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamproc.broker import EmbeddedBroker, free_port
+from bench.brokers import add_broker_argument, running_broker
+from streamproc.broker import free_port
 from streamproc.config import Settings
 from streamproc.kafka_admin import ensure_topics
 
@@ -124,8 +125,50 @@ vosk.KaldiRecognizer.SetPartialWords = lambda self, enabled: None
 """
 
 
+def raw_hop(bootstrap: str, n: int = 40) -> list[float]:
+    """Baseline on the same broker, same clients: kafka-python produce + flush → readable by a
+    kafka-python consumer polling like the bench's alert reader (fetch_max_wait_ms=20)."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+
+    topic = f"raw-hop-{uuid.uuid4().hex[:6]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    seen: dict[int, float] = {}
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for batch in consumer.poll(timeout_ms=20).values():
+                now = time.time()
+                for record in batch:
+                    seen.setdefault(int(record.value), now)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    sent: dict[int, float] = {}
+    for i in range(n + 5):  # the first 5 warm up connections and metadata
+        producer.send(topic, value=str(i).encode())
+        producer.flush()
+        sent[i] = time.time()
+        deadline = time.time() + 5
+        while i not in seen and time.time() < deadline:
+            time.sleep(0.002)
+        time.sleep(0.05)
+    stop.set()
+    reader.join(5)
+    producer.close()
+    consumer.close()
+    return [seen[i] - sent[i] for i in range(5, n + 5) if i in seen]
+
+
 def run(calls: int, concurrent: int, partial_interval_s: float | None, tmp: Path, no_partial_words: bool = False,
-        language: str = "en") -> dict:
+        language: str = "en", broker_kind: str = "tansu") -> dict:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from streamproc.audio import encode
@@ -139,7 +182,8 @@ def run(calls: int, concurrent: int, partial_interval_s: float | None, tmp: Path
     payloads = [encode(samples[i:i + frame], AudioEncoding.pcm16) for i in range(0, len(samples), frame)]
     call_s = len(payloads) * FRAME_MS / 1000
 
-    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+    with running_broker(broker_kind, tmp) as broker:
+        hops = raw_hop(broker.bootstrap)
         suffix = uuid.uuid4().hex[:6]
         rules = tmp / "rules.yaml"
         rules.write_text(RULES.format(phrases=LANGUAGES[language]["phrases"]))
@@ -242,9 +286,13 @@ def run(calls: int, concurrent: int, partial_interval_s: float | None, tmp: Path
     latencies = [received[c] - produced[c] for c in produced if c in received]
     transcribed = [heard[c] - produced[c] for c in produced if c in heard]
     detected = [received[c] - heard[c] for c in produced if c in received and c in heard]
+    hop_p50 = percentile(hops, 50)
     return {
-        "language": language, "calls": calls, "alerted": len(latencies), "partial_words": not no_partial_words,
-        "concurrent_streams": concurrent, "partial_interval_s": partial_interval_s, "decode_seconds": decode,
+        "language": language, "broker": broker_kind, "decode_seconds": decode,
+        "raw_hop_p50_s": round(hop_p50, 4), "raw_hop_p95_s": round(percentile(hops, 95), 4),
+        "ratio_p50_to_raw_hop": round(percentile(latencies, 50) / hop_p50, 1),
+        "ratio_detect_after_transcript_p50_to_raw_hop": round(percentile(detected, 50) / hop_p50, 1) if detected else None,
+        "calls": calls, "alerted": len(latencies), "partial_words": not no_partial_words, "concurrent_streams": concurrent, "partial_interval_s": partial_interval_s,
         "phrase_end_s": round(end_s, 2), "call_audio_s": call_s,
         "p50_s": round(percentile(latencies, 50), 3), "p95_s": round(percentile(latencies, 95), 3),
         "p99_s": round(percentile(latencies, 99), 3), "max_s": round(max(latencies), 3), "min_s": round(min(latencies), 3),
@@ -264,17 +312,20 @@ def main() -> None:
     parser.add_argument("--language", choices=sorted(LANGUAGES), default="en", help="en: Whisper tiny.en; ko: Vosk")
     parser.add_argument("--partial-interval", type=float, help="STREAMPROC_TRANSCRIPTION_PARTIAL_INTERVAL_S (engine default when unset)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    add_broker_argument(parser)
     parser.add_argument("--experiment-no-partial-words", action="store_true",
                         help="what-if: the worker's Vosk recognisers run without SetPartialWords (partials lose word timings)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        figures = run(args.calls, args.concurrent, args.partial_interval, Path(tmp), args.experiment_no_partial_words, args.language)
+        figures = run(args.calls, args.concurrent, args.partial_interval, Path(tmp), args.experiment_no_partial_words,
+                      language=args.language, broker_kind=args.broker)
     print(json.dumps(figures, indent=2, ensure_ascii=False))
-    print("| language | calls | streams at once | partial interval | p50 | p95 | p99 | max |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     interval = "default" if args.partial_interval is None else f"{args.partial_interval} s"
-    print(f"| {args.language} | {figures['alerted']}/{figures['calls']} | {args.concurrent} | {interval} | {figures['p50_s']:.2f} s | "
-          f"{figures['p95_s']:.2f} s | {figures['p99_s']:.2f} s | {figures['max_s']:.2f} s |")
+    print("| language | broker | calls | streams at once | partial interval | p50 | p95 | p99 | max | raw hop p50 | p50 / raw hop | detect→alert p50 / raw hop |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {args.language} | {args.broker} | {figures['alerted']}/{figures['calls']} | {args.concurrent} | {interval} | {figures['p50_s']:.2f} s | "
+          f"{figures['p95_s']:.2f} s | {figures['p99_s']:.2f} s | {figures['max_s']:.2f} s | {figures['raw_hop_p50_s'] * 1000:.1f} ms | "
+          f"{figures['ratio_p50_to_raw_hop']} | {figures['ratio_detect_after_transcript_p50_to_raw_hop']} |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, ensure_ascii=False))
 

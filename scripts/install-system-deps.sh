@@ -5,6 +5,7 @@
 #   prometheus      - promtool and a real Prometheus server for the metrics tests
 #   chromium        - the real browser the dashboard tests drive with Playwright
 #   fonts-nanum     - Korean glyphs, so dashboard screenshots of Korean transcripts are legible
+#   default-jre-headless, maven - run Apache Kafka 3.9 from Maven Central jars (tests/kafka/pom.xml)
 set -euo pipefail
 need=()
 command -v flite >/dev/null || need+=(flite)
@@ -13,6 +14,8 @@ command -v sox >/dev/null || need+=(sox)
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -d /usr/share/fonts/truetype/nanum ] || need+=(fonts-nanum)
+command -v java >/dev/null || need+=(default-jre-headless)
+command -v mvn >/dev/null || need+=(maven)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

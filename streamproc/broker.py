@@ -92,6 +92,8 @@ class EmbeddedBroker:
     Use as a context manager, or call :meth:`start` / :meth:`stop`.
     """
 
+    kind = "tansu"  # what streamproc.kafka_admin.detect_broker() reports for it
+
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None):
         self.host = host
         self.port = port or free_port(host)

@@ -66,6 +66,19 @@ def worker(
         except ModelError as exc:
             err.print(f"[red]{exc}[/red]")
             raise typer.Exit(2)
+    from .kafka_admin import KafkaSecurityError, check_processing_guarantee, check_security, detect_broker
+
+    try:
+        check_security(settings)  # a wrong CA / host name / password: say so, do not retry forever in Faust
+        if settings.processing_guarantee == "exactly_once":
+            try:
+                kind = detect_broker(settings)
+            except Exception:  # not reachable yet: ensure_topics checks again once it is
+                kind = None
+            check_processing_guarantee(settings, kind)
+    except (KafkaSecurityError, RuntimeError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
     run_faust_worker(loglevel)
 
 
@@ -317,7 +330,13 @@ def transcribe(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app()
+    from .kafka_admin import KafkaSecurityError
+
+    try:
+        app()
+    except KafkaSecurityError as exc:  # topics create, replay, bridge, demo: one line, no traceback
+        err.print(f"[red]error: {exc}[/red]")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

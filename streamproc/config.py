@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix for every topic name, e.g. 'acme.' gives 'acme.calls.events'.")
     partitions: int = Field(4, ge=1, le=1024, description="Partitions of every topic (they must match: a call co-locates).")
     replication_factor: int = Field(1, ge=1, description="Replication factor used when topics are created.")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="Faust processing guarantee; exactly_once needs Apache Kafka (Tansu rejects transactions).",
+    )
     rules_file: Path | None = Field(None, description="Rules YAML; the packaged default rules when unset.")
     rules_reload_interval_s: float = Field(
         2.0, ge=0, description="How often the worker checks the rules file for changes (hot reload); 0 disables."

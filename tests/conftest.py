@@ -23,11 +23,59 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+# ----------------------------------------------------------------------------- brokers
+# Every test that uses `broker` runs on the embedded Tansu broker ([tansu]). Tests marked
+# `both_brokers` (the ones whose behaviour depends on the broker: restart, rebalance, faults, dead
+# letters, transcription, dashboard) also run on a real Apache Kafka 3.9 node ([kafka]);
+# `apache_only` tests run only there. `pytest -k "kafka and not tansu"` runs just those. tests/kafka_broker.py starts it from the Maven jars.
+
+BROKER_KINDS = ("tansu", "kafka")
+
+
+def pytest_generate_tests(metafunc):
+    if "broker" in metafunc.fixturenames:
+        kinds = ["tansu"]
+        if metafunc.definition.get_closest_marker("both_brokers") is not None:
+            kinds.append("kafka")
+        if metafunc.definition.get_closest_marker("apache_only") is not None:
+            kinds = ["kafka"]
+        metafunc.parametrize("broker", kinds, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
+def tansu_broker(tmp_path_factory) -> Iterator[EmbeddedBroker]:
     log_dir = tmp_path_factory.mktemp("broker")
     with EmbeddedBroker(log_path=log_dir / "tansu.log") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """One Apache Kafka 3.9 KRaft node (broker + controller) on 127.0.0.1 for the session."""
+    from tests.kafka_broker import KafkaCluster, kafka_available
+
+    if not kafka_available():
+        pytest.skip("Apache Kafka test broker unavailable: needs java and `make kafka-libs`")
+    with KafkaCluster(tmp_path_factory.mktemp("kafka"), nodes=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def broker(request):
+    """The broker of this test run: Tansu, or Apache Kafka for the [kafka] parameter."""
+    kind = getattr(request, "param", "tansu")
+    return request.getfixturevalue(f"{kind}_broker")
+
+
+@pytest.fixture(autouse=True)
+def _figures_per_broker(request):
+    """Figures written by a [kafka] test go under their own key (reliability_support.write_figures)."""
+    from tests.integration import reliability_support
+
+    kind = request.getfixturevalue("broker").kind if "broker" in request.fixturenames else "tansu"
+    reliability_support.BROKER_KIND["kind"] = kind
+    yield
+    reliability_support.BROKER_KIND["kind"] = "tansu"
 
 
 def http_get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[int, bytes]:

@@ -85,6 +85,7 @@ def hold_timer(page, call_id: str):
     return page.locator(f'tr[data-call-id="{call_id}"] .hold-timer')
 
 
+@pytest.mark.both_brokers
 def test_hold_breach_shows_live_and_can_be_acknowledged(worker_factory, producer, reader, page):
     worker = worker_factory()  # hold thresholds: warning at 2 s, critical at 4 s
     alerts = reader(worker.topic("alerts"))

@@ -221,8 +221,16 @@ class EventScheduler(threading.Thread):
         self.producer.close()
 
 
+#: Set per test by tests/conftest.py: figures measured on Apache Kafka go under "<key>@kafka",
+#: next to the Tansu figures under "<key>", instead of overwriting them.
+BROKER_KIND = {"kind": "tansu"}
+
+
 def write_figures(name: str, key: str, data: dict) -> Path:
     """Merge ``data`` under ``key`` into test-artifacts/figures/<name>.json."""
+    if BROKER_KIND["kind"] != "tansu":
+        key = f"{key}@{BROKER_KIND['kind']}"
+        data = data | {"broker": BROKER_KIND["kind"]}
     FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / f"{name}.json"
     try:

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import event, http_get, send
 from tests.integration.test_hold_alerts import alerts_for
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_brokers]
 
 
 def test_bad_events_are_dead_lettered_and_good_events_around_them_still_work(worker_factory, reader, producer):

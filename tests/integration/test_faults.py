@@ -55,6 +55,7 @@ def wait_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
 
 
+@pytest.mark.both_brokers
 def test_repeated_sigkill_mid_hold_loses_and_duplicates_nothing(worker_factory, reader, producer):
     """Two SIGKILLs while calls are on hold, each worker replaced at once by a new process.
 
@@ -139,6 +140,7 @@ def alerts_logged(worker: WorkerProcess) -> int:
     return len(re.findall(r"\balert (?:info|warning|critical) ", worker.log_path.read_text(errors="replace")))
 
 
+@pytest.mark.both_brokers
 def test_two_workers_and_rebalances_under_load_lose_and_duplicate_nothing(worker_factory, reader, broker):
     """One worker, a second joins under load, then the first leaves; calls move both times.
 

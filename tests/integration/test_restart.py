@@ -15,7 +15,7 @@ from streamproc.schemas import Alert
 from tests.conftest import event, send
 from tests.integration.test_hold_alerts import alerts_for
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.both_brokers]
 
 RESTART_RULES = """
 version: 1

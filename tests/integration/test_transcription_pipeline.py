@@ -62,6 +62,7 @@ def send_bad_frames(producer, topic, call_id, variant) -> list[str]:
     return [reason for reason, *_ in bad]
 
 
+@pytest.mark.both_brokers
 def test_live_stereo_calls_are_transcribed_in_order_while_timers_keep_ticking(worker_factory, reader, producer):
     corpus = speech_corpus()
     worker = worker_factory(transcription_partial_interval_s=0.5, transcription_threads=2, asr_model="lang:ko")

@@ -237,3 +237,47 @@ def test_build_context_sends_only_what_the_image_copies():
     copied = {source.rstrip("/") for sources in re.findall(r"^COPY (.+) \S+$", DOCKERFILE, re.M) for source in sources.split()}
     assert copied <= allowed, copied - allowed
     assert ".venv" not in allowed
+
+
+# --------------------------------------------------------------------------- compose Kafka vs the test broker
+
+
+def test_compose_kafka_matches_the_apache_kafka_the_tests_run(tmp_path):
+    """The compose broker and tests/kafka_broker.py's single node agree on what matters to streamproc:
+    the Kafka version, KRaft combined mode, PLAINTEXT listeners, RF 1 internal topics, no join delay."""
+    import re
+
+    from tests.kafka_broker import KAFKA_VERSION, KafkaCluster
+
+    kafka = COMPOSE["services"]["kafka"]
+    env = kafka["environment"]
+    assert kafka["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    pom = (ROOT / "tests" / "kafka" / "pom.xml").read_text()
+    assert f"<kafka.version>{KAFKA_VERSION}</kafka.version>" in pom
+    single = KafkaCluster(tmp_path, nodes=1)
+    props = single.property_map(single.nodes[0])
+    assert env["KAFKA_PROCESS_ROLES"] == props["process.roles"] == "broker,controller"
+    assert env["KAFKA_CONTROLLER_LISTENER_NAMES"] == props["controller.listener.names"] == "CONTROLLER"
+    assert env["KAFKA_INTER_BROKER_LISTENER_NAME"] == props["inter.broker.listener.name"] == "PLAINTEXT"
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert {protocols["PLAINTEXT"], protocols["CONTROLLER"]} == {"PLAINTEXT"}
+    for compose_key, prop in [
+        ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "offsets.topic.replication.factor"),
+        ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "transaction.state.log.replication.factor"),
+        ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "transaction.state.log.min.isr"),
+        ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "group.initial.rebalance.delay.ms"),
+    ]:
+        assert str(env[compose_key]) == props[prop], compose_key
+    # One node: RF 1, min ISR 1 (compose leaves min.insync.replicas at Kafka's default, 1).
+    assert "KAFKA_MIN_INSYNC_REPLICAS" not in env and props["min.insync.replicas"] == "1"
+    # streamproc creates its topics itself with STREAMPROC_PARTITIONS; the broker default only
+    # matters for auto-created topics, and compose sets it to the same count.
+    assert re.fullmatch(r"\$\{STREAMPROC_PARTITIONS:-(\d+)\}", str(env["KAFKA_NUM_PARTITIONS"]))
+    # The 3-node cluster the fault tests use is what deployment.md recommends for production.
+    three = KafkaCluster(tmp_path / "three", nodes=3)
+    props3 = three.property_map(three.nodes[0])
+    assert props3["default.replication.factor"] == props3["offsets.topic.replication.factor"] == "3"
+    assert props3["min.insync.replicas"] == props3["transaction.state.log.min.isr"] == "2"
+    assert props3["unclean.leader.election.enable"] == "false"
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    assert "min.insync.replicas=2" in text and "STREAMPROC_REPLICATION_FACTOR=3" in text
