@@ -63,7 +63,11 @@ def classify_broker(cluster_id: str | None, finalized_features: Iterable[str]) -
 
 def detect_broker(settings: Settings | None = None, bootstrap: list[str] | str | None = None) -> str:
     """Ask the broker (ApiVersions v3 features + DescribeCluster) and :func:`classify_broker` it."""
-    admin = _admin(bootstrap if bootstrap is not None else settings.bootstrap_servers, settings)
+    if bootstrap is None:
+        if settings is None:
+            raise ValueError("detect_broker needs settings or a bootstrap address")
+        bootstrap = settings.bootstrap_servers
+    admin = _admin(bootstrap, settings)
     try:
         features = admin.describe_features()
         finalized = [name for name, info in features.items() if "finalized" in info]
