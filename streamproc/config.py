@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     transcription_max_sessions: int = Field(64, ge=1, description="Recogniser sessions (call × speaker) per worker.")
     transcription_idle_timeout_s: float = Field(30.0, gt=0, description="Finalise a session after this long without audio.")
     transcription_partial_interval_s: float | None = Field(
-        None, ge=0, description="Time between partial results of a session; unset: 0.25 s (Vosk), 1.0 s of audio (Whisper)."
+        None, ge=0, description="Time between partial results of a session; unset: 0.25 s (Vosk), 0.5 s of audio (Whisper)."
     )
     transcription_endpoint_silence_s: float = Field(
         0.5, gt=0, description="Whisper: silence (voice activity detector) that ends an utterance and triggers its final."

@@ -46,7 +46,7 @@ def resolve_model_path(spec: str | os.PathLike | None) -> Path:
 
 #: Partial-result interval when the setting is unset. Vosk's partials are nearly free; each Whisper
 #: partial is a re-decode of the open utterance (bench/whisper_streaming.py, docs/performance.md).
-DEFAULT_PARTIAL_INTERVAL_S = {"vosk": 0.25, "whisper": 1.0}
+DEFAULT_PARTIAL_INTERVAL_S = {"vosk": 0.25, "whisper": 0.5}
 
 
 def default_partial_interval(engine: Engine) -> float:
