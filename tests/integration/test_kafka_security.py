@@ -3,15 +3,18 @@
 The test makes a CA and a broker certificate (SAN IP:127.0.0.1, DNS:localhost) with the
 ``openssl`` CLI, gives the broker PEM keystores (``ssl.keystore.type=PEM``: no keytool), creates
 the SCRAM user at format time (``kafka-storage format --add-scram``), and runs the worker, the
-replay CLI and the dashboard reader over SSL and over SASL_SSL: alerts flow. A third listener
+replay CLI, the Twilio bridge and the dashboard reader over SSL and over SASL_SSL: alerts flow.
+A third listener
 serves a certificate for another host name. A wrong CA, a wrong password and a wrong host name
 each fail fast, with a message that says which.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -114,7 +117,7 @@ def _settings(env: dict[str, str]) -> Settings:
 
 
 @pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
-def test_worker_replay_and_dashboard_reader_over_tls(secure_kafka, protocol, tmp_path):
+def test_worker_replay_bridge_and_dashboard_reader_over_tls(secure_kafka, protocol, tmp_path):
     from kafka import KafkaConsumer, TopicPartition
 
     security = _env(secure_kafka, protocol)
@@ -166,6 +169,36 @@ def test_worker_replay_and_dashboard_reader_over_tls(secure_kafka, protocol, tmp
                 break
             time.sleep(0.3)
         assert any(c["call_id"] == "tls-call" for c in state["calls"]) and state["alerts"], state
+        # The Twilio Media Streams bridge (`streamproc bridge`) produces a call over the same listener.
+        from tests.integration.test_bridge import stream_call
+
+        bridge_port = free_port()
+        bridge = subprocess.Popen([sys.executable, "-m", "streamproc", "bridge", "--port", str(bridge_port)], env=env,
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and bridge.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", bridge_port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            assert bridge.poll() is None, bridge.communicate()[0][-2000:]
+            silence = b"\xff" * 8000  # 1 s of μ-law silence per track
+            code, reason = asyncio.run(stream_call(f"ws://127.0.0.1:{bridge_port}/media", "tls-bridged",
+                                                   {"inbound": silence, "outbound": silence}))
+            assert (code, reason) == (1000, "completed")
+        finally:
+            bridge.terminate()
+            bridge.wait(20)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            state = json.loads(http_get(f"{worker.base_url}/dashboard/api/state")[1])
+            if any(c["call_id"] == "tls-bridged" for c in state["calls"]):
+                break
+            time.sleep(0.3)
+        assert any(c["call_id"] == "tls-bridged" for c in state["calls"]), state["calls"]
         assert worker.process.poll() is None
     finally:
         worker.stop(timeout_s=15)
