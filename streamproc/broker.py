@@ -86,6 +86,18 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def terminate(proc: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM a child process, SIGKILL it if it has not exited after ``timeout_s``; its exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1, memory storage, with its log captured.
 
@@ -174,17 +186,7 @@ class EmbeddedBroker:
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM the broker (it exits 0), SIGKILL if it does not stop in time."""
         proc, self.process = self.process, None
-        code = None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    code = proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    code = proc.wait()
-            else:
-                code = proc.returncode
+        code = terminate(proc, timeout_s) if proc is not None else None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

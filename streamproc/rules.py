@@ -15,11 +15,11 @@ import time
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Any, Callable, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .detect.rules_ext import RiskRule, SemanticOptions, WindowRule  # semantic options, said/not-said windows, risk
+from .detect.rules_ext import ExampleText, PhraseText, RiskRule, RuleId, SemanticOptions, WindowRule  # semantic options, said/not-said windows, risk
 from .schemas import Severity
 from .yamlfile import RuleProblem, Strict, YamlFileError, compose_yaml, line_of
 
@@ -110,19 +110,6 @@ class SpeakerTarget(StrEnum):
         return self is SpeakerTarget.either or self.value == str(speaker)
 
 
-def _check_phrase(text: str) -> str:
-    from .detect.phrases import PhraseSyntaxError, compile_phrase
-
-    try:
-        compile_phrase(text)
-    except PhraseSyntaxError as exc:
-        raise ValueError(str(exc)) from None
-    return text
-
-
-PhraseText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_check_phrase)]
-RuleId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
-ExampleText = Annotated[str, Field(min_length=1, max_length=300)]
 
 
 class _DetectionRule(Strict):

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamproc.broker import BrokerError, _die_with_parent, free_port, kafka_answers
+from streamproc.broker import BrokerError, _die_with_parent, free_port, kafka_answers, terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_DIR = ROOT / "tests" / "kafka"
@@ -324,14 +324,7 @@ class KafkaCluster:
         if proc is not None:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)  # a frozen JVM cannot shut down
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    code = proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    code = proc.wait()
-            else:
-                code = proc.returncode
+            code = terminate(proc, timeout_s)
         if node.log_file is not None:
             node.log_file.close()
             node.log_file = None

@@ -48,6 +48,16 @@ class DecodeStats:
         return sum(self.seconds.values())
 
 
+class DecodeStatsMixin:
+    """``take_stats`` for sessions that add their decoder time to ``self._stats``."""
+
+    _stats: DecodeStats
+
+    def take_stats(self) -> DecodeStats:
+        stats, self._stats = self._stats, DecodeStats()
+        return stats
+
+
 class SpeechSession(Protocol):
     call_id: str
     speaker: Speaker

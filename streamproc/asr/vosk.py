@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import audio
 from ..schemas import Speaker, TranscriptSegment, Word
-from .base import DecodeStats, SessionConfig, Timeline, make_segment
+from .base import DecodeStats, DecodeStatsMixin, SessionConfig, Timeline, make_segment
 from .models import ModelError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class VoskEngine:
         session.finish(time.time())
 
 
-class VoskSession:
+class VoskSession(DecodeStatsMixin):
     """One Vosk recogniser for one speaker of one call, fed 16 kHz PCM16.
 
     Vosk reports word times in seconds since the recogniser started (across utterances);
@@ -77,10 +77,6 @@ class VoskSession:
     def pending_since_s(self) -> float | None:
         # Kaldi keeps the whole open utterance in its lattice: everything since the last endpoint.
         return self.utterance_start_s if self.timeline.now_s > self.utterance_start_s else None
-
-    def take_stats(self) -> DecodeStats:
-        stats, self._stats = self._stats, DecodeStats()
-        return stats
 
     def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False) -> list[TranscriptSegment]:
         self.last_activity = now

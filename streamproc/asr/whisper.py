@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import audio
 from ..schemas import Speaker, TranscriptSegment, Word
-from .base import DecodeStats, SessionConfig, Timeline, make_segment
+from .base import DecodeStats, DecodeStatsMixin, SessionConfig, Timeline, make_segment
 from .models import ModelError, ModelSpec
 from .vad import WINDOW, WINDOW_S, StreamingVad
 
@@ -144,7 +144,7 @@ class WhisperEngine:
         return Decoded(text, timed, result.no_speech_prob, avg_logprob)
 
 
-class WhisperSession:
+class WhisperSession(DecodeStatsMixin):
     """Streaming Whisper for one speaker of one call (see the module docstring)."""
 
     def __init__(self, engine: WhisperEngine, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float):
@@ -177,10 +177,6 @@ class WhisperSession:
             return self._utterance_start_s
         # The pre-roll may hold the start of speech the VAD has not confirmed yet.
         return self.timeline.now_s - len(self._preroll) * WINDOW_S if self._preroll else None
-
-    def take_stats(self) -> DecodeStats:
-        stats, self._stats = self._stats, DecodeStats()
-        return stats
 
     def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False) -> list[TranscriptSegment]:
         self.last_activity = now

@@ -26,9 +26,11 @@ def _check_phrase(text: str) -> str:
     return text
 
 
-_Phrase = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_check_phrase)]
-_Example = Annotated[str, Field(min_length=1, max_length=300)]
-_RuleId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+#: Field types shared with streamproc/rules.py (defined here: rules.py imports this module).
+PhraseText = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_check_phrase)]
+ExampleText = Annotated[str, Field(min_length=1, max_length=300)]
+RuleId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
+_Phrase, _Example, _RuleId = PhraseText, ExampleText, RuleId
 _Speaker = Literal["agent", "customer", "either"]
 
 
