@@ -79,7 +79,7 @@ def test_on_apache_kafka_list_offsets_is_right_and_the_fetch_workaround_agrees(b
         assert consumer.end_offsets([tp])[tp] == 10, "Apache Kafka reports the true end offset"
     finally:
         consumer.close()
-    assert true_end_offsets(broker.bootstrap, [tp]) == {tp: 10}, "the fetch-highwater path gives the same number"
+    assert asyncio.run(true_end_offsets(broker.bootstrap, [tp])) == {tp: 10}, "the fetch-highwater path gives the same number"
 
 
 @pytest.mark.both_brokers
