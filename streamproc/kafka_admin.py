@@ -177,7 +177,7 @@ def _sasl_login(settings: Settings, timeout_s: float) -> None:
             host, int(port), client_id="streamproc-preflight", request_timeout_ms=int(timeout_s * 1000),
             ssl_context=context, security_protocol=settings.security_protocol,
             sasl_mechanism=settings.sasl_mechanism or "PLAIN", sasl_plain_username=settings.sasl_username,
-            sasl_plain_password=settings.sasl_password,
+            sasl_plain_password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
         )
         conn.close()
 
