@@ -38,7 +38,7 @@ TEST_SPLIT = DATA / "intents_test2.yaml"  # round 2: the held-out split the bar 
 TEST_SPLIT_SHA256 = "b12304f7947a4b7fdb4c880b3eb902544d4027b81588061695fe3dcc8956048e"
 ROUND1_SHA256 = "e509f4502c72e936dc68521af7e0a865bc5e543aa1b8616719d0e0d1c0257a43"
 ROUND3 = DATA / "intents_test3.yaml"  # round 3: written before tuning on round 2, never tuned on
-ROUND3_SHA256 = "321d3a2b2a6dd204e184a42116d4485c39f08b7be7cff1477626262766d7dbee"
+ROUND3_SHA256 = "08dba3e31c492b91f3c53f114d7bb63571193d97bb632563f4e5dee4d64c4c92"
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 #: first-sight figures (precision, recall) of the detectors below the bar; see docs/detection.md
