@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -52,15 +53,30 @@ class SemanticHit:
         return self.probability >= self.threshold and self.counter_example is None
 
 
+#: words that flip an utterance's polarity. Sentence embeddings barely see them ("i'm asking for a
+#: manager" and "i'm not asking for your manager" are near neighbours), so a counter-example of the
+#: other polarity must not veto: see Head.score.
+_NEGATION = re.compile(r"\b(?:not|no|never|nothing|nobody|cannot)\b|n't\b|\b(?:dont|doesnt|didnt|isnt|wont|cant|havent|aint)\b")
+
+
+def negated(text: str) -> bool:
+    return bool(_NEGATION.search(text.lower().replace("’", "'")))
+
+
 class Head:
-    def __init__(self, spec: IntentSpec, weights: np.ndarray, bias: float, like_vectors: np.ndarray, not_like_vectors: np.ndarray | None = None):
+    def __init__(self, spec: IntentSpec, weights: np.ndarray, bias: float, like_vectors: np.ndarray, not_like_vectors: np.ndarray | None = None,
+                 not_like: Sequence[str] | None = None, like: Sequence[str] | None = None):
         self.spec = spec
+        self.like = tuple(like if like is not None else spec.like)  # one per row of like_vectors (deduplicated)
+        self.not_like = tuple(not_like if not_like is not None else spec.not_like)  # one per row of not_like_vectors
         self.weights = weights.astype(np.float32)
         self.bias = float(bias)
         self.like_vectors = like_vectors.astype(np.float32)
         self.not_like_vectors = not_like_vectors.astype(np.float32) if not_like_vectors is not None and len(not_like_vectors) else None
 
-    def score(self, vector: np.ndarray) -> SemanticHit:
+    def score(self, vector: np.ndarray, text: str | None = None) -> SemanticHit:
+        """The head's probability; with ``text``, a counter-example vetoes only when it has the
+        same polarity (negated or not) as the utterance."""
         logit = float(vector @ self.weights) + self.bias
         probability = float(1.0 / (1.0 + np.exp(-logit)))
         sims = self.like_vectors @ vector
@@ -69,9 +85,9 @@ class Head:
         if self.not_like_vectors is not None:  # counter-example veto: nearer to a not_like than to any like
             against = self.not_like_vectors @ vector
             worst = int(np.argmax(against))
-            if against[worst] > sims[best]:
-                counter = self.spec.not_like[worst]
-        return SemanticHit(round(probability, 4), self.spec.like[best], round(float(sims[best]), 4), self.spec.threshold, counter)
+            if against[worst] > sims[best] and (text is None or negated(text) == negated(self.not_like[worst])):
+                counter = self.not_like[worst]
+        return SemanticHit(round(probability, 4), self.like[best], round(float(sims[best]), 4), self.spec.threshold, counter)
 
 
 def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, encoder: "Encoder") -> Head:
@@ -84,11 +100,11 @@ def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, en
     x = np.vstack([like_vectors, encoder.encode(negatives)]) if negatives else like_vectors
     y = np.array([1] * len(positives) + [0] * len(negatives))
     if len(set(y)) < 2:  # no negatives at all: a head that fires on nothing but near-copies
-        return Head(spec, like_vectors.mean(axis=0) * 10.0, -8.0, like_vectors)
+        return Head(spec, like_vectors.mean(axis=0) * 10.0, -8.0, like_vectors, like=positives)
     model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=2000)
     model.fit(x, y)
     not_like = [t for t in dict.fromkeys(spec.not_like) if t not in own]
-    return Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None)
+    return Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None, not_like, positives)
 
 
 _CACHE: dict[str, Head] = {}
@@ -148,7 +164,7 @@ class SemanticModel:
         if not keys or len(text.split()) < (self.min_words_final if final else self.min_words):
             return {}
         vector = self.encoder.encode_one(text)
-        return {k: self.heads[k].score(vector) for k in keys}
+        return {k: self.heads[k].score(vector, text) for k in keys}
 
 
 def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -> SemanticModel | None:

@@ -1,22 +1,26 @@
 """Precision and recall of every phrase detector on the FROZEN test split.
 
-Two rounds, each written before the tuning it measures and committed on its own:
+Three rounds, each written before the tuning it measures and committed on its own:
 
 * round 1, tests/data/intents_test.yaml: first run after the first tuning; its misses were
   then used to grow the examples, so from then on it is development data (reported, not
   asserted);
-* round 2, tests/data/intents_test2.yaml: written before those changes, never tuned on. This
-  is the split the bar is asserted on.
+* round 2, tests/data/intents_test2.yaml: written before that tuning and asserted on until
+  round 3 existed; its misses (and round 1's) then drove the second tuning (more examples, the
+  polarity-aware counter-example veto, per-rule thresholds), so it is development data too;
+* round 3, tests/data/intents_test3.yaml: written before the second tuning, never tuned on,
+  run once at its end. This is the split the bar is asserted on.
 
 The semantic heads are trained on the rules file's like/not_like examples and tuned on
-tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml and (after its first run)
-round 1. The sha256s below pin both rounds: editing one to make a rule pass fails this test.
+tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml and rounds 1 and 2. The
+sha256s below pin all three rounds: editing one to make a rule pass fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that missed it on round
-2's first run are marked xfail(strict=True) with their first-sight figures, so the gap stays
-visible and the mark must go once they reach the bar (docs/detection.md#quality).
+3's one run are marked xfail(strict=True) with those figures, so the gap stays visible and the
+mark must go once a later, new round shows them at the bar (docs/detection.md#quality). Do not
+tune on round 3 to remove a mark: write round 4 first.
 
-    .venv/bin/python -m tests.unit.test_intents_quality      # prints the table and the misses
+    .venv/bin/python -m tests.unit.test_intents_quality      # prints the tables and the misses
 """
 
 from __future__ import annotations
@@ -33,17 +37,22 @@ from streamproc.rules import load_rules
 from tests.unit.test_detection_quality import _segment, table
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-ROUND1 = DATA / "intents_test.yaml"
-TEST_SPLIT = DATA / "intents_test2.yaml"  # round 2: the held-out split the bar is asserted on
-TEST_SPLIT_SHA256 = "b12304f7947a4b7fdb4c880b3eb902544d4027b81588061695fe3dcc8956048e"
+ROUND1 = DATA / "intents_test.yaml"  # development data
 ROUND1_SHA256 = "e509f4502c72e936dc68521af7e0a865bc5e543aa1b8616719d0e0d1c0257a43"
+ROUND2 = DATA / "intents_test2.yaml"  # development data since round 3
+ROUND2_SHA256 = "b12304f7947a4b7fdb4c880b3eb902544d4027b81588061695fe3dcc8956048e"
+TEST_SPLIT = DATA / "intents_test3.yaml"  # round 3: the held-out split the bar is asserted on
+TEST_SPLIT_SHA256 = "08dba3e31c492b91f3c53f114d7bb63571193d97bb632563f4e5dee4d64c4c92"
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
-#: first-sight figures (precision, recall) of the detectors below the bar; see docs/detection.md
+DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
+#: round-3 figures (precision, recall) of the detectors below the bar; see docs/detection.md
 BELOW_BAR = {
-    "agent-rudeness": (1.00, 0.81),
-    "manager-request": (0.92, 0.69),
-    "churn-intent": (0.87, 0.81),
+    "agent-rudeness": (0.92, 0.69),
+    "agent-profanity": (1.00, 0.83),
+    "customer-abuse": (1.00, 0.86),
+    "churn-intent": (0.93, 0.81),
+    "repeat-contact": (1.00, 0.83),
 }
 
 
@@ -81,7 +90,7 @@ def results():
 
 
 def test_test_splits_are_frozen():
-    for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256)):
+    for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256)):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
             f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
         )
@@ -102,9 +111,9 @@ def test_labelled_set_is_big_enough():
 @pytest.mark.parametrize(
     "detector",
     [
-        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=f"first sight P {p:.2f} R {r:.2f}"))
+        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=f"round 3: P {BELOW_BAR[d][0]:.2f} R {BELOW_BAR[d][1]:.2f}"))
         if d in BELOW_BAR else d
-        for d, (p, r) in {**{d: (1, 1) for d in ("agent-profanity", "customer-abuse", "legal-threat", "repeat-contact")}, **BELOW_BAR}.items()
+        for d in DETECTORS
     ],
 )
 def test_precision_and_recall_on_the_frozen_test_split(results, detector):
@@ -135,6 +144,6 @@ if __name__ == "__main__":
     import sys
 
     lexicon = "--lexicon-only" in sys.argv  # the baseline: packaged rules without semantic examples
-    for path in [Path(p) for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND1]:
+    for path in [Path(p) for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND2, ROUND1]:
         counts, mistakes = evaluate(path, lexicon_only_rules() if lexicon else None)
         print(f"\n{path.name}: {sum(counts[next(iter(counts))].values())} utterances\n" + table(counts) + "\n" + "\n".join(mistakes))
