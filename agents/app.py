@@ -84,7 +84,8 @@ app = StreamprocApp(
     value_serializer="raw",
     topic_partitions=settings.partitions,
     topic_replication_factor=settings.replication_factor,
-    # at_least_once by default: alerts are idempotent by id; Tansu rejects transactions (docs/state-and-restarts.md).
+    # at_least_once by default: measured against exactly_once on Apache Kafka, same alerts, no duplicates,
+    # 41 % more throughput; Tansu rejects transactions (docs/state-and-restarts.md, the decision).
     processing_guarantee=settings.processing_guarantee,
     # Tansu makes a group join wait half the session timeout: keep it short.
     broker_session_timeout=6,

@@ -42,6 +42,34 @@ refuses to start on a faust-streaming or aiokafka version they were not tested w
    guard: a fetch that returns while the flow is stopped seeks back to the committed offsets,
    nothing is delivered until Faust calls resume_flow() right after the clear, and what was
    delivered before is fetched again from the positions this seek sets.
+
+4. Under ``exactly_once`` the table's changelog writes go into the transaction they belong to
+   (``flush_before_transaction_commit``).
+
+   Table writes are buffered (``changelog_topic.send_soon``: Faust's ProducerBuffer) and published
+   by a background task. Before an ``at_least_once`` offset commit Faust 0.15.3 flushes that buffer
+   (Consumer._commit_offsets: ``await self.app.producer.flush()``); before a transactional commit it
+   does not. A state change made while processing record N could then be published *after* the
+   transaction that commits N's offset, into the next one; a SIGKILL before that one commits aborts
+   it, while N's offset stays committed: the state change is lost and N is not replayed. Found by
+   reading Faust's commit path, not isolated in a measurement (the duplicate warning first seen in
+   tests/integration/test_restart.py under exactly_once was fix 5's hole). The fix flushes the
+   buffer (as Faust does without transactions) after the offsets to commit are chosen and before
+   the transaction that carries them is committed.
+
+5. Under ``exactly_once`` outputs to topics the app does not consume go into the transaction of
+   the record being processed, on the partition asked for (``transactional_outputs``).
+
+   Faust 0.15.3's ``TransactionManager.send`` picks the transaction from the *consumer's* metadata
+   for the destination topic. For a topic no agent consumes (calls.alerts, calls.deadletter) it has
+   none, so it sends with no transactional id (the plain producer, outside every transaction: the
+   alert is visible at once and not undone when the transaction carrying the table's "fired" mark
+   and the input offset is aborted) and drops the ``partition=`` argument (the key is re-hashed).
+   Traced on Apache Kafka: the alert at offset 0 of calls.alerts with no commit marker after it,
+   the "fired" changelog write in the open transaction, a SIGKILL, and the new worker firing the
+   same alert again. The fix sends such a record, when there is a current event, through the
+   transaction of the event's topic group and partition (``<app>-<group>-<partition>``, the one
+   committed with that event's offset), keeping the requested partition.
 """
 
 from __future__ import annotations
@@ -52,6 +80,8 @@ from typing import Any, Mapping
 
 import aiokafka
 import faust
+import faust.transport.consumer
+from faust.streams import current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streamproc.kafka_admin import true_end_offsets
@@ -99,6 +129,8 @@ class DriverFixes:
     verified_end_offsets: bool = True
     fetch_max_wait_ms: int | None = 100  # None: Faust's own 1500 ms
     flow_stopped_seek: bool = True
+    flush_before_transaction_commit: bool = True
+    transactional_outputs: bool = True
 
 
 def _fixes(app: Any) -> DriverFixes:
@@ -148,11 +180,37 @@ class Consumer(faust_aiokafka.Consumer):
             self.resume_flow()  # the seek failed: leave the flow as Faust had it
             raise
 
+    async def _commit_offsets(self, offsets: Mapping, start_new_transaction: bool = True) -> bool:
+        if self.in_transaction and _fixes(self.app).flush_before_transaction_commit:
+            # Fix 4: publish buffered changelog writes into the transaction that commits these offsets.
+            await self.app.producer.flush()
+        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
+
+class TransactionManager(faust.transport.consumer.TransactionManager):
+    """Faust's transaction manager with fix 5."""
+
+    async def send(self, topic, key, value, partition, timestamp, headers, *, transactional_id=None):
+        event = current_event()
+        if (
+            _fixes(self.app).transactional_outputs
+            and event is not None
+            and self.consumer.key_partition(topic, key, partition) is None  # a topic the consumer does not know
+        ):
+            source = event.message
+            group = self.app.assignor.group_for_topic(source.topic)
+            return await self.producer.send(
+                topic, key, value, partition, timestamp, headers,
+                transactional_id=f"{self.app.conf.id}-{group}-{source.partition}",
+            )
+        return await super().send(topic, key, value, partition, timestamp, headers, transactional_id=transactional_id)
+
 
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport whose consumer is :class:`Consumer`."""
+    """Faust's aiokafka transport whose consumer is :class:`Consumer`, with :class:`TransactionManager`."""
 
     Consumer = Consumer
+    TransactionManager = TransactionManager
 
 
 def transport_class(default: type) -> type:

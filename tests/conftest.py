@@ -221,11 +221,13 @@ def worker_factory(broker, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
 class TopicReader:
     """Reads a topic from the beginning with kafka-python (all partitions, no group)."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted"):
         from kafka import KafkaConsumer, TopicPartition
 
         self.topic = topic
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100, isolation_level=isolation_level
+        )
         partitions = None
         deadline = time.monotonic() + 10
         while not partitions and time.monotonic() < deadline:
@@ -260,12 +262,23 @@ class TopicReader:
         self.consumer.close()
 
 
+def reader_isolation() -> str:
+    """How the tests read the workers' outputs: as a downstream consumer of that guarantee must.
+
+    Under exactly_once a killed or fenced worker's open transaction is aborted; its records stay in
+    the log, and only a read_committed consumer skips them (STREAMPROC_TEST_READER_ISOLATION overrides,
+    to see what a read_uncommitted consumer would get). Without transactions both read the same.
+    """
+    exactly_once = os.environ.get("STREAMPROC_PROCESSING_GUARANTEE", "").lower() == "exactly_once"
+    return os.environ.get("STREAMPROC_TEST_READER_ISOLATION") or ("read_committed" if exactly_once else "read_uncommitted")
+
+
 @pytest.fixture
 def reader(broker):
     readers: list[TopicReader] = []
 
     def make(topic: str) -> TopicReader:
-        topic_reader = TopicReader(broker.bootstrap, topic)
+        topic_reader = TopicReader(broker.bootstrap, topic, reader_isolation())
         readers.append(topic_reader)
         return topic_reader
 
