@@ -62,7 +62,7 @@ END_DRAIN_S = 1.0
 
 if settings.audio_enabled:
     # Cheap check at import (the worker's start): a bad setting is one clear error, not one per frame.
-    MODEL_PATH = resolve_model_path(settings.asr_model)
+    resolve_model_path(settings.asr_model)
 
 
 @dataclass

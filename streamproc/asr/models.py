@@ -91,7 +91,7 @@ def _engine_of(directory: Path) -> EngineKind | None:
     return None
 
 
-def _language_hint(path: Path, engine: EngineKind) -> str | None:
+def _language_hint(path: Path) -> str | None:
     """Language from a model directory's name (vosk-model-small-en-us-0.15 → en, whisper tiny.en → en)."""
     name = path.name.lower() if path.name != "model" else path.parent.name.lower()
     for code in ("en", "ko", "de", "fr", "es", "ru", "cn", "ja"):
@@ -136,7 +136,7 @@ def resolve_model(spec: str | os.PathLike | None) -> ModelSpec:
     for candidate in candidates:
         engine = _engine_of(candidate)
         if engine is not None:
-            language = package.language if package else _language_hint(candidate, engine)
+            language = package.language if package else _language_hint(candidate)
             return ModelSpec(engine, candidate, language, package)
     expected = "; ".join(f"{engine.value}: {', '.join(files)}" for engine, files in ENGINE_FILES.items())
     raise ModelError(
