@@ -320,6 +320,7 @@ if settings.audio_enabled:
                 max_gap_fill_s=settings.audio_max_gap_fill_s,
                 endpoint_silence_s=settings.transcription_endpoint_silence_s,
                 max_utterance_s=settings.transcription_max_utterance_s,
+                speech_gate=settings.transcription_speech_gate,
             ),
             channel_pool=ThreadPoolExecutor(count, thread_name_prefix="asr-channel") if count > 1 else None,
         )

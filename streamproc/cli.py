@@ -304,6 +304,7 @@ def transcribe(
             partial_interval_s=settings.transcription_partial_interval_s if partials else 3600.0,
             endpoint_silence_s=settings.transcription_endpoint_silence_s,
             max_utterance_s=settings.transcription_max_utterance_s,
+            speech_gate=settings.transcription_speech_gate,
         ),
     )
     started = time.perf_counter()

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     transcription_max_utterance_s: float = Field(
         12.0, ge=2, le=28, description="Whisper: an utterance longer than this is finalised at its quietest point."
     )
+    transcription_speech_gate: bool = Field(
+        True, description="Vosk: decode only speech (Silero VAD) plus 1 s of trailing silence; off: decode every sample."
+    )
     whisper_min_window_s: float = Field(
         10.0, ge=1, le=30, description="Whisper: shortest encoder window (the utterance plus 2 s, never below this; 30 = stock)."
     )

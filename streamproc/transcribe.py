@@ -82,12 +82,14 @@ class TranscriberConfig:
     max_gap_fill_s: float = 2.0
     endpoint_silence_s: float = 0.5  # Whisper: silence that ends an utterance
     max_utterance_s: float = 12.0  # Whisper: forced cut at a pause beyond this
+    speech_gate: bool = True  # Vosk: decode speech only (streamproc.asr.gate); Whisper always endpoints on the VAD
 
     def session_config(self, engine: Engine) -> SessionConfig:
         interval = default_partial_interval(engine) if self.partial_interval_s is None else self.partial_interval_s
         return SessionConfig(
             partial_interval_s=interval, partial_words=self.partial_words,
             endpoint_silence_s=self.endpoint_silence_s, max_utterance_s=self.max_utterance_s,
+            speech_gate=self.speech_gate,
         )
 
 

@@ -25,6 +25,10 @@ class SessionConfig:
     endpoint_silence_s: float = 0.5
     max_utterance_s: float = 12.0
     vad_threshold: float = 0.5
+    # Vosk: decode only speech plus a hangover (streamproc.asr.gate; bench/gate.py measures the saving).
+    speech_gate: bool = True
+    gate_hangover_s: float = 1.0
+    gate_preroll_s: float = 0.3
 
 
 @dataclass

@@ -11,6 +11,7 @@ import numpy as np
 from .. import audio
 from ..schemas import Speaker, TranscriptSegment, Word
 from .base import DecodeStats, DecodeStatsMixin, SessionConfig, Timeline, make_segment
+from .gate import GateAction, SpeechGate
 from .models import ModelError, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -70,17 +71,46 @@ class VoskSession(DecodeStatsMixin):
         self.last_activity = now
         self.received_at = now
         self._stats = DecodeStats()
+        self.gate = SpeechGate(config.vad_threshold, config.gate_hangover_s, config.gate_preroll_s) if config.speech_gate else None
 
     def skip(self, seconds: float) -> None:
         self.timeline.skip(seconds)
 
     def pending_since_s(self) -> float | None:
+        if self.gate is not None and not self.gate.is_open:
+            # Closed gate: the open utterance was finalised; only the held pre-roll is not yet decided.
+            return self.timeline.now_s if self.gate.held_s() > 0 else None
         # Kaldi keeps the whole open utterance in its lattice: everything since the last endpoint.
         return self.utterance_start_s if self.timeline.now_s > self.utterance_start_s else None
 
     def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False) -> list[TranscriptSegment]:
         self.last_activity = now
         self.received_at = received_at
+        if self.gate is None:
+            return self._decode(samples16k, now, speech)
+        segments: list[TranscriptSegment] = []
+        for step in self.gate.process(samples16k):
+            if step.action is GateAction.feed and step.samples is not None:
+                segments += self._decode(step.samples, now, speech)
+            elif step.action is GateAction.skip:
+                self.timeline.skip(step.seconds)
+                self.utterance_start_s = self.timeline.now_s  # nothing open: the skipped audio is done with
+            elif step.action is GateAction.close:
+                segments += self._close(now)
+        return segments
+
+    def _close(self, now: float) -> list[TranscriptSegment]:
+        """The gate ran out of hangover: end the utterance as Kaldi's endpoint would have."""
+        if self.recognizer is None or (self.timeline.now_s <= self.utterance_start_s and self.revision == 0):
+            return []
+        started = time.thread_time()
+        try:
+            result = json.loads(self.recognizer.FinalResult())
+        finally:
+            self._stats.add("stream", time.thread_time() - started)
+        return self._final(result, now)
+
+    def _decode(self, samples16k: np.ndarray, now: float, speech: bool) -> list[TranscriptSegment]:
         if speech and self.speech_start_s is None:
             self.speech_start_s = self.timeline.now_s
         self.timeline.advance(len(samples16k), audio.RECOGNIZER_RATE)

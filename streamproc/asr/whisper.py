@@ -36,6 +36,7 @@ from .. import audio
 from ..schemas import Speaker, TranscriptSegment, Word
 from .base import DecodeStats, DecodeStatsMixin, SessionConfig, Timeline, make_segment
 from .models import ModelError, ModelSpec
+from .gate import SpeechHysteresis
 from .vad import WINDOW, WINDOW_S, StreamingVad
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class WhisperSession(DecodeStatsMixin):
         self.speaker = speaker
         self.config = config
         self.vad = StreamingVad()
+        self.hysteresis = SpeechHysteresis(config.vad_threshold)
         self.timeline = Timeline(start_s)
         self.utterance = 0
         self.revision = 0
@@ -183,14 +185,14 @@ class WhisperSession(DecodeStatsMixin):
         self.received_at = received_at
         windows, probs = self.vad.process(samples16k.astype(np.float32) / 32768.0)
         segments: list[TranscriptSegment] = []
-        threshold = self.config.vad_threshold
         endpoint_windows = max(1, round(self.config.endpoint_silence_s / WINDOW_S))
         max_windows = max(8, round(self.config.max_utterance_s / WINDOW_S))
         for window, prob in zip(windows, probs):
             window_start_s = self.timeline.now_s
             self.timeline.advance(WINDOW, RATE)
+            speech = self.hysteresis.step(float(prob))
             if self._utterance_start_s is None:
-                if prob < threshold:
+                if not speech:
                     self._preroll.append(window)
                     del self._preroll[: -max(1, round(PREROLL_S / WINDOW_S))]
                     continue
@@ -200,8 +202,7 @@ class WhisperSession(DecodeStatsMixin):
             self._windows.append(window)
             self._probs.append(float(prob))
             self._since_partial += 1
-            # Hysteresis as in Silero's own segmentation: speech continues until well below the threshold.
-            self._silence_windows = self._silence_windows + 1 if prob < threshold - 0.15 else 0
+            self._silence_windows = 0 if speech else self._silence_windows + 1
             if self._silence_windows >= endpoint_windows:
                 segments += self._finalise(len(self._windows), now)
             elif len(self._windows) >= max_windows:
