@@ -44,13 +44,16 @@ def _json_object(key: bytes | None, value: bytes | None, headers: list[tuple[str
     return obj
 
 
+_PROVISIONAL_ID_FIELDS = {SUMMARIES: "summary_id"}
+
+
 def contract_for(name: str) -> TopicContract:
     """The registry entry of a topic; a topic the registry does not describe yet (post-call summaries
     until their model is registered) is read as plain JSON objects, deduped on ``summary_id``."""
     if name in TOPICS:
         return TOPICS[name]
     return TopicContract(name=name, message=name, title=name, description="", flow="output", parse=_json_object,
-                         examples=(), id_field=f"{name.removesuffix('s')}_id")
+                         examples=(), id_field=_PROVISIONAL_ID_FIELDS.get(name))
 
 
 # --------------------------------------------------------------------------- filters, dedupe
@@ -189,7 +192,7 @@ def row(shown: Shown) -> dict[str, str]:
     if shown.topic == "alerts":
         what, title = record.get("rule_id", ""), record.get("title", "")
     else:
-        what = shown.topic.removesuffix("s")
+        what = "summary" if shown.topic == SUMMARIES else shown.topic
         title = record.get("title") or ", ".join(
             f"{name}={value}" for name, value in record.items()
             if isinstance(value, (str, int, float)) and name not in ("call_id", "queue", "agent_id", "schema_version")
