@@ -52,7 +52,7 @@ def contract_for(name: str) -> TopicContract:
     until their model is registered) is read as plain JSON objects, deduped on ``summary_id``."""
     if name in TOPICS:
         return TOPICS[name]
-    return TopicContract(name=name, message=name, title=name, description="", flow="output", parse=_json_object,
+    return TopicContract(name=name, message=name, title=name, description="", sends=True, receives=False, parse=_json_object,
                          examples=(), id_field=_PROVISIONAL_ID_FIELDS.get(name))
 
 
@@ -253,7 +253,9 @@ def follow(
             missing = [name for name in by_topic if name not in consumer.topics()]
             if not missing:
                 break
-            if time.monotonic() > deadline or stop():
+            if stop():
+                return
+            if time.monotonic() > deadline:
                 raise TailError(f"topic(s) {', '.join(missing)} do not exist on {settings.broker}")
             time.sleep(0.5)
         partitions = [TopicPartition(name, number) for name in by_topic

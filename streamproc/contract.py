@@ -8,7 +8,15 @@ examples, and the field a consumer dedupes on. From it come:
   committed as docs/asyncapi.yaml and validated by the reference AsyncAPI parser in the tests);
 * ``streamproc alerts tail`` (streamproc/alerts_tail.py), which parses and dedupes with it.
 
-Adding a topic is one entry in :data:`TOPICS`.
+Adding a topic is one entry in :data:`TOPICS`, then ``streamproc schemas --asyncapi -o
+docs/asyncapi.yaml`` (a test fails until the committed document matches). For example, post-call
+summaries::
+
+    TopicContract(name="summaries", message="CallSummary", title="Post-call summaries", description="...",
+                  sends=True, receives=False, payload=TypeAdapter(CallSummary), parse=_keyed(CallSummary),
+                  id_field="summary_id", examples=(Example(...),))
+
+``streamproc alerts tail --summaries`` then parses, filters and dedupes them with that entry.
 """
 
 from __future__ import annotations
@@ -61,7 +69,8 @@ class TopicContract:
     message: str  # message name in the AsyncAPI document
     title: str
     description: str
-    flow: Literal["input", "output", "internal"]
+    sends: bool  # streamproc writes the topic
+    receives: bool  # streamproc reads the topic
     parse: Parser
     examples: tuple[Example, ...]
     payload: TypeAdapter[Any] | None = None  # None: raw bytes
@@ -75,14 +84,6 @@ class TopicContract:
 
     def topic(self, prefix: str = "") -> str:
         return f"{prefix}{self.address}"
-
-    @property
-    def sent_by_streamproc(self) -> bool:
-        return self.flow in ("output", "internal")
-
-    @property
-    def received_by_streamproc(self) -> bool:
-        return self.flow in ("input", "internal") or self.name == "transcripts"
 
 
 def _keyed(model: type[Any]) -> Parser:
@@ -122,7 +123,7 @@ TOPICS: dict[str, TopicContract] = {
             title="Call events",
             description="Call lifecycle from the telephony system (CTI/PBX): start, hold, transfer, end. "
             "Discriminated by `type`. A record whose key is not the call id is dead-lettered (`key_mismatch`).",
-            flow="input",
+            sends=False, receives=True,
             payload=CALL_EVENT_ADAPTER,
             parse=_parse_event,
             examples=(
@@ -146,7 +147,7 @@ TOPICS: dict[str, TopicContract] = {
             description="Live call audio: the record value is raw audio bytes (no envelope); the frame's metadata "
             f"travels in Kafka headers named `{AUDIO_HEADER_PREFIX}<field>` with ASCII values. docs/audio.md has "
             "the full contract.",
-            flow="input",
+            sends=False, receives=True,
             headers=AudioFrameMeta,
             parse=_parse_audio,
             examples=(
@@ -165,7 +166,7 @@ TOPICS: dict[str, TopicContract] = {
             description="Partial and final recognition results per call and speaker. Partials of an utterance share "
             "`utterance` and grow `revision`; the final (`is_final`) replaces them. Written by the audio agent, "
             "read by the detection agent and the dashboard; a scripted source may write them too (`source: script`).",
-            flow="output",
+            sends=True, receives=True,  # the audio agent writes them, the detection agent reads them
             payload=TypeAdapter(TranscriptSegment),
             parse=_keyed(TranscriptSegment),
             id_field="segment_id",
@@ -188,7 +189,7 @@ TOPICS: dict[str, TopicContract] = {
             "once: after a worker crash an alert may arrive again, always with the same deterministic `alert_id` "
             "(uuid5 of call id, rule id and occurrence): dedupe on it. Consumers must tolerate `kind` values they "
             "do not know.",
-            flow="output",
+            sends=True, receives=False,
             payload=TypeAdapter(Alert),
             parse=_keyed(Alert),
             id_field="alert_id",
@@ -227,7 +228,7 @@ TOPICS: dict[str, TopicContract] = {
             message="AlertAck",
             title="Alert acknowledgements",
             description="A supervisor acknowledged an alert (written by the dashboard or any client).",
-            flow="input",
+            sends=False, receives=True,
             payload=TypeAdapter(AlertAck),
             parse=_keyed(AlertAck),
             examples=(
@@ -243,7 +244,7 @@ TOPICS: dict[str, TopicContract] = {
             title="Dead letters",
             description="Rejected input with the machine-readable reason and the original bytes (base64, at most "
             "64 KiB). The key is the rejected record's key, unchanged.",
-            flow="output",
+            sends=True, receives=False,
             payload=TypeAdapter(DeadLetter),
             parse=_parse_deadletter,
             examples=(
@@ -260,7 +261,7 @@ TOPICS: dict[str, TopicContract] = {
             title="Hold timer ticks (internal)",
             description="Internal: the hold timer asks the owner of a call to evaluate its deadlines at wall time "
             "`at` (docs/state-and-restarts.md). Not for external use.",
-            flow="internal",
+            sends=True, receives=True,
             payload=TypeAdapter(Tick),
             parse=_keyed(Tick),
             examples=(
@@ -405,12 +406,12 @@ def asyncapi_document(topics: dict[str, TopicContract] | None = None) -> dict[st
         }
         message_ref = [{"$ref": f"#/channels/{contract.address}/messages/{contract.message}"}]
         verb = contract.message[0].lower() + contract.message[1:]
-        if contract.sent_by_streamproc:
+        if contract.sends:
             operations[f"send_{contract.name}"] = {
                 "action": "send", "channel": {"$ref": f"#/channels/{contract.address}"}, "messages": message_ref,
                 "summary": f"streamproc writes {contract.title.lower()} ({verb}).",
             }
-        if contract.received_by_streamproc:
+        if contract.receives:
             operations[f"receive_{contract.name}"] = {
                 "action": "receive", "channel": {"$ref": f"#/channels/{contract.address}"}, "messages": message_ref,
                 "summary": f"streamproc reads {contract.title.lower()} ({verb}).",
