@@ -33,8 +33,8 @@ def alert(call_id: str, rule_id: str, severity: str, queue_name: str, occurrence
 class TailProcess:
     """`streamproc alerts tail ...` with stdout lines and stderr collected by threads."""
 
-    def __init__(self, broker, prefix: str, *args: str):
-        env = dict(os.environ, STREAMPROC_BROKER=broker.url, STREAMPROC_TOPIC_PREFIX=prefix)
+    def __init__(self, broker_url: str, prefix: str, *args: str, env: dict[str, str] | None = None):
+        env = dict(os.environ, STREAMPROC_BROKER=broker_url, STREAMPROC_TOPIC_PREFIX=prefix) | (env or {})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamproc", "alerts", "tail", *args],
             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
@@ -102,7 +102,7 @@ def tails():
     started: list[TailProcess] = []
 
     def start(broker, prefix: str, *args: str) -> TailProcess:
-        tail = TailProcess(broker, prefix, *args)
+        tail = TailProcess(broker.url, prefix, *args)
         started.append(tail)
         return tail
 
