@@ -206,8 +206,6 @@ def alerts_tail(
     def request_stop(signum: int, frame: object) -> None:
         stopping.set()  # the poll loop ends within its 200 ms poll and closes the consumer
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
     widths = {"time": 8, "severity": 8, "queue": 12, "call": 14, "agent": 12, "rule": 16}
 
     def emit(shown: Shown) -> None:
@@ -220,9 +218,14 @@ def alerts_tail(
         console.print(f"[{style}]{line}[/{style}] {escape(cells['title'])}" if style else f"{line} {escape(cells['title'])}")
 
     def ready(topics: list[str]) -> None:
+        # From here on Ctrl-C only asks the poll loop to stop; before (connecting, seeking) it interrupts.
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
         err.print(f"[dim]following {', '.join(topics)} on {get_settings().broker} (Ctrl-C to stop)[/dim]")
         if not as_json:
             console.print("[bold]" + " ".join(name.upper().ljust(width) for name, width in widths.items()) + " TITLE[/bold]")
+
+    from kafka.errors import KafkaError
 
     try:
         follow(get_settings(), contracts, tail, emit, from_beginning=from_beginning, since=start,
@@ -230,6 +233,11 @@ def alerts_tail(
     except TailError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1)
+    except KafkaError as exc:  # unreachable broker, authorisation: one line, no traceback
+        err.print(f"[red]cannot read from {get_settings().broker}: {exc}[/red]")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:  # Ctrl-C while still connecting: nothing was shown yet
+        return
     except BrokenPipeError:  # `... | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         return

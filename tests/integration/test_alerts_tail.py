@@ -15,6 +15,7 @@ import uuid
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from streamproc.broker import free_port
 from streamproc.schemas import Alert
 from tests.conftest import ROOT
 
@@ -212,3 +213,19 @@ def test_tail_refuses_a_missing_topic_without_creating_it(broker, tails):
         assert f"{prefix}calls.alerts" not in admin.list_topics(), "asking for the topic must not auto-create it"
     finally:
         admin.close()
+
+
+def test_ctrl_c_while_still_connecting_exits_0_without_a_traceback():
+    port = free_port()  # nothing listens there
+    env = dict(os.environ, STREAMPROC_BROKER=f"127.0.0.1:{port}")
+    process = subprocess.Popen([sys.executable, "-m", "streamproc", "alerts", "tail"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:  # wait until it is trying to connect
+        lines.append(line)
+        if "ECONNREFUSED" in line or "not ready" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    assert "Traceback" not in "".join(lines) + process.stderr.read()
