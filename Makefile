@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test setup system-deps kafka-libs bench clean
+.PHONY: demo test setup system-deps kafka-libs asyncapi-validator bench clean
 
 $(BIN)/streamproc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,22 @@ $(KAFKA_JAR): tests/kafka/pom.xml
 
 kafka-libs: system-deps $(KAFKA_JAR)
 
-test: setup kafka-libs
+# The reference AsyncAPI parser (npm @asyncapi/parser, pinned by tests/asyncapi/package-lock.json) that
+# tests/unit/test_asyncapi.py runs on docs/asyncapi.yaml. --ignore-scripts: nothing it needs runs an
+# install script, and one dependency's would phone home.
+ASYNCAPI_VALIDATOR := tests/asyncapi/node_modules/.package-lock.json
+
+$(ASYNCAPI_VALIDATOR): tests/asyncapi/package-lock.json
+	cd tests/asyncapi && SCARF_ANALYTICS=false npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+asyncapi-validator: system-deps $(ASYNCAPI_VALIDATOR)
+
+test: setup kafka-libs asyncapi-validator
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) tests/kafka/libs streamproc-data test-artifacts .pytest_cache .hypothesis
+	rm -rf $(VENV) tests/kafka/libs tests/asyncapi/node_modules streamproc-data test-artifacts .pytest_cache .hypothesis

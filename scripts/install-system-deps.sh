@@ -6,6 +6,8 @@
 #   chromium        - the real browser the dashboard tests drive with Playwright
 #   fonts-nanum     - Korean glyphs, so dashboard screenshots of Korean transcripts are legible
 #   default-jre-headless, maven - run Apache Kafka 3.9 from Maven Central jars (tests/kafka/pom.xml)
+#   prometheus-alertmanager - a real Alertmanager (and amtool) for the alert delivery test
+#   nodejs, npm     - the reference AsyncAPI parser that validates docs/asyncapi.yaml (tests/asyncapi)
 set -euo pipefail
 need=()
 command -v flite >/dev/null || need+=(flite)
@@ -16,6 +18,9 @@ command -v promtool >/dev/null || need+=(prometheus)
 [ -d /usr/share/fonts/truetype/nanum ] || need+=(fonts-nanum)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

@@ -16,7 +16,9 @@ app = typer.Typer(help="streamproc: real-time call monitoring on Kafka.", no_arg
 rules_app = typer.Typer(help="Work with rules files.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+alerts_app = typer.Typer(help="Follow alerts (and post-call summaries) as a downstream reader.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+app.add_typer(alerts_app, name="alerts")
 
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -137,8 +139,25 @@ def topics_create(
 
 
 @app.command()
-def schemas(topic: Optional[str] = typer.Argument(None, help="Only this topic, e.g. calls.alerts.")) -> None:
-    """Print the JSON Schema of every message streamproc reads or writes."""
+def schemas(
+    topic: Optional[str] = typer.Argument(None, help="Only this topic, e.g. calls.alerts."),
+    asyncapi: bool = typer.Option(False, "--asyncapi", help="Write the AsyncAPI 3 document of every topic instead (docs/asyncapi.yaml)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="With --asyncapi: write to this file (.json: JSON, else YAML); default stdout."),
+) -> None:
+    """Print the JSON Schema of every message streamproc reads or writes (or, with --asyncapi, the AsyncAPI document)."""
+    if asyncapi:
+        from .contract import asyncapi_document, dump_asyncapi
+
+        if topic is not None:
+            err.print("--asyncapi writes every topic; leave out TOPIC")
+            raise typer.Exit(2)
+        text = dump_asyncapi(asyncapi_document(), "json" if out is not None and out.suffix == ".json" else "yaml")
+        if out is None:
+            console.out(text, end="", highlight=False)
+        else:
+            out.write_text(text, encoding="utf-8")
+            err.print(f"[green]ok[/green] {out}")
+        return
     from .schemas import DOCUMENTED_MESSAGES
 
     selected = {name: adapter for name, adapter in DOCUMENTED_MESSAGES.items() if topic in (None, name)}
@@ -146,6 +165,83 @@ def schemas(topic: Optional[str] = typer.Argument(None, help="Only this topic, e
         err.print(f"unknown topic {topic!r}; one of {', '.join(DOCUMENTED_MESSAGES)}")
         raise typer.Exit(1)
     console.print_json(json.dumps({name: adapter.json_schema() for name, adapter in selected.items()}))
+
+
+@alerts_app.command("tail")
+def alerts_tail(
+    summaries: bool = typer.Option(False, "--summaries", help="Also follow post-call summaries (calls.summaries)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line (the message plus \"topic\") for scripts."),
+    queue: Optional[list[str]] = typer.Option(None, "--queue", "-q", help="Only these queues (repeatable)."),
+    severity: Optional[str] = typer.Option(None, "--severity", help="Minimum severity: info, warning (warning and critical) or critical."),
+    rule: Optional[list[str]] = typer.Option(None, "--rule", "-r", help="Only these rule ids (repeatable)."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record still in the topics."),
+    since: Optional[str] = typer.Option(None, "--since", help="Start at this time: a duration back (90s, 15m, 2h, 1d) or ISO 8601."),
+    dedupe_window: int = typer.Option(100_000, min=1, help="How many ids to remember for dedupe (least recent forgotten first)."),
+    broker: Optional[str] = typer.Option(None, help="Kafka URL (env STREAMPROC_BROKER; TLS/SASL from STREAMPROC_* settings)."),
+    topic_prefix: Optional[str] = typer.Option(None, help="Topic prefix (env STREAMPROC_TOPIC_PREFIX)."),
+) -> None:
+    """Follow calls.alerts live (default: from now), filtered and deduped by alert_id; Ctrl-C stops (exit 0)."""
+    import signal
+    import threading
+
+    from rich.markup import escape
+
+    from .alerts_tail import SUMMARIES, Filters, SeenIds, Shown, Tail, TailError, contract_for, follow, json_line, parse_since, row
+
+    _export_settings(broker=broker, topic_prefix=topic_prefix)
+    from .config import get_settings
+
+    if from_beginning and since:
+        err.print("use --from-beginning or --since, not both")
+        raise typer.Exit(2)
+    try:
+        start = parse_since(since) if since else None
+        tail = Tail(Filters(frozenset(queue or ()), severity, frozenset(rule or ())), SeenIds(dedupe_window))
+    except TailError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    contracts = [contract_for("alerts")] + ([contract_for(SUMMARIES)] if summaries else [])
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        stopping.set()  # the poll loop ends within its 200 ms poll and closes the consumer
+
+    widths = {"time": 8, "severity": 8, "queue": 12, "call": 14, "agent": 12, "rule": 16}
+
+    def emit(shown: Shown) -> None:
+        if as_json:
+            print(json_line(shown), flush=True)
+            return
+        cells = row(shown)
+        style = SEVERITY_STYLE.get(cells["severity"], "")
+        line = " ".join(escape(cells[name][:width].ljust(width)) for name, width in widths.items())
+        console.print(f"[{style}]{line}[/{style}] {escape(cells['title'])}" if style else f"{line} {escape(cells['title'])}")
+
+    def ready(topics: list[str]) -> None:
+        # From here on Ctrl-C only asks the poll loop to stop; before (connecting, seeking) it interrupts.
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        err.print(f"[dim]following {', '.join(topics)} on {get_settings().broker} (Ctrl-C to stop)[/dim]")
+        if not as_json:
+            console.print("[bold]" + " ".join(name.upper().ljust(width) for name, width in widths.items()) + " TITLE[/bold]")
+
+    from kafka.errors import KafkaError
+
+    try:
+        follow(get_settings(), contracts, tail, emit, from_beginning=from_beginning, since=start,
+               stop=stopping.is_set, on_ready=ready)
+    except TailError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    except KafkaError as exc:  # unreachable broker, authorisation: one line, no traceback
+        err.print(f"[red]cannot read from {get_settings().broker}: {exc}[/red]")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:  # Ctrl-C while still connecting: nothing was shown yet
+        return
+    except BrokenPipeError:  # `... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        return
+    err.print(f"[dim]{tail.summary_line()}[/dim]")
 
 
 # --------------------------------------------------------------------------- demo

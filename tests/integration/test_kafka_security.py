@@ -236,3 +236,31 @@ def test_worker_with_a_wrong_ca_exits_at_once_with_the_reason(secure_kafka, tmp_
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and time.monotonic() - started < 20
     assert "not signed by the CA in STREAMPROC_SSL_CAFILE" in result.stderr.replace("\n", " "), result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_alerts_tail_reads_over_tls(secure_kafka, protocol):
+    """`streamproc alerts tail` takes the same STREAMPROC_* security settings as the worker."""
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.admin import NewTopic
+
+    from tests.integration.test_alerts_tail import TailProcess, alert
+
+    security = _env(secure_kafka, protocol)
+    settings = _settings(security)
+    prefix = f"tail{protocol.lower().replace('_', '')}."
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **client_security(settings))
+    admin.create_topics([NewTopic(f"{prefix}calls.alerts", 1, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, **client_security(settings))
+    for call_id in ("tls-1", "tls-1", "tls-2"):  # the second is a redelivery: shown once
+        producer.send(f"{prefix}calls.alerts", key=call_id.encode(), value=alert(call_id, "hold-warning", "warning", "q"))
+    producer.flush()
+    producer.close()
+    tail = TailProcess(security["STREAMPROC_BROKER"], prefix, "--from-beginning", "--json", env=security)
+    try:
+        assert [r["call_id"] for r in tail.read_until(lambda r: len(r) >= 2, timeout_s=60)] == ["tls-1", "tls-2"]
+        assert tail.interrupt() == 0
+        assert "2 shown, 1 duplicates dropped" in "".join(tail.stderr)
+    finally:
+        tail.kill()

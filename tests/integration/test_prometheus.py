@@ -26,14 +26,22 @@ def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProc
 
 
 class PrometheusServer:
-    """A real Prometheus on 127.0.0.1 with the shipped rules, scraping the given targets every second."""
+    """A real Prometheus on 127.0.0.1 with the shipped rules (or ``rule_files``), scraping the given targets
+    every second, sending alerts to ``alertmanager`` (host:port) when given."""
 
-    def __init__(self, workdir: Path, targets: list[str]):
+    def __init__(self, workdir: Path, targets: list[str], *, rule_files: list[Path] | None = None,
+                 alertmanager: str | None = None):
         self.workdir = workdir
         self.port = free_port()
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-        config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+        config["rule_files"] = [str(path) for path in rule_files] if rule_files is not None else [
+            str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+        [manager] = config["alerting"]["alertmanagers"]
+        if alertmanager is None:
+            del config["alerting"]  # the compose service name would not resolve here
+        else:
+            manager["static_configs"] = [{"targets": [alertmanager]}]
         [job] = config["scrape_configs"]
         job["static_configs"] = [{"targets": targets}]
         self.config_path = workdir / "prometheus.yml"
