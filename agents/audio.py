@@ -133,6 +133,8 @@ def _record_work(meta: AudioFrameMeta, result: FrameResult) -> None:
     for kind, seconds in result.decode.seconds.items():
         metrics.ASR_DECODE_SECONDS.labels(kind).inc(seconds)
         metrics.ASR_DECODES.labels(kind).inc(result.decode.count.get(kind, 0))
+    for gate_result, seconds in result.decode.gated.items():
+        metrics.ASR_GATED_SECONDS.labels(gate_result).inc(seconds)
     if result.gap_s:
         metrics.AUDIO_GAP_SECONDS.inc(result.gap_s)
     window = state.rtf_window

@@ -93,6 +93,11 @@ ASR_DECODE_SECONDS = Counter(
     "Decoder time by kind: stream (Vosk), partial (Whisper re-decodes of an open utterance), final.",
     ["kind"],
 )
+ASR_GATED_SECONDS = Counter(
+    "streamproc_asr_gated_seconds_total",
+    "Speech gate (Vosk): seconds of speaker-channel audio passed to the decoder or skipped as non-speech.",
+    ["result"],
+)
 ASR_DECODES = Counter("streamproc_asr_decodes_total", "Decoder runs by kind (partial, final; Vosk: stream chunks).", ["kind"])
 AUDIO_UNACKED_FRAMES = Gauge(
     "streamproc_audio_unacked_frames",

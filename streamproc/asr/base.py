@@ -37,6 +37,8 @@ class DecodeStats:
 
     seconds: dict[str, float] = field(default_factory=dict)  # kind (partial/final) → decode seconds
     count: dict[str, int] = field(default_factory=dict)
+    #: Speech gate: seconds of audio passed to the decoder ("decoded") or skipped ("skipped").
+    gated: dict[str, float] = field(default_factory=dict)
 
     def add(self, kind: str, seconds: float) -> None:
         self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
@@ -46,6 +48,8 @@ class DecodeStats:
         for kind, seconds in other.seconds.items():
             self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
             self.count[kind] = self.count.get(kind, 0) + other.count.get(kind, 0)
+        for result, seconds in other.gated.items():
+            self.gated[result] = self.gated.get(result, 0.0) + seconds
 
     @property
     def total_s(self) -> float:

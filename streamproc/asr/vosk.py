@@ -91,8 +91,10 @@ class VoskSession(DecodeStatsMixin):
         segments: list[TranscriptSegment] = []
         for step in self.gate.process(samples16k):
             if step.action is GateAction.feed and step.samples is not None:
+                self._stats.gated["decoded"] = self._stats.gated.get("decoded", 0.0) + len(step.samples) / audio.RECOGNIZER_RATE
                 segments += self._decode(step.samples, now, speech)
             elif step.action is GateAction.skip:
+                self._stats.gated["skipped"] = self._stats.gated.get("skipped", 0.0) + step.seconds
                 self.timeline.skip(step.seconds)
                 self.utterance_start_s = self.timeline.now_s  # nothing open: the skipped audio is done with
             elif step.action is GateAction.close:

@@ -106,15 +106,23 @@ def transcribe(model, samples: np.ndarray, gate: bool, frame_ms: int = 250):
     transcriber = Transcriber(model, TranscriberConfig(partial_interval_s=3600.0, speech_gate=gate))
     frame = RATE * frame_ms // 1000
     finals = []
-    pending_after_pause = "not measured"
+    pending_after_pause: object = "not measured"
+    gated: dict[str, float] = {}
     pause_end = len(samples) - len(speech_16k())
     for seq, start in enumerate(range(0, len(samples), frame)):
         meta = AudioFrameMeta(encoding=AudioEncoding.pcm16, rate=RATE, channels=1, layout="mono", speaker="agent", seq=seq)
         result = transcriber.process_frame("gate", meta, samples[start:start + frame].astype("<i2").tobytes())
         finals += [s for s in result.segments if s.is_final]
+        for kind, seconds in result.decode.gated.items():
+            gated[kind] = gated.get(kind, 0.0) + seconds
         if start + frame >= pause_end and pending_after_pause == "not measured":
             pending_after_pause = transcriber.pending_since_s("gate")
     finals += [s for s in transcriber.end_call("gate") if s.is_final]
+    if gate:  # the metric's figures account for the call's audio (less the pre-roll still held at the end)
+        assert len(samples) / RATE - 0.4 <= gated["decoded"] + gated["skipped"] <= len(samples) / RATE
+        assert gated["skipped"] > SILENCE_S - 1.5
+    else:
+        assert gated == {}
     return finals, pending_after_pause
 
 
