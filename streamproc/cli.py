@@ -248,6 +248,9 @@ def bridge(
     host: str = typer.Option("127.0.0.1", help="Bind address (put a TLS proxy in front for wss:// from the internet)."),
     port: int = typer.Option(8765, help="Port (0: pick a free one)."),
     token: Optional[str] = typer.Option(None, help="Require this bearer token (header, or customParameters.token) (env STREAMPROC_BRIDGE_TOKEN)."),
+    public_url: Optional[str] = typer.Option(
+        None, help="wss://host[:port] Twilio connects to, when a TLS proxy is in front (env STREAMPROC_BRIDGE_PUBLIC_URL)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without any authentication (logged loudly)."),
     chunk_ms: int = typer.Option(250, min=20, max=1000, help="Audio frame length on the audio topic."),
     inbound_speaker: str = typer.Option("customer", help="Who speaks on the inbound track: customer (default) or agent."),
     no_call_events: bool = typer.Option(False, "--no-call-events", help="Audio only: call events come from elsewhere (CTI)."),
@@ -262,12 +265,27 @@ def bridge(
     from .config import get_settings
 
     settings = get_settings()
+    from .exposure import InsecureBind
+
     secret = settings.bridge_token.get_secret_value() if settings.bridge_token else None
-    config = BridgeConfig(host=host, port=port, token=token or secret, chunk_ms=chunk_ms,
-                          inbound_speaker=inbound_speaker, call_events=not no_call_events, metrics_port=metrics_port)
-    run(config, settings, on_ready=lambda c: console.print(
-        f"[green]●[/green] bridge listening on ws://{c.host}:{c.port}/ → {settings.broker} "
-        f"({settings.topic('events')}, {settings.topic('audio')}){' (token required)' if c.token else ''}", markup=True))
+    twilio = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    config = BridgeConfig(host=host, port=port, token=token or secret, twilio_auth_token=twilio,
+                          public_url=public_url or settings.bridge_public_url, chunk_ms=chunk_ms,
+                          inbound_speaker=inbound_speaker, call_events=not no_call_events, metrics_port=metrics_port,
+                          insecure=insecure or settings.insecure)
+
+    def ready(c: BridgeConfig) -> None:
+        needs = " or ".join(what for what, on in (("Twilio signature", c.twilio_auth_token), ("token", c.token)) if on)
+        console.print(
+            f"[green]●[/green] bridge listening on ws://{c.host}:{c.port}/ → {settings.broker} "
+            f"({settings.topic('events')}, {settings.topic('audio')}){f' ({needs} required)' if needs else ''}",
+            markup=True)
+
+    try:
+        run(config, settings, on_ready=ready)
+    except InsecureBind as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
 
 
 @app.command()
