@@ -15,8 +15,10 @@ from rich.console import Console
 app = typer.Typer(help="streamproc: real-time call monitoring on Kafka.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rules files.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+supervisors_app = typer.Typer(help="Dashboard supervisors and their tokens (docs/dashboard.md).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(topics_app, name="topics")
+app.add_typer(supervisors_app, name="supervisors")
 
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -45,14 +47,23 @@ def worker(
         None, help="Speech model: Vosk or Whisper (CTranslate2) dir, model package, lang:en or lang:ko (env STREAMPROC_ASR_MODEL)."
     ),
     loglevel: str = typer.Option("info", "--loglevel", "-l", help="debug, info, warning or error."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Serve the dashboard on a non-loopback --web-host without any token (logged loudly)."),
 ) -> None:
     """Run the production worker (the same as `faust -A agents.app worker`)."""
     _export_settings(broker=broker, rules_file=rules, web_port=web_port, web_host=web_host, topic_prefix=topic_prefix,
-                     asr_model=model)
+                     asr_model=model, insecure=insecure or None)
     from .config import get_settings
+    from .exposure import InsecureBind
     from .rules import RulesError, load_rules
+    from .supervisors import SupervisorsFileError
 
     settings = get_settings()
+    try:
+        check_dashboard_exposure(settings)  # before anything else: a refused start touches nothing
+    except (InsecureBind, SupervisorsFileError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
     try:
         load_rules(settings.rules_file)  # fail here with a readable message, not inside Faust
     except RulesError as exc:
@@ -80,6 +91,21 @@ def worker(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
     run_faust_worker(loglevel)
+
+
+def check_dashboard_exposure(settings) -> None:
+    """The dashboard is served by the worker's web server: refuse it open on a non-loopback address,
+    and read the supervisors tokens file now (one clear error instead of a failure inside Faust)."""
+    from .exposure import check_bind
+    from .supervisors import load_supervisors
+
+    if settings.dashboard_tokens_file is not None:
+        load_supervisors(settings.dashboard_tokens_file)
+    if settings.dashboard_enabled:
+        check_bind("dashboard", settings.web_host,
+                   authenticated=bool(settings.dashboard_tokens_file or settings.dashboard_token),
+                   insecure=settings.insecure,
+                   how="STREAMPROC_DASHBOARD_TOKENS_FILE (per-supervisor tokens) or STREAMPROC_DASHBOARD_TOKEN")
 
 
 def run_faust_worker(loglevel: str = "info") -> None:
@@ -134,6 +160,50 @@ def topics_create(
 
     for name, count in ensure_topics(get_settings()).items():
         console.print(f"{name}: {count} partitions")
+
+
+def _tokens_file(file: Optional[Path]) -> Path:
+    from .config import get_settings
+
+    path = file or get_settings().dashboard_tokens_file
+    if path is None:
+        err.print("[red]no tokens file: pass --file or set STREAMPROC_DASHBOARD_TOKENS_FILE[/red]")
+        raise typer.Exit(2)
+    return path
+
+
+@supervisors_app.command("add")
+def supervisors_add(
+    name: str = typer.Argument(..., help="The supervisor's name, as acknowledgements will record it."),
+    queue: list[str] = typer.Option(..., "--queue", "-q", help="A queue they may see (repeat; '*' = every queue)."),
+    team: Optional[str] = typer.Option(None, help="Team, shown on the page."),
+    file: Optional[Path] = typer.Option(None, help="Tokens file (env STREAMPROC_DASHBOARD_TOKENS_FILE)."),
+) -> None:
+    """Add a supervisor (or issue a new token to one): prints the token ONCE; the file keeps only its hash."""
+    from .supervisors import SupervisorsFileError, add_supervisor
+
+    path = _tokens_file(file)
+    try:
+        token = add_supervisor(path, name, queue, team)
+    except (SupervisorsFileError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    err.print(f"[green]ok[/green] {name} may see {', '.join(queue)}; token (shown once, give it to {name}):")
+    print(token)  # alone on stdout, for scripts
+
+
+@supervisors_app.command("list")
+def supervisors_list(file: Optional[Path] = typer.Option(None, help="Tokens file (env STREAMPROC_DASHBOARD_TOKENS_FILE).")) -> None:
+    """Who may log in to the dashboard, and which queues they see (never any token)."""
+    from .supervisors import SupervisorsFileError, load_supervisors
+
+    try:
+        parsed = load_supervisors(_tokens_file(file))
+    except SupervisorsFileError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    for entry in parsed.supervisors:
+        console.print(f"{entry.name}\t{', '.join(entry.queues)}\t{entry.team or ''}")
 
 
 @app.command()
