@@ -403,6 +403,8 @@ async def dashboard_events(self: web.View, request: web.Request) -> aioweb.Strea
             seq = board.seq
             if not changes and time.monotonic() - last_write < PING_S:
                 continue  # only other calls' transcript lines: nothing for this page yet
+            if not changes and _DIRECTORY.enabled and _viewer(request) != viewer:
+                break  # token revoked or queues changed in the tokens file: the page reconnects with the new rights
             meta = {"seq": seq, "server_time": time.time(), "caught_up": feed.caught_up}
             await response.write(_sse("changes", meta | {"changes": changes}) if changes else _sse("ping", meta))
             last_write = time.monotonic()

@@ -474,6 +474,20 @@ def test_each_supervisor_sees_their_queues_and_acknowledges_as_themselves(worker
         context.close()
     assert len(acks.wait_for(lambda v: len(v) >= 1, timeout_s=1)) == 1, "the refused requests produced no ack"
 
+    # A new token for Dana voids the old one, also for a stream that is already open: it ends, and
+    # reconnecting with the old token is refused.
+    import urllib.request
+
+    stream = urllib.request.urlopen(urllib.request.Request(base + "/dashboard/events", headers=dana_auth), timeout=30)
+    assert stream.readline().startswith(b"retry:")
+    add_supervisor(tokens_file, "Dana Park", ["billing"])
+    ended_after = 0
+    while stream.readline():  # snapshot, then pings every 5 s until the server ends the stream
+        ended_after += 1
+        assert ended_after < 200, "the revoked stream went on"
+    stream.close()
+    assert http_get(base + "/dashboard/api/state", headers=dana_auth)[0] == 401
+
     # Tokens never reach the log, whichever way they came (form, header, ?token= link).
     log_text = worker.log_path.read_text(errors="replace")
     assert "acknowledged by Dana Park" in log_text, "the log was captured"
