@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     tts_command: str | None = Field(
         None, description="TTS command template for `streamproc synth` ({text} {voice} {lang} {out}); espeak-ng when unset."
     )
-    bridge_token: SecretStr | None = Field(None, description="Bearer token `streamproc bridge` requires; open when unset.")
+    bridge_token: SecretStr | None = Field(
+        None, description="Bearer token `streamproc bridge` requires; open when unset (loopback only, or --insecure)."
+    )
     twilio_auth_token: SecretStr | None = Field(
         None, description="Twilio account auth token: the bridge validates X-Twilio-Signature on every handshake."
     )
