@@ -386,3 +386,23 @@ def test_a_broken_tokens_file_says_where(tmp_path):
     path.write_text("version: 1\nsupervisors:\n  - name: Dana\n    token_sha256: not-a-hash\n    queues: [billing]\n")
     with pytest.raises(SupervisorsFileError, match=r"line 4, supervisors.0.token_sha256"):
         load_supervisors(path)
+
+
+def test_supervisors_add_prints_the_token_once_and_stores_its_hash(tmp_path):
+    import subprocess
+    import sys
+
+    from streamproc.supervisors import load_supervisors, token_hash
+
+    path = tmp_path / "supervisors.yaml"
+    result = subprocess.run([sys.executable, "-m", "streamproc", "supervisors", "add", "Dana Park", "--queue", "billing",
+                             "--queue", "support", "--file", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert len(token) >= 40 and "\n" not in token, "the token, alone on stdout"
+    [entry] = load_supervisors(path).supervisors
+    assert entry.token_sha256 == token_hash(token) and entry.queues == ("billing", "support")
+    assert token not in path.read_text()
+    listing = subprocess.run([sys.executable, "-m", "streamproc", "supervisors", "list", "--file", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert "Dana Park" in listing.stdout and "billing, support" in listing.stdout and token not in listing.stdout
