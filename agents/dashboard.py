@@ -386,7 +386,7 @@ async def dashboard_events(self: web.View, request: web.Request) -> aioweb.Strea
         state = _state(call_id, viewer)
         seq = state["seq"]
         await response.write(_sse("snapshot", state))
-        last_write = time.monotonic()
+        last_write = last_check = time.monotonic()
         while not feed.closing.is_set():
             if board.seq == seq:  # changes made while we were writing are sent without waiting
                 await feed.wait_for_change(PING_S)
@@ -403,8 +403,10 @@ async def dashboard_events(self: web.View, request: web.Request) -> aioweb.Strea
             seq = board.seq
             if not changes and time.monotonic() - last_write < PING_S:
                 continue  # only other calls' transcript lines: nothing for this page yet
-            if not changes and _DIRECTORY.enabled and _viewer(request) != viewer:
-                break  # token revoked or queues changed in the tokens file: the page reconnects with the new rights
+            if _DIRECTORY.enabled and time.monotonic() - last_check >= PING_S:
+                last_check = time.monotonic()
+                if _viewer(request) != viewer:
+                    break  # token revoked or queues changed in the tokens file: the page reconnects with the new rights
             meta = {"seq": seq, "server_time": time.time(), "caught_up": feed.caught_up}
             await response.write(_sse("changes", meta | {"changes": changes}) if changes else _sse("ping", meta))
             last_write = time.monotonic()
