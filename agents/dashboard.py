@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from importlib import resources
 
@@ -30,8 +31,10 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
 from streamproc import metrics
-from streamproc.dashboard import SESSION_COOKIE, BoardTopics, CallBoard, is_authorized, session_value
+from streamproc.dashboard import SESSION_COOKIE, BoardTopics, CallBoard, authenticate, session_value
+from streamproc.exposure import check_bind
 from streamproc.schemas import AlertAck
+from streamproc.supervisors import Directory, Supervisor, SupervisorsFileError
 
 from .app import app, settings
 from .shared import current_rules
@@ -47,6 +50,19 @@ COALESCE_S = 0.05  # gather a burst of changes into one message
 EXPIRE_EVERY_S = 5.0
 
 _TOKEN = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+# Per-supervisor identities (streamproc/supervisors.py). A bad file stops the worker at start
+# (streamproc worker checks it first); a bad edit later keeps the last good directory.
+_DIRECTORY = Directory(
+    settings.dashboard_tokens_file,
+    settings.dashboard_session_secret.get_secret_value().encode() if settings.dashboard_session_secret else secrets.token_bytes(32),
+)
+if settings.dashboard_enabled and not settings.insecure:
+    # `streamproc worker` checked this already with a readable message (and logs --insecure);
+    # this also covers `faust -A agents.app worker`.
+    check_bind("dashboard", settings.web_host, authenticated=_DIRECTORY.enabled or bool(_TOKEN), insecure=False,
+               how="STREAMPROC_DASHBOARD_TOKENS_FILE or STREAMPROC_DASHBOARD_TOKEN")
+if _DIRECTORY.enabled and _TOKEN:
+    log.warning("STREAMPROC_DASHBOARD_TOKEN is ignored: the supervisors tokens file gives every supervisor their own token")
 _ASSETS = resources.files("streamproc.data").joinpath("dashboard")
 _STATIC = {
     "app.js": "application/javascript",
@@ -229,13 +245,27 @@ async def stop_dashboard_feed(sender, **kwargs) -> None:
 # --------------------------------------------------------------------------- HTTP
 
 
-def _authorized(request: web.Request) -> bool:
-    return is_authorized(
+def _viewer(request: web.Request) -> Supervisor | None:
+    """The authenticated supervisor (ANONYMOUS without identities), or None."""
+    try:
+        _DIRECTORY.refresh()
+    except SupervisorsFileError as exc:
+        log.error("supervisors tokens file not reloaded, keeping the previous one: %s", exc)
+    return authenticate(
         _TOKEN,
+        _DIRECTORY,
         authorization=request.headers.get("Authorization"),
         cookie=request.cookies.get(SESSION_COOKIE),
         query_token=request.query.get("token"),
     )
+
+
+def _session_cookie(token: str) -> str:
+    return _DIRECTORY.session_for(token) if _DIRECTORY.enabled else session_value(_TOKEN or "")
+
+
+def _needs_login() -> bool:
+    return _DIRECTORY.enabled or bool(_TOKEN)
 
 
 def _unauthorized() -> aioweb.Response:
@@ -250,10 +280,10 @@ def _not_enabled() -> aioweb.Response:
     return aioweb.json_response({"error": "the dashboard is disabled (STREAMPROC_DASHBOARD_ENABLED=false)"}, status=404)
 
 
-def _with_session(response: aioweb.StreamResponse, request: web.Request) -> aioweb.StreamResponse:
+def _with_session(response: aioweb.StreamResponse, request: web.Request, token: str) -> aioweb.StreamResponse:
     secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
     response.set_cookie(
-        SESSION_COOKIE, session_value(_TOKEN or ""), httponly=True, samesite="Strict", path="/", secure=secure
+        SESSION_COOKIE, _session_cookie(token), httponly=True, samesite="Strict", path="/", secure=secure
     )
     return response
 
@@ -273,8 +303,11 @@ def _login_page(failed: bool = False, status: int = 401) -> aioweb.Response:
     return _html(page, status)
 
 
-def _state(call_id: str | None) -> dict:
-    return board.snapshot(call_id) | {"feed": {"caught_up": feed.caught_up, "worker": settings.app_id}}
+def _state(call_id: str | None, viewer: Supervisor) -> dict:
+    return board.snapshot(call_id, viewer=viewer) | {
+        "feed": {"caught_up": feed.caught_up, "worker": settings.app_id},
+        "viewer": viewer.view() | {"identified": viewer.name is not None},
+    }
 
 
 @app.page("/")
@@ -282,11 +315,11 @@ async def dashboard_index(self: web.View, request: web.Request) -> web.Response:
     if not settings.dashboard_enabled:
         return _not_enabled()
     feed.ensure_started()
-    if not _authorized(request):
+    if _viewer(request) is None:
         return _login_page()
-    if _TOKEN and request.query.get("token"):
+    if _needs_login() and request.query.get("token"):
         # Trade the token in the URL for the session cookie and drop it from the address bar.
-        return _with_session(_see_other("/"), request)
+        return _with_session(_see_other("/"), request, request.query["token"])
     return _html(_asset("index.html"))
 
 
@@ -297,8 +330,8 @@ class DashboardLogin(web.View):
     async def post(self, request: web.Request) -> web.Response:
         form = await request.post()
         token = str(form.get("token", ""))
-        if _TOKEN is None or is_authorized(_TOKEN, query_token=token):
-            return _with_session(_see_other("/"), request)
+        if not _needs_login() or authenticate(_TOKEN, _DIRECTORY, query_token=token) is not None:
+            return _with_session(_see_other("/"), request, token)
         return _login_page(failed=True)
 
 
@@ -322,10 +355,11 @@ for _name, _type in _STATIC.items():
 async def dashboard_state(self: web.View, request: web.Request) -> web.Response:
     if not settings.dashboard_enabled:
         return _not_enabled()
-    if not _authorized(request):
+    viewer = _viewer(request)
+    if viewer is None:
         return _unauthorized()
     feed.ensure_started()
-    return aioweb.json_response(_state(request.query.get("call") or None), headers=_SECURITY_HEADERS)
+    return aioweb.json_response(_state(request.query.get("call") or None, viewer), headers=_SECURITY_HEADERS)
 
 
 def _sse(event: str, data: dict) -> bytes:
@@ -336,7 +370,8 @@ def _sse(event: str, data: dict) -> bytes:
 async def dashboard_events(self: web.View, request: web.Request) -> aioweb.StreamResponse:
     if not settings.dashboard_enabled:
         return _not_enabled()
-    if not _authorized(request):
+    viewer = _viewer(request)
+    if viewer is None:
         return _unauthorized()
     feed.ensure_started()
     call_id = request.query.get("call") or None
@@ -348,19 +383,19 @@ async def dashboard_events(self: web.View, request: web.Request) -> aioweb.Strea
     metrics.DASHBOARD_CLIENTS.inc()
     try:
         await response.write(b"retry: 1000\n\n")
-        state = _state(call_id)
+        state = _state(call_id, viewer)
         seq = state["seq"]
         await response.write(_sse("snapshot", state))
-        last_write = time.monotonic()
+        last_write = last_check = time.monotonic()
         while not feed.closing.is_set():
             if board.seq == seq:  # changes made while we were writing are sent without waiting
                 await feed.wait_for_change(PING_S)
             if feed.closing.is_set():
                 break
             await asyncio.sleep(COALESCE_S)
-            changes = board.changes_since(seq, call_id)
+            changes = board.changes_since(seq, call_id, viewer)
             if changes is None:  # fell behind the change ring: start over from a snapshot
-                state = _state(call_id)
+                state = _state(call_id, viewer)
                 seq = state["seq"]
                 await response.write(_sse("snapshot", state))
                 last_write = time.monotonic()
@@ -368,6 +403,10 @@ async def dashboard_events(self: web.View, request: web.Request) -> aioweb.Strea
             seq = board.seq
             if not changes and time.monotonic() - last_write < PING_S:
                 continue  # only other calls' transcript lines: nothing for this page yet
+            if _DIRECTORY.enabled and time.monotonic() - last_check >= PING_S:
+                last_check = time.monotonic()
+                if _viewer(request) != viewer:
+                    break  # token revoked or queues changed in the tokens file: the page reconnects with the new rights
             meta = {"seq": seq, "server_time": time.time(), "caught_up": feed.caught_up}
             await response.write(_sse("changes", meta | {"changes": changes}) if changes else _sse("ping", meta))
             last_write = time.monotonic()
@@ -382,7 +421,8 @@ class DashboardAck(web.View):
     async def post(self, request: web.Request) -> web.Response:
         if not settings.dashboard_enabled:
             return _not_enabled()
-        if not _authorized(request):
+        viewer = _viewer(request)
+        if viewer is None:
             return _unauthorized()
         # JSON only: a cross-site form cannot send it without a CORS preflight, which this server never grants.
         if request.content_type != "application/json":
@@ -396,8 +436,20 @@ class DashboardAck(web.View):
         alert = board.alert(str(body.get("alert_id", "")))
         if alert is None:
             return aioweb.json_response({"error": f"unknown alert {body.get('alert_id')!r}"}, status=404)
+        if not viewer.may_see(board.alert_queue(alert["alert_id"])):
+            log.warning("%s tried to acknowledge alert %s of a queue they may not see", viewer.name, alert["alert_id"])
+            return aioweb.json_response({"error": "this alert is in a queue you may not see"}, status=403)
+        acked_by = body.get("acked_by")
+        if viewer.name is not None:
+            # The name comes from the token: a request naming someone else is refused, not rewritten.
+            if acked_by not in (None, "", viewer.name):
+                log.warning("%s sent an acknowledgement naming %r: refused", viewer.name, acked_by)
+                return aioweb.json_response(
+                    {"error": f"acked_by is set from your token ({viewer.name}); leave it out"}, status=403
+                )
+            acked_by = viewer.name
         try:
-            ack = AlertAck(alert_id=alert["alert_id"], call_id=alert["call_id"], acked_by=body.get("acked_by"), note=body.get("note"))
+            ack = AlertAck(alert_id=alert["alert_id"], call_id=alert["call_id"], acked_by=acked_by, note=body.get("note"))
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
             return aioweb.json_response({"error": problems}, status=400)

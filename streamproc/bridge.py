@@ -9,6 +9,12 @@ media format, custom parameters) → ``media`` (base64 G.711 μ-law 8 kHz, 20 ms
 - audio frames on ``calls.audio``: the μ-law bytes re-chunked into ``chunk_ms`` frames per
   track (inbound = customer, outbound = agent by default) with AudioFrameMeta headers.
 
+Authentication (docs/bridge.md): with ``twilio_auth_token`` set, the handshake must carry a valid
+``X-Twilio-Signature`` (Twilio's HMAC-SHA1 of the URL it connected to, checked with the official
+``twilio`` package's ``RequestValidator``); a wrong one is refused with HTTP 403 and counted in
+``streamproc_bridge_rejected_total{reason}``. A connection without the header may still present
+``token`` (``Authorization: Bearer`` or ``customParameters.token``) for media forks that cannot sign.
+
 Protection: messages over ``max_message_bytes`` are refused by the WebSocket layer; anything
 that is not the protocol (bad JSON, unknown event, media before start, bad base64, wrong
 encoding), a sequence number other than the previous + 1, audio arriving much faster than
@@ -54,7 +60,11 @@ class BridgeConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
-    token: str | None = Field(None, description="Bearer token (header) or customParameters.token (Twilio cannot set headers).")
+    token: str | None = Field(None, description="Bearer token (header) or customParameters.token (forks that cannot sign).")
+    twilio_auth_token: str | None = Field(None, description="Validate X-Twilio-Signature (HMAC-SHA1 of the URL) with it.")
+    public_url: str | None = Field(
+        None, description="wss://host[:port] Twilio connects to when a TLS proxy is in front; the request path is appended."
+    )
     chunk_ms: int = Field(250, ge=MIN_FRAME_MS, le=1000)
     max_message_bytes: int = Field(64 * 1024, ge=1024)
     max_media_ms: int = Field(1000, ge=20, description="Largest audio payload in one media message.")
@@ -70,6 +80,14 @@ class BridgeConfig(BaseModel):
     default_agent_id: str = "unassigned"
     default_queue: str = "telephony"
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve Prometheus /metrics on this port (same host).")
+    insecure: bool = Field(False, description="Allow a non-loopback host without token or signature validation (logged).")
+
+    def check_exposure(self) -> None:
+        """Refuse a non-loopback bind without authentication (streamproc.exposure)."""
+        from .exposure import check_bind
+
+        check_bind("media bridge", self.host, authenticated=bool(self.token or self.twilio_auth_token),
+                   insecure=self.insecure, how="STREAMPROC_TWILIO_AUTH_TOKEN (signature validation) or STREAMPROC_BRIDGE_TOKEN")
 
 
 class CloseCall(Exception):
@@ -266,6 +284,24 @@ class Bridge:
         self.shutting_down = False
         self.closed_reasons: collections.deque[str] = collections.deque(maxlen=1000)  # recent ends, for tests and debugging
 
+    def signed_url(self, request) -> str:
+        """The URL Twilio signed: its origin (``public_url`` behind a TLS proxy, else wss:// + the Host
+        header) followed by the request path and query exactly as received."""
+        origin = self.config.public_url or f"wss://{request.headers.get('Host', '')}"
+        return origin.rstrip("/") + request.path
+
+    def _signature(self, request) -> bool | None:
+        """True/False when Twilio validation is on and the handshake is signed, None when unsigned or off."""
+        if not self.config.twilio_auth_token:
+            return None
+        signature = request.headers.get("X-Twilio-Signature")
+        if signature is None:
+            return None
+        from twilio.request_validator import RequestValidator
+
+        # No body on a WebSocket upgrade: the signature covers the URL alone (query included).
+        return RequestValidator(self.config.twilio_auth_token).validate(self.signed_url(request), {}, signature)
+
     def _authorized_by_header(self, request) -> bool | None:
         """True/False when an Authorization header is present, None when absent (token may come in 'start')."""
         header = request.headers.get("Authorization")
@@ -278,13 +314,28 @@ class Bridge:
         if self.active >= self.config.max_connections:
             metrics.BRIDGE_CLOSES.labels(reason="too_many_connections").inc()
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
-        if self.config.token and self._authorized_by_header(request) is False:
-            metrics.BRIDGE_CLOSES.labels(reason="unauthorized").inc()
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "bad token\n")
+        signed = self._signature(request)
+        if signed is False:
+            return self._reject(connection, HTTPStatus.FORBIDDEN, "bad_signature",
+                                "X-Twilio-Signature does not match this URL and the auth token\n")
+        if signed is None and self.config.twilio_auth_token and not self.config.token:
+            return self._reject(connection, HTTPStatus.FORBIDDEN, "missing_signature",
+                                "X-Twilio-Signature required (TWILIO auth token validation is on)\n")
+        if signed is None and self.config.token and self._authorized_by_header(request) is False:
+            return self._reject(connection, HTTPStatus.UNAUTHORIZED, "bad_token", "bad token\n")
         return None
 
+    @staticmethod
+    def _reject(connection, status: HTTPStatus, reason: str, body: str):
+        metrics.BRIDGE_REJECTED.labels(reason=reason).inc()
+        metrics.BRIDGE_CLOSES.labels(reason="unauthorized").inc()
+        log.warning("bridge refused a connection from %s: %s", connection.remote_address[0] if connection.remote_address else "?", reason)
+        return connection.respond(status, body)
+
     async def handler(self, websocket) -> None:
-        authorized = not self.config.token or bool(self._authorized_by_header(websocket.request))
+        request = websocket.request
+        open_access = not self.config.token and not self.config.twilio_auth_token
+        authorized = open_access or bool(self._signature(request)) or bool(self._authorized_by_header(request))
         session = CallSession(self.config, authorized=authorized)
         queue: asyncio.Queue[Outgoing | None] = asyncio.Queue(self.config.queue_frames)
         sender = asyncio.create_task(self._drain(queue))
@@ -301,6 +352,8 @@ class Bridge:
                     await self._enqueue(queue, outgoing, sender)
         except CloseCall as exc:
             code, reason, detail = exc.code, exc.reason, exc.detail
+            if reason == "unauthorized":
+                metrics.BRIDGE_REJECTED.labels(reason="bad_token").inc()
         except Exception as exc:  # ConnectionClosed (abrupt disconnect), oversized message, …
             from websockets.exceptions import ConnectionClosed
 
@@ -367,6 +420,7 @@ class Bridge:
     async def start(self):
         from websockets.asyncio.server import serve
 
+        self.config.check_exposure()
         self.server = await serve(
             self.handler, self.config.host, self.config.port,
             process_request=self._process_request, max_size=self.config.max_message_bytes,
@@ -411,6 +465,7 @@ def run(config: BridgeConfig, settings, on_ready: Callable[[BridgeConfig], Any] 
 
     from .kafka_admin import client_security, ensure_topics
 
+    config.check_exposure()  # before touching Kafka: a refused start has no side effects
     ensure_topics(settings)
     if config.metrics_port is not None:
         from prometheus_client import start_http_server

@@ -15,10 +15,12 @@ from rich.console import Console
 app = typer.Typer(help="streamproc: real-time call monitoring on Kafka.", no_args_is_help=True, add_completion=False)
 rules_app = typer.Typer(help="Work with rules files.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+supervisors_app = typer.Typer(help="Dashboard supervisors and their tokens (docs/dashboard.md).", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 alerts_app = typer.Typer(help="Follow alerts (and post-call summaries) as a downstream reader.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(supervisors_app, name="supervisors")
 
 console = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -47,14 +49,23 @@ def worker(
         None, help="Speech model: Vosk or Whisper (CTranslate2) dir, model package, lang:en or lang:ko (env STREAMPROC_ASR_MODEL)."
     ),
     loglevel: str = typer.Option("info", "--loglevel", "-l", help="debug, info, warning or error."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Serve the dashboard on a non-loopback --web-host without any token (logged loudly)."),
 ) -> None:
     """Run the production worker (the same as `faust -A agents.app worker`)."""
     _export_settings(broker=broker, rules_file=rules, web_port=web_port, web_host=web_host, topic_prefix=topic_prefix,
-                     asr_model=model)
+                     asr_model=model, insecure=insecure or None)
     from .config import get_settings
+    from .exposure import InsecureBind
     from .rules import RulesError, load_rules
+    from .supervisors import SupervisorsFileError
 
     settings = get_settings()
+    try:
+        check_dashboard_exposure(settings)  # before anything else: a refused start touches nothing
+    except (InsecureBind, SupervisorsFileError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
     try:
         load_rules(settings.rules_file)  # fail here with a readable message, not inside Faust
     except RulesError as exc:
@@ -82,6 +93,21 @@ def worker(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
     run_faust_worker(loglevel)
+
+
+def check_dashboard_exposure(settings) -> None:
+    """The dashboard is served by the worker's web server: refuse it open on a non-loopback address,
+    and read the supervisors tokens file now (one clear error instead of a failure inside Faust)."""
+    from .exposure import check_bind
+    from .supervisors import load_supervisors
+
+    if settings.dashboard_tokens_file is not None:
+        load_supervisors(settings.dashboard_tokens_file)
+    if settings.dashboard_enabled:
+        check_bind("dashboard", settings.web_host,
+                   authenticated=bool(settings.dashboard_tokens_file or settings.dashboard_token),
+                   insecure=settings.insecure,
+                   how="STREAMPROC_DASHBOARD_TOKENS_FILE (per-supervisor tokens) or STREAMPROC_DASHBOARD_TOKEN")
 
 
 def run_faust_worker(loglevel: str = "info") -> None:
@@ -136,6 +162,50 @@ def topics_create(
 
     for name, count in ensure_topics(get_settings()).items():
         console.print(f"{name}: {count} partitions")
+
+
+def _tokens_file(file: Optional[Path]) -> Path:
+    from .config import get_settings
+
+    path = file or get_settings().dashboard_tokens_file
+    if path is None:
+        err.print("[red]no tokens file: pass --file or set STREAMPROC_DASHBOARD_TOKENS_FILE[/red]")
+        raise typer.Exit(2)
+    return path
+
+
+@supervisors_app.command("add")
+def supervisors_add(
+    name: str = typer.Argument(..., help="The supervisor's name, as acknowledgements will record it."),
+    queue: list[str] = typer.Option(..., "--queue", "-q", help="A queue they may see (repeat; '*' = every queue)."),
+    team: Optional[str] = typer.Option(None, help="Team, shown on the page."),
+    file: Optional[Path] = typer.Option(None, help="Tokens file (env STREAMPROC_DASHBOARD_TOKENS_FILE)."),
+) -> None:
+    """Add a supervisor (or issue a new token to one): prints the token ONCE; the file keeps only its hash."""
+    from .supervisors import SupervisorsFileError, add_supervisor
+
+    path = _tokens_file(file)
+    try:
+        token = add_supervisor(path, name, queue, team)
+    except (SupervisorsFileError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    err.print(f"[green]ok[/green] {name} may see {', '.join(queue)}; token (shown once, give it to {name}):")
+    print(token)  # alone on stdout, for scripts
+
+
+@supervisors_app.command("list")
+def supervisors_list(file: Optional[Path] = typer.Option(None, help="Tokens file (env STREAMPROC_DASHBOARD_TOKENS_FILE).")) -> None:
+    """Who may log in to the dashboard, and which queues they see (never any token)."""
+    from .supervisors import SupervisorsFileError, load_supervisors
+
+    try:
+        parsed = load_supervisors(_tokens_file(file))
+    except SupervisorsFileError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    for entry in parsed.supervisors:
+        console.print(f"{entry.name}\t{', '.join(entry.queues)}\t{entry.team or ''}")
 
 
 @app.command()
@@ -344,6 +414,9 @@ def bridge(
     host: str = typer.Option("127.0.0.1", help="Bind address (put a TLS proxy in front for wss:// from the internet)."),
     port: int = typer.Option(8765, help="Port (0: pick a free one)."),
     token: Optional[str] = typer.Option(None, help="Require this bearer token (header, or customParameters.token) (env STREAMPROC_BRIDGE_TOKEN)."),
+    public_url: Optional[str] = typer.Option(
+        None, help="wss://host[:port] Twilio connects to, when a TLS proxy is in front (env STREAMPROC_BRIDGE_PUBLIC_URL)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without any authentication (logged loudly)."),
     chunk_ms: int = typer.Option(250, min=20, max=1000, help="Audio frame length on the audio topic."),
     inbound_speaker: str = typer.Option("customer", help="Who speaks on the inbound track: customer (default) or agent."),
     no_call_events: bool = typer.Option(False, "--no-call-events", help="Audio only: call events come from elsewhere (CTI)."),
@@ -358,12 +431,27 @@ def bridge(
     from .config import get_settings
 
     settings = get_settings()
+    from .exposure import InsecureBind
+
     secret = settings.bridge_token.get_secret_value() if settings.bridge_token else None
-    config = BridgeConfig(host=host, port=port, token=token or secret, chunk_ms=chunk_ms,
-                          inbound_speaker=inbound_speaker, call_events=not no_call_events, metrics_port=metrics_port)
-    run(config, settings, on_ready=lambda c: console.print(
-        f"[green]●[/green] bridge listening on ws://{c.host}:{c.port}/ → {settings.broker} "
-        f"({settings.topic('events')}, {settings.topic('audio')}){' (token required)' if c.token else ''}", markup=True))
+    twilio = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+    config = BridgeConfig(host=host, port=port, token=token or secret, twilio_auth_token=twilio,
+                          public_url=public_url or settings.bridge_public_url, chunk_ms=chunk_ms,
+                          inbound_speaker=inbound_speaker, call_events=not no_call_events, metrics_port=metrics_port,
+                          insecure=insecure or settings.insecure)
+
+    def ready(c: BridgeConfig) -> None:
+        needs = " or ".join(what for what, on in (("Twilio signature", c.twilio_auth_token), ("token", c.token)) if on)
+        console.print(
+            f"[green]●[/green] bridge listening on ws://{c.host}:{c.port}/ → {settings.broker} "
+            f"({settings.topic('events')}, {settings.topic('audio')}){f' ({needs} required)' if needs else ''}",
+            markup=True)
+
+    try:
+        run(config, settings, on_ready=ready)
+    except InsecureBind as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -41,7 +41,13 @@ class Settings(BaseSettings):
     # Supervisor dashboard (docs/dashboard.md), served at / by the same web server.
     dashboard_enabled: bool = Field(True, description="Serve the live dashboard and run its all-partition topic reader.")
     dashboard_token: SecretStr | None = Field(
-        None, description="Bearer token the dashboard requires (header, login cookie or ?token=); open when unset."
+        None, description="One shared page token (dev fallback: no identities); open when unset and no tokens file."
+    )
+    dashboard_tokens_file: Path | None = Field(
+        None, description="Supervisors tokens YAML (`streamproc supervisors add`): per-supervisor token, name, queues."
+    )
+    dashboard_session_secret: SecretStr | None = Field(
+        None, description="Key of the login cookies; unset: random per process (log in again after a restart)."
     )
     dashboard_history_s: float = Field(
         8 * 3600.0, gt=0, description="How far back the dashboard reads calls and alerts when the worker starts."
@@ -89,7 +95,18 @@ class Settings(BaseSettings):
     tts_command: str | None = Field(
         None, description="TTS command template for `streamproc synth` ({text} {voice} {lang} {out}); espeak-ng when unset."
     )
-    bridge_token: SecretStr | None = Field(None, description="Bearer token `streamproc bridge` requires; open when unset.")
+    bridge_token: SecretStr | None = Field(
+        None, description="Bearer token `streamproc bridge` requires; open when unset (loopback only, or --insecure)."
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="Twilio account auth token: the bridge validates X-Twilio-Signature on every handshake."
+    )
+    bridge_public_url: str | None = Field(
+        None, description="wss://host[:port] Twilio connects to, when a TLS proxy is in front (the signed URL's origin)."
+    )
+    insecure: bool = Field(
+        False, description="Allow the dashboard/bridge on a non-loopback address without authentication (logged loudly)."
+    )
     # Kafka client security, passed through to Faust/aiokafka (docs/configuration.md).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -31,6 +31,7 @@ from .detect.hold import CallState, CallStatus, apply_event
 from .errors import InputRejected
 from .rules import RulesFile
 from .schemas import Alert, AlertAck, Severity, TranscriptSegment, parse_call_event, parse_message
+from .supervisors import ANONYMOUS, Directory, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class CallBoard:
         self._calls: dict[str, CallState] = {}
         self._last_seen: dict[str, float] = {}  # call id -> wall time of its newest event record
         self._risk: dict[str, float] = {}  # call id -> latest call risk score (call_at_risk alerts)
+        # call id -> queue, also for calls whose events this board never read (from their alerts):
+        # what decides which supervisor may see a call's alerts, acks and transcript lines.
+        self._queues: OrderedDict[str, str] = OrderedDict()
         self._alerts: dict[str, dict[str, Any]] = {}
         self._alert_partitions: dict[str, int | None] = {}
         self._acks: OrderedDict[str, dict[str, Any]] = OrderedDict()  # alert id -> newest ack
@@ -147,6 +151,7 @@ class CallBoard:
             return
         self._calls[event.call_id] = outcome.state
         self._last_seen[event.call_id] = wall
+        self._remember_queue(event.call_id, outcome.state.queue)
         self._emit({"type": "call", "call": self.call_view(outcome.state)})
 
     def _apply_alert(self, alert: Alert, partition: int | None) -> None:
@@ -154,6 +159,8 @@ class CallBoard:
         view["ack"] = self._acks.get(alert.alert_id)
         previous = self._alerts.get(alert.alert_id)
         self._alert_partitions[alert.alert_id] = partition
+        if alert.queue:
+            self._remember_queue(alert.call_id, alert.queue)
         if previous == view:
             return  # a re-sent alert (at-least-once delivery): same id, nothing new to show
         self._alerts[alert.alert_id] = view
@@ -221,7 +228,7 @@ class CallBoard:
                 self._last_seen.pop(call_id, None)
                 self._risk.pop(call_id, None)
                 self._transcripts.pop(call_id, None)
-                self._emit({"type": "call_removed", "call_id": call_id})
+                self._emit({"type": "call_removed", "call_id": call_id, "queue": state.queue})
                 dropped += 1
         horizon = now - self.history_s
         old = [alert_id for alert_id, alert in self._alerts.items() if _epoch(alert["detected_at"]) < horizon]
@@ -230,9 +237,45 @@ class CallBoard:
 
     def _drop_alerts(self, alert_ids: Iterable[str]) -> None:
         for alert_id in list(alert_ids):
-            if self._alerts.pop(alert_id, None) is not None:
+            alert = self._alerts.pop(alert_id, None)
+            if alert is not None:
                 self._alert_partitions.pop(alert_id, None)
-                self._emit({"type": "alert_removed", "alert_id": alert_id})
+                self._emit({"type": "alert_removed", "alert_id": alert_id, "queue": self._alert_queue(alert)})
+
+    # ------------------------------------------------------------------ who may see what
+
+    def _remember_queue(self, call_id: str, queue: str | None) -> None:
+        if not queue:
+            return
+        self._queues[call_id] = queue
+        self._queues.move_to_end(call_id)
+        while len(self._queues) > max(self.max_transcript_calls, self.max_alerts) * 10:
+            self._queues.popitem(last=False)
+
+    def queue_of(self, call_id: str) -> str | None:
+        state = self._calls.get(call_id)
+        if state is not None and state.queue:
+            return state.queue
+        return self._queues.get(call_id)
+
+    def _alert_queue(self, alert: dict[str, Any]) -> str | None:
+        return alert.get("queue") or self.queue_of(alert["call_id"])
+
+    def alert_queue(self, alert_id: str) -> str | None:
+        alert = self._alerts.get(alert_id)
+        return self._alert_queue(alert) if alert is not None else None
+
+    def _change_queue(self, change: dict[str, Any]) -> str | None:
+        kind = change["type"]
+        if kind == "call":
+            return change["call"]["queue"]
+        if kind == "alert":
+            return self._alert_queue(change["alert"])
+        if kind in ("call_removed", "alert_removed"):
+            return change.get("queue")
+        if kind == "ack":
+            return self.alert_queue(change["ack"]["alert_id"]) or self.queue_of(change["ack"]["call_id"])
+        return self.queue_of(change["call_id"])  # transcript
 
     # ------------------------------------------------------------------ output
 
@@ -278,29 +321,41 @@ class CallBoard:
     def transcript(self, call_id: str) -> list[dict[str, Any]]:
         return list(self._transcripts.get(call_id, {}).values())
 
-    def snapshot(self, call_id: str | None = None, now: float | None = None) -> dict[str, Any]:
-        """Everything a page needs to draw itself; ``call_id`` selects whose transcript is included."""
+    def snapshot(self, call_id: str | None = None, now: float | None = None, viewer: Supervisor = ANONYMOUS) -> dict[str, Any]:
+        """Everything a page needs to draw itself; ``call_id`` selects whose transcript is included.
+
+        Only what ``viewer`` may see: calls, alerts and transcript of their queues (filtered here, on
+        the server: the page never receives another queue's data)."""
+        everything = viewer.queues is None
+        if call_id and not everything and not viewer.may_see(self.queue_of(call_id)):
+            call_id = None
         return {
             "seq": self.seq,
             "server_time": time.time() if now is None else now,
-            "calls": self.calls(),
-            "alerts": self.alerts(),
+            "calls": [c for c in self.calls() if everything or viewer.may_see(c["queue"])],
+            "alerts": [a for a in self.alerts() if everything or viewer.may_see(self._alert_queue(a))],
             "transcript": {"call_id": call_id, "lines": self.transcript(call_id)} if call_id else None,
         }
 
-    def changes_since(self, seq: int, call_id: str | None = None) -> list[dict[str, Any]] | None:
-        """Changes after ``seq``, transcripts only for ``call_id``; None when the ring no longer has them."""
+    def changes_since(
+        self, seq: int, call_id: str | None = None, viewer: Supervisor = ANONYMOUS
+    ) -> list[dict[str, Any]] | None:
+        """Changes after ``seq`` that ``viewer`` may see, transcripts only for ``call_id``; None when the
+        ring no longer has them."""
         if seq >= self.seq:
             return []
         if not self._changes or self._changes[0][0] > seq + 1:
             return None
         # Numbers are consecutive: skip straight to seq + 1 (in C, cheap with many clients).
         first = self._changes[0][0]
-        return [
+        changes = [
             change
             for _, change in itertools.islice(self._changes, max(0, seq + 1 - first), None)
             if change["type"] != "transcript" or change["call_id"] == call_id
         ]
+        if viewer.queues is None:
+            return changes
+        return [change for change in changes if viewer.may_see(self._change_queue(change))]
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -355,3 +410,37 @@ def is_authorized(
     if query_token and hmac.compare_digest(query_token.encode(), token.encode()):
         return True
     return False
+
+
+def bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    return credential.strip() or None if scheme.lower() == "bearer" else None
+
+
+def authenticate(
+    token: str | None,
+    directory: Directory | None,
+    *,
+    authorization: str | None = None,
+    cookie: str | None = None,
+    query_token: str | None = None,
+) -> Supervisor | None:
+    """Who is asking, or None when the request is not authenticated.
+
+    With a supervisors tokens file (``directory``): the supervisor whose token comes as
+    ``Authorization: Bearer``, ``?token=`` or whose login cookie it is; the shared ``token`` is then
+    not accepted (it carries no identity). Without one: :data:`ANONYMOUS` (every queue, no name)
+    when :func:`is_authorized` lets the request in (the shared page token, or open mode).
+    """
+    if directory is not None and directory.enabled:
+        for credential in (bearer(authorization), query_token):
+            if credential:
+                found = directory.by_token(credential)
+                if found is not None:
+                    return found
+        return directory.by_session(cookie) if cookie else None
+    if is_authorized(token, authorization=authorization, cookie=cookie, query_token=query_token):
+        return ANONYMOUS
+    return None

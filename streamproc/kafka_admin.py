@@ -153,7 +153,7 @@ class _AuthFailures:
         if self.lines or "uthentication" in detail:
             raise KafkaSecurityError(
                 f"SASL authentication failed for user {settings.sasl_username!r} "
-                f"({settings.sasl_mechanism or 'PLAIN'}): check STREAMPROC_SASL_USERNAME / STREAMPROC_SASL_PASSWORD"
+                f"({settings.sasl_mechanism or 'PLAIN'}) at the broker at {','.join(settings.bootstrap_servers)}: check STREAMPROC_SASL_USERNAME / STREAMPROC_SASL_PASSWORD"
                 f" / STREAMPROC_SASL_MECHANISM ({(self.lines or [detail])[-1][:200]})"
             )
 

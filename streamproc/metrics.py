@@ -74,6 +74,11 @@ BRIDGE_CLOSES = Counter(
     "Bridge connections ended, by reason (completed, disconnected, protocol_error, bad_sequence, flood, backpressure, ...).",
     ["reason"],
 )
+BRIDGE_REJECTED = Counter(
+    "streamproc_bridge_rejected_total",
+    "Bridge connections refused as unauthenticated: missing_signature, bad_signature, bad_token.",
+    ["reason"],
+)
 
 # Audio and transcription (docs/audio.md). Per worker process; no call ids in labels.
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)

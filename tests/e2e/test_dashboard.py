@@ -358,3 +358,137 @@ def test_recognised_speech_of_the_selected_call_shows_live(worker_factory, page,
     finally:
         replay.terminate()
         replay.wait(10)
+
+
+# --------------------------------------------------------------------------- supervisor identities
+
+
+def post_json(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+#: In the page, with the page's own session cookie: what its script could do if someone edited it.
+PAGE_POST_ACK = """async (body) => {
+  const r = await fetch('/dashboard/api/ack', {method: 'POST', credentials: 'same-origin',
+    headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
+  return [r.status, await r.json()];
+}"""
+PAGE_FIRST_SNAPSHOT = """(url) => new Promise((resolve, reject) => {
+  const source = new EventSource(url);
+  source.addEventListener('snapshot', (e) => { source.close(); resolve(JSON.parse(e.data)); });
+  setTimeout(() => { source.close(); reject(new Error('no snapshot')); }, 10000);
+})"""
+
+
+def test_each_supervisor_sees_their_queues_and_acknowledges_as_themselves(worker_factory, producer, reader, browser, tmp_path):
+    from streamproc.supervisors import add_supervisor
+
+    tokens_file = tmp_path / "supervisors.yaml"
+    dana = add_supervisor(tokens_file, "Dana Park", ["billing"])
+    lee = add_supervisor(tokens_file, "Lee Chen", ["sales"], team="sales floor")
+    worker = worker_factory(dashboard_tokens_file=tokens_file, dashboard_token="old-shared-token")
+    base = worker.base_url
+    alerts, acks = reader(worker.topic("alerts")), reader(worker.topic("acks"))
+    events, transcripts = worker.topic("events"), worker.topic("transcripts")
+    send(producer, events, "call-b", event("call-b", "call_started", agent_id="agent-1", queue="billing"))
+    send(producer, events, "call-s", event("call-s", "call_started", agent_id="agent-2", queue="sales"))
+    send(producer, transcripts, "call-s", segment("call-s", "customer", 0, 0, True, "sales secret line"))
+    send(producer, events, "call-b", event("call-b", "hold_started"))
+    send(producer, events, "call-s", event("call-s", "hold_started"))
+    emitted = alerts.wait_for(lambda v: {a["call_id"] for a in v if a["severity"] == "critical"} == {"call-b", "call-s"}, timeout_s=15)
+    billing = [a for a in emitted if a["call_id"] == "call-b"]
+    sales = [a for a in emitted if a["call_id"] == "call-s"]
+
+    # The shared page token is no identity: refused once supervisors have their own tokens.
+    assert http_get(base + "/dashboard/api/state", headers={"Authorization": "Bearer old-shared-token"})[0] == 401
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(base + "/")
+        page.fill("input[name=token]", dana)
+        page.click("button[type=submit]")
+        page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
+        for alert in billing:
+            page.wait_for_selector(f'li.alert[data-alert-id="{alert["alert_id"]}"]', timeout=10_000)
+        # Dana's view: billing only, her name from the server, not editable.
+        assert [r.get_attribute("data-call-id") for r in page.locator("tr[data-call-id]").all()] == ["call-b"]
+        assert page.locator("#alerts li.alert").count() == len(billing)
+        supervisor = page.locator("#supervisor")
+        assert supervisor.input_value() == "Dana Park" and supervisor.get_attribute("readonly") is not None
+        screenshot(page, "supervisor-dana")
+
+        # Her acknowledgement carries her authenticated name.
+        critical = next(a for a in billing if a["severity"] == "critical")
+        page.locator(f'li.alert[data-alert-id="{critical["alert_id"]}"] .ack-button').click()
+        acked = acks.wait_for(lambda v: any(a["alert_id"] == critical["alert_id"] for a in v), timeout_s=10)
+        assert [a["acked_by"] for a in acked] == ["Dana Park"]
+        page.locator(f'li.alert[data-alert-id="{critical["alert_id"]}"] .acked-by').wait_for(timeout=5_000)
+
+        # Forged name, from the page itself (her cookie): refused, nothing produced.
+        warning = next(a for a in billing if a["severity"] == "warning")
+        status, body = page.evaluate(PAGE_POST_ACK, {"alert_id": warning["alert_id"], "acked_by": "Lee Chen"})
+        assert status == 403 and "Dana Park" in body["error"]
+        # Another queue's alert: refused.
+        status, body = page.evaluate(PAGE_POST_ACK, {"alert_id": sales[0]["alert_id"]})
+        assert status == 403 and "queue" in body["error"]
+        # Another queue's call through the page's own event stream, asked for by id: not served.
+        snapshot = page.evaluate(PAGE_FIRST_SNAPSHOT, "/dashboard/events?call=call-s")
+        assert [c["call_id"] for c in snapshot["calls"]] == ["call-b"]
+        assert {a["call_id"] for a in snapshot["alerts"]} == {"call-b"} and snapshot["transcript"] is None
+        assert snapshot["viewer"] == {"name": "Dana Park", "team": None, "queues": ["billing"], "identified": True}
+    finally:
+        context.close()
+
+    # Direct HTTP with Dana's token: the same limits.
+    dana_auth = {"Authorization": f"Bearer {dana}"}
+    state = json.loads(http_get(base + "/dashboard/api/state?call=call-s", headers=dana_auth)[1])
+    assert [c["call_id"] for c in state["calls"]] == ["call-b"] and state["transcript"] is None
+    assert "sales secret line" not in json.dumps(state)
+    assert post_json(base + "/dashboard/api/ack", {"alert_id": sales[0]["alert_id"]}, dana_auth)[0] == 403
+    assert post_json(base + "/dashboard/api/ack", {"alert_id": warning["alert_id"], "acked_by": "Lee Chen"}, dana_auth)[0] == 403
+
+    # Lee, through a ?token= link: sales only, and sees the sales transcript.
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/?token={lee}")
+        page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
+        assert page.url == base + "/"
+        page.wait_for_selector('tr[data-call-id="call-s"]', timeout=10_000)
+        assert page.locator('tr[data-call-id="call-b"]').count() == 0
+        page.locator('tr[data-call-id="call-s"]').click()
+        expect(page.locator("#transcript li.line .text")).to_have_text(["sales secret line"], timeout=5_000)
+        assert page.locator("#supervisor").input_value() == "Lee Chen"
+        screenshot(page, "supervisor-lee")
+    finally:
+        context.close()
+    assert len(acks.wait_for(lambda v: len(v) >= 1, timeout_s=1)) == 1, "the refused requests produced no ack"
+
+    # A new token for Dana voids the old one, also for a stream that is already open: it ends, and
+    # reconnecting with the old token is refused.
+    import urllib.request
+
+    stream = urllib.request.urlopen(urllib.request.Request(base + "/dashboard/events", headers=dana_auth), timeout=30)
+    assert stream.readline().startswith(b"retry:")
+    add_supervisor(tokens_file, "Dana Park", ["billing"])
+    ended_after = 0
+    while stream.readline():  # snapshot, then pings every 5 s until the server ends the stream
+        ended_after += 1
+        assert ended_after < 200, "the revoked stream went on"
+    stream.close()
+    assert http_get(base + "/dashboard/api/state", headers=dana_auth)[0] == 401
+
+    # Tokens never reach the log, whichever way they came (form, header, ?token= link).
+    log_text = worker.log_path.read_text(errors="replace")
+    assert "acknowledged by Dana Park" in log_text, "the log was captured"
+    assert dana not in log_text and lee not in log_text

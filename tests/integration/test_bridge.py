@@ -425,3 +425,129 @@ def test_a_failing_sink_closes_the_call_instead_of_hanging(bridge_factory):
     messages = [start_message("fail-1")] + [media_message(seq, "inbound", seq, b"\xff" * 160) for seq in range(2, 20)]
     code, reason = asyncio.run(_send_and_close_code(running.url, messages))
     assert code == 1011 and reason.startswith("bridge_error")
+
+
+# --------------------------------------------------------------------------- Twilio request signatures
+
+AUTH_TOKEN = "12345678901234567890123456789012"  # the shape of a Twilio auth token (32 hex digits)
+
+
+def twilio_signature(url: str, auth_token: str = AUTH_TOKEN) -> str:
+    """Twilio's documented algorithm, written out here (not the bridge's code): Base64(HMAC-SHA1(auth token,
+    full URL + sorted POST parameters)); a WebSocket upgrade has no body, so the URL alone."""
+    import hashlib
+    import hmac
+
+    return base64.b64encode(hmac.new(auth_token.encode(), url.encode(), hashlib.sha1).digest()).decode()
+
+
+def rejected(reason: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("streamproc_bridge_rejected_total", {"reason": reason}) or 0.0
+
+
+def refused_status(url: str, headers=None) -> int:
+    with pytest.raises(InvalidStatus) as refusal:
+        asyncio.run(_send_and_close_code(url, [start_message("never")], headers=headers))
+    return refusal.value.response.status_code
+
+
+def test_twilio_signature_oracle_agrees_with_the_official_validator():
+    from twilio.request_validator import RequestValidator
+
+    url = "wss://bridge.example.com/media?tenant=acme"
+    assert RequestValidator(AUTH_TOKEN).compute_signature(url, {}) == twilio_signature(url)
+
+
+def test_twilio_signed_handshakes_are_checked(broker, bridge_factory, tracks):
+    running = bridge_factory(twilio_auth_token=AUTH_TOKEN, flood_factor=1000, max_messages_per_s=100_000)
+    short = {k: v[:1600] for k, v in tracks.items()}
+    port = running.bridge.config.port
+    # What Twilio signs: the URL it connects to. Here the bridge is reached directly, so the URL is
+    # wss:// + the Host header the client sends (127.0.0.1:port) + the path and query.
+    good = {"X-Twilio-Signature": twilio_signature(f"wss://127.0.0.1:{port}/media")}
+    assert asyncio.run(stream_call(running.url, "sig-good", short, headers=good)) == (1000, "completed")
+
+    before = {reason: rejected(reason) for reason in ("bad_signature", "missing_signature")}
+    wrong = {"X-Twilio-Signature": twilio_signature(f"wss://127.0.0.1:{port}/media", auth_token="0" * 32)}
+    assert refused_status(running.url, wrong) == 403
+    # A signature captured for one URL, replayed with other query parameters: the URL is what is signed.
+    captured = {"X-Twilio-Signature": twilio_signature(f"wss://127.0.0.1:{port}/media?tenant=acme")}
+    assert refused_status(running.url + "?tenant=other", captured) == 403
+    assert refused_status(running.url + "?tenant=acme&extra=1", captured) == 403
+    assert asyncio.run(stream_call(running.url + "?tenant=acme", "sig-query", short, headers=captured)) == (1000, "completed")
+    assert rejected("bad_signature") == before["bad_signature"] + 3
+    # No header and no token fallback configured: refused before the upgrade.
+    assert refused_status(running.url) == 403
+    assert refused_status(running.url, {"Authorization": "Bearer anything"}) == 403
+    assert rejected("missing_signature") == before["missing_signature"] + 2
+
+    ids = {r.key for r in read_until(broker, running.settings.topic("events"), lambda rs: len(rs) >= 4)}
+    assert ids == {b"sig-good", b"sig-query"}, "refused handshakes produce nothing"
+
+
+def test_behind_a_tls_proxy_the_public_url_is_what_is_signed(broker, bridge_factory, tracks):
+    running = bridge_factory(twilio_auth_token=AUTH_TOKEN, public_url="wss://bridge.example.com",
+                             flood_factor=1000, max_messages_per_s=100_000)
+    short = {k: v[:800] for k, v in tracks.items()}
+    public = {"X-Twilio-Signature": twilio_signature("wss://bridge.example.com/media")}
+    assert asyncio.run(stream_call(running.url, "proxied", short, headers=public)) == (1000, "completed")
+    # Signed for the address the bridge itself listens on: not the URL Twilio was given, refused.
+    local = {"X-Twilio-Signature": twilio_signature(f"wss://127.0.0.1:{running.bridge.config.port}/media")}
+    assert refused_status(running.url, local) == 403
+
+
+def test_forks_that_cannot_sign_fall_back_to_the_token(broker, bridge_factory, tracks):
+    running = bridge_factory(twilio_auth_token=AUTH_TOKEN, token="fork-secret", flood_factor=1000, max_messages_per_s=100_000)
+    short = {k: v[:800] for k, v in tracks.items()}
+    before = rejected("bad_token")
+    assert asyncio.run(stream_call(running.url, "fork-ok", short, token="fork-secret")) == (1000, "completed")
+    code, reason = asyncio.run(_send_and_close_code(running.url, [start_message("fork-bad", token="guess")]))
+    assert (code, reason) == (1008, "unauthorized: missing or wrong token")
+    assert rejected("bad_token") == before + 1
+    # A signature that is present is checked, never bypassed by also sending the token.
+    bad = {"X-Twilio-Signature": twilio_signature("wss://elsewhere/media")}
+    assert refused_status(running.url, bad) == 403
+
+
+# --------------------------------------------------------------------------- secure by default
+
+
+@pytest.mark.parametrize(
+    "host, auth, insecure, outcome",
+    [
+        ("127.0.0.1", {}, False, "ok"),
+        ("localhost", {}, False, "ok"),
+        ("0.0.0.0", {}, False, "refused"),
+        ("::", {}, False, "refused"),
+        ("0.0.0.0", {"token": "t"}, False, "ok"),
+        ("0.0.0.0", {"twilio_auth_token": AUTH_TOKEN}, False, "ok"),
+        ("0.0.0.0", {}, True, "warned"),
+    ],
+)
+def test_the_bridge_refuses_an_open_non_loopback_bind(host, auth, insecure, outcome, caplog):
+    from streamproc.exposure import InsecureBind
+
+    config = BridgeConfig(host=host, insecure=insecure, **auth)
+    with caplog.at_level("WARNING", logger="streamproc.security"):
+        if outcome == "refused":
+            with pytest.raises(InsecureBind, match="refusing to start the media bridge on .* --insecure"):
+                config.check_exposure()
+        else:
+            config.check_exposure()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "streamproc.security"]
+    assert bool(warnings) == (outcome == "warned"), warnings
+    if outcome == "warned":
+        assert "INSECURE" in warnings[0] and "WITHOUT authentication" in warnings[0]
+
+
+def test_the_bridge_command_refuses_an_open_public_bind_at_once():
+    import os
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")} | {"STREAMPROC_BROKER": "kafka://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "-m", "streamproc", "bridge", "--host", "0.0.0.0", "--port", "0"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refusing to start the media bridge on 0.0.0.0" in result.stderr.replace("\n", " ")

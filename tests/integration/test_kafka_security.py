@@ -204,6 +204,16 @@ def test_worker_replay_bridge_and_dashboard_reader_over_tls(secure_kafka, protoc
         worker.stop(timeout_s=15)
 
 
+#: Every command that talks to Kafka: the worker and the CLI clients.
+COMMANDS = {
+    "topics create": ["topics", "create"],
+    "replay": ["replay", "--events", "{events}", "--no-audio", "--fast", "--call-id", "bad-tls"],
+    "bridge": ["bridge", "--port", "0"],
+    "worker": ["worker"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize(
     "case, protocol, change, message",
     [
@@ -212,20 +222,34 @@ def test_worker_replay_bridge_and_dashboard_reader_over_tls(secure_kafka, protoc
         ("wrong host name", "SSL", {"listener": "BADHOST"}, "does not match the host name"),
     ],
 )
-def test_misconfigured_security_fails_fast_with_a_clear_message(secure_kafka, case, protocol, change, message):
+def test_misconfigured_security_fails_fast_with_a_clear_message(secure_kafka, command, case, protocol, change, message, tmp_path):
+    """Fails at once (no client retrying until its bootstrap timeout), exit 2, a few lines at most
+    (no retry storm in the log), naming the broker and the setting to fix."""
     options = dict(change)
     if "cafile" in options:
         options["cafile"] = secure_kafka.pki / f"{options['cafile']}.pem"
-    env = dict(os.environ) | _env(secure_kafka, protocol, **options) | {"STREAMPROC_TOPIC_PREFIX": "secbad."}
+    security = _env(secure_kafka, protocol, **options)
+    env = dict(os.environ) | security | {
+        "STREAMPROC_TOPIC_PREFIX": "secbad.", "STREAMPROC_WEB_PORT": str(free_port()),
+        "STREAMPROC_DATA_DIR": str(tmp_path / "data"), "STREAMPROC_AUDIO_ENABLED": "false"}
+    events = tmp_path / "call.events.jsonl"
+    events.write_text(json.dumps({"type": "call_started", "offset_s": 0, "agent_id": "a1", "queue": "q"}) + "\n")
+    args = [a.replace("{events}", str(events)) for a in COMMANDS[command]]
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "streamproc", "topics", "create"], env=env, cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "streamproc", *args], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     took = time.monotonic() - started
-    output = (result.stdout + result.stderr).replace("\n", " ")
-    print(f"\n{case}: exit {result.returncode} after {took:.1f}s: {output.strip().splitlines()[-1] if output.strip() else ''}")
-    assert result.returncode != 0
-    assert message in output, output[-3000:]
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if line.strip()]
+    flat = output.replace("\n", " ")
+    print(f"\n{command} / {case}: exit {result.returncode} after {took:.1f}s, {len(lines)} lines: {lines[-1] if lines else ''}")
+    assert result.returncode == 2, output[-3000:]
+    assert message in flat, output[-3000:]
+    broker = security["STREAMPROC_BROKER"].removeprefix("kafka://")
+    assert f"the broker at {broker}" in flat, output[-3000:]
     assert took < 20, f"took {took:.1f}s to fail"
+    assert len(lines) <= 6, f"{len(lines)} lines of output (a retry storm?):\n" + "\n".join(lines[:40])
+    assert "Traceback" not in output
 
 
 def test_worker_with_a_wrong_ca_exits_at_once_with_the_reason(secure_kafka, tmp_path):

@@ -189,3 +189,91 @@ def test_worker_logs_at_info_hold_no_transcript_text_payloads_or_secrets(worker_
     sentiment = next(a for a in alerts.values() if a["kind"] == "negative_sentiment")
     assert "[CARD]" in sentiment["evidence"]["text"] and "[EMAIL]" in sentiment["evidence"]["text"], "redacted, not dropped"
     print("\nalerts from the transcript:", [(a["kind"], (a.get("evidence") or {}).get("text")) for a in alerts.values()])
+
+
+# --------------------------------------------------------------------------- secure by default
+
+
+@pytest.mark.parametrize(
+    "host, auth, insecure, outcome",
+    [
+        ("127.0.0.1", {}, False, "ok"),
+        ("::1", {}, False, "ok"),
+        ("0.0.0.0", {}, False, "refused"),
+        ("0.0.0.0", {"dashboard_token": "t"}, False, "ok"),
+        ("0.0.0.0", {"dashboard_tokens_file": "supervisors.yaml"}, False, "ok"),
+        ("0.0.0.0", {"dashboard_enabled": False}, False, "ok"),  # /metrics alone may stay open
+        ("0.0.0.0", {}, True, "warned"),
+    ],
+)
+def test_the_dashboard_refuses_an_open_non_loopback_bind(host, auth, insecure, outcome, caplog, tmp_path, monkeypatch):
+    from streamproc.cli import check_dashboard_exposure
+    from streamproc.exposure import InsecureBind
+    from streamproc.supervisors import add_supervisor
+
+    for name in list(os.environ):
+        if name.startswith("STREAMPROC_"):
+            monkeypatch.delenv(name)
+    if "dashboard_tokens_file" in auth:
+        auth = auth | {"dashboard_tokens_file": tmp_path / auth["dashboard_tokens_file"]}
+        add_supervisor(auth["dashboard_tokens_file"], "Dana", ["billing"])
+    settings = Settings(web_host=host, insecure=insecure, **auth)
+    with caplog.at_level("WARNING", logger="streamproc.security"):
+        if outcome == "refused":
+            with pytest.raises(InsecureBind, match="refusing to start the dashboard on 0.0.0.0"):
+                check_dashboard_exposure(settings)
+        else:
+            check_dashboard_exposure(settings)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "streamproc.security"]
+    assert bool(warnings) == (outcome == "warned"), warnings
+
+
+def _worker_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STREAMPROC_")}
+    # A broker nobody listens on: the refusal must come before any Kafka connection.
+    clean |= {"STREAMPROC_BROKER": "kafka://127.0.0.1:9", **env}
+    return subprocess.run([sys.executable, "-m", "streamproc", "worker", *args], env=clean, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_worker_refuses_an_open_dashboard_on_a_public_address_at_once():
+    result = _worker_cli("--web-host", "0.0.0.0")
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    message = result.stderr.replace("\n", " ")
+    assert "refusing to start the dashboard on 0.0.0.0" in message and "--insecure" in message
+
+
+def test_insecure_lets_the_worker_past_the_check_and_says_so_loudly(tmp_path):
+    # A missing rules file stops it right after the exposure check: nothing gets bound anywhere.
+    result = _worker_cli("--web-host", "0.0.0.0", "--insecure", "--rules", str(tmp_path / "missing.yaml"))
+    message = result.stderr.replace("\n", " ")
+    assert result.returncode == 2 and "refusing" not in message, message[-2000:]
+    assert "WARNING streamproc.security: INSECURE: dashboard listens on 0.0.0.0 WITHOUT authentication" in message
+    assert "missing.yaml" in message, "it went on to the next check"
+
+
+def test_a_broken_supervisors_file_stops_the_worker_with_its_line(tmp_path):
+    bad = tmp_path / "supervisors.yaml"
+    bad.write_text("version: 1\nsupervisors:\n  - name: Dana\n    token_sha256: short\n    queues: [billing]\n")
+    result = _worker_cli(STREAMPROC_DASHBOARD_TOKENS_FILE=str(bad))
+    assert result.returncode == 2
+    assert "line 4, supervisors.0.token_sha256" in result.stderr.replace("\n", " "), result.stderr[-2000:]
+
+
+@pytest.mark.broker
+def test_metrics_say_nothing_secret(worker_factory, tmp_path):
+    """/metrics stays open (Prometheus convention): no token, hash, name of a supervisor or setting value in it."""
+    from streamproc.supervisors import add_supervisor, token_hash
+
+    tokens_file = tmp_path / "supervisors.yaml"
+    token = add_supervisor(tokens_file, "Dana Park", ["billing"])
+    worker = worker_factory(dashboard_tokens_file=tokens_file, dashboard_session_secret="session-secret-xyz",
+                            dashboard_token="shared-secret-abc")
+    from tests.conftest import http_get
+
+    assert http_get(worker.base_url + "/dashboard/api/state", headers={"Authorization": f"Bearer {token}"})[0] == 200
+    status, body = http_get(worker.base_url + "/metrics")
+    assert status == 200 and b"streamproc_" in body
+    text = body.decode()
+    for secret in (token, token_hash(token), "Dana Park", "session-secret-xyz", "shared-secret-abc", str(tokens_file)):
+        assert secret not in text, f"/metrics shows {secret!r}"

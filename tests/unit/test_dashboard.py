@@ -134,7 +134,7 @@ def test_ended_calls_linger_then_go_and_silent_calls_age_out():
     assert b.expire(now=T0 + 71) == 1
     assert [c["call_id"] for c in b.calls()] == ["c2"]
     assert b.transcript("c1") == []
-    assert b.changes_since(seq) == [{"type": "call_removed", "call_id": "c1"}]
+    assert b.changes_since(seq) == [{"type": "call_removed", "call_id": "c1", "queue": "billing"}]
     b.expire(now=T0 + 3601)
     assert b.calls() == []
 
@@ -302,3 +302,107 @@ def test_calls_sort_by_risk_score_from_call_at_risk_alerts():
     calls = b.calls()
     assert [(c["call_id"], c["risk"]) for c in calls] == [("riskier", 81.5), ("risky", 62.0), ("calm", None)]
     assert b.alerts()[0]["evidence"]["factors"]["hold"] == 30.0
+
+
+# --------------------------------------------------------------------------- per-supervisor views
+
+
+def test_a_supervisor_sees_only_their_queues_in_snapshots_and_changes():
+    from streamproc.supervisors import ANONYMOUS, Supervisor
+
+    dana = Supervisor(name="Dana", queues=frozenset({"billing"}))
+    b = board()
+    seq = b.seq
+    call_event(b, "c1", "call_started", T0, agent_id="a1", queue="billing")
+    call_event(b, "c2", "call_started", T0, agent_id="a2", queue="sales")
+    # An alert of a call whose events this board never read: its own queue field decides.
+    b.apply(TOPICS.alerts, b"c3", alert("c3").model_copy(update={"queue": "sales"}).to_json_bytes())
+    sales_alert = alert("c2").model_copy(update={"queue": "sales"})
+    b.apply(TOPICS.alerts, b"c2", sales_alert.to_json_bytes())
+    b.apply(TOPICS.alerts, b"c1", alert("c1").to_json_bytes())
+    b.apply(TOPICS.acks, b"c2", ack(sales_alert.alert_id, call_id="c2").to_json_bytes())
+    b.apply(TOPICS.transcripts, b"c2", segment("c2", final=True, text="sales talk"))
+    b.apply(TOPICS.transcripts, b"c1", segment("c1", final=True, text="billing talk"))
+
+    snap = b.snapshot("c2", viewer=dana)
+    assert [c["call_id"] for c in snap["calls"]] == ["c1"]
+    assert [a["call_id"] for a in snap["alerts"]] == ["c1"]
+    assert snap["transcript"] is None, "another queue's transcript is not served even when asked for by id"
+    assert b.snapshot("c1", viewer=dana)["transcript"]["lines"][0]["text"] == "billing talk"
+    changes = b.changes_since(seq, "c2", viewer=dana)
+    assert {c["type"] for c in changes} == {"call", "alert"}
+    assert all(c.get("call", c.get("alert", {})).get("call_id") == "c1" for c in changes)
+    # Without identities (shared token / open on loopback): everything, as before.
+    everything = b.changes_since(seq, "c2", viewer=ANONYMOUS)
+    assert {c["type"] for c in everything} == {"call", "alert", "ack", "transcript"}
+    assert len(b.snapshot(viewer=ANONYMOUS)["calls"]) == 2
+    assert b.alert_queue(sales_alert.alert_id) == "sales"
+
+
+def test_a_call_with_no_known_queue_is_hidden_from_queue_limited_supervisors():
+    from streamproc.supervisors import Supervisor
+
+    b = board()
+    b.apply(TOPICS.transcripts, b"cx", segment("cx", final=True))
+    assert b.changes_since(0, "cx", viewer=Supervisor(name="Dana", queues=frozenset({"billing"}))) == []
+
+
+# --------------------------------------------------------------------------- identities
+
+
+def test_tokens_file_maps_tokens_to_supervisors_and_stores_only_hashes(tmp_path):
+    from streamproc.dashboard import authenticate
+    from streamproc.supervisors import Directory, add_supervisor, load_supervisors
+
+    path = tmp_path / "supervisors.yaml"
+    dana = add_supervisor(path, "Dana Park", ["billing"])
+    lee = add_supervisor(path, "Lee Chen", ["*"], team="floor")
+    text = path.read_text()
+    assert dana not in text and lee not in text and "token_sha256" in text
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert [e.name for e in load_supervisors(path).supervisors] == ["Dana Park", "Lee Chen"]
+
+    directory = Directory(path, session_key=b"k" * 32)
+    who = authenticate("shared", directory, authorization=f"Bearer {dana}")
+    assert who is not None and who.name == "Dana Park" and who.may_see("billing") and not who.may_see("sales")
+    assert authenticate(None, directory, query_token=lee).may_see("anything")
+    cookie = directory.session_for(dana)
+    assert dana not in cookie and authenticate(None, directory, cookie=cookie).name == "Dana Park"
+    assert Directory(path, session_key=b"x" * 32).by_session(cookie) is None, "cookies are keyed by the server secret"
+    # The shared page token carries no identity: refused once identities exist.
+    assert authenticate("shared", directory, authorization="Bearer shared") is None
+    assert authenticate("shared", directory, authorization="Bearer nope", cookie="forged") is None
+    # Re-issuing a token replaces the old one; the directory picks the change up.
+    dana2 = add_supervisor(path, "Dana Park", ["billing", "support"])
+    directory.refresh()
+    assert authenticate(None, directory, query_token=dana) is None
+    assert authenticate(None, directory, query_token=dana2).may_see("support")
+
+
+def test_a_broken_tokens_file_says_where(tmp_path):
+    from streamproc.supervisors import SupervisorsFileError, load_supervisors
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\nsupervisors:\n  - name: Dana\n    token_sha256: not-a-hash\n    queues: [billing]\n")
+    with pytest.raises(SupervisorsFileError, match=r"line 4, supervisors.0.token_sha256"):
+        load_supervisors(path)
+
+
+def test_supervisors_add_prints_the_token_once_and_stores_its_hash(tmp_path):
+    import subprocess
+    import sys
+
+    from streamproc.supervisors import load_supervisors, token_hash
+
+    path = tmp_path / "supervisors.yaml"
+    result = subprocess.run([sys.executable, "-m", "streamproc", "supervisors", "add", "Dana Park", "--queue", "billing",
+                             "--queue", "support", "--file", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert len(token) >= 40 and "\n" not in token, "the token, alone on stdout"
+    [entry] = load_supervisors(path).supervisors
+    assert entry.token_sha256 == token_hash(token) and entry.queues == ("billing", "support")
+    assert token not in path.read_text()
+    listing = subprocess.run([sys.executable, "-m", "streamproc", "supervisors", "list", "--file", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert "Dana Park" in listing.stdout and "billing, support" in listing.stdout and token not in listing.stdout

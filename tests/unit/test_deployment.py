@@ -155,6 +155,16 @@ def test_workers_listen_in_the_container_and_publish_on_localhost():
             assert str(mapping).startswith("127.0.0.1:"), f"{name} publishes {mapping} beyond localhost"
 
 
+def test_workers_pass_the_secure_by_default_check():
+    """In their containers the workers listen on 0.0.0.0: compose must make them authenticate."""
+    from streamproc.cli import check_dashboard_exposure
+
+    for name in WORKERS:
+        settings = settings_of(SERVICES[name])
+        assert settings.dashboard_token is not None and not settings.insecure
+        check_dashboard_exposure(settings)
+
+
 def test_workers_wait_for_the_topics_and_topic_init_waits_for_kafka():
     for name in WORKERS:
         assert SERVICES[name]["depends_on"]["topic-init"]["condition"] == "service_completed_successfully"

@@ -28,6 +28,7 @@
     caughtUp: false,
     pendingAcks: new Set(),
     freshAlerts: new Set(),
+    identity: null, // {name, team, queues} when the server knows who this supervisor is (tokens file)
   };
 
   const $ = (id) => document.getElementById(id);
@@ -308,6 +309,7 @@
       state.alerts = new Map(snap.alerts.map((a) => [a.alert_id, a]));
       state.transcript = new Map(((snap.transcript && snap.transcript.lines) || []).map((l) => [l.key, l]));
       state.caughtUp = snap.feed ? snap.feed.caught_up : true;
+      showIdentity(snap.viewer);
       state.live = true;
       retryDelay = 1000;
       setConnection("live", "live");
@@ -417,8 +419,24 @@
     connect(); // a new stream carries this call's transcript lines
   }
 
+  // Signed in with a personal token: the name is the server's, shown but not editable, and never
+  // sent (the server takes it from the token and refuses a request naming someone else).
+  function showIdentity(viewer) {
+    const supervisor = $("supervisor");
+    if (!viewer || !viewer.identified) {
+      state.identity = null;
+      supervisor.readOnly = false;
+      return;
+    }
+    state.identity = viewer;
+    supervisor.value = viewer.name;
+    supervisor.readOnly = true;
+    supervisor.title = viewer.queues ? `queues: ${viewer.queues.join(", ")}` : "all queues";
+    supervisor.dataset.identified = "true";
+  }
+
   async function acknowledge(alertId) {
-    const who = $("supervisor").value.trim();
+    const who = state.identity ? state.identity.name : $("supervisor").value.trim();
     if (!who) {
       showBanner('Type your name in "Supervisor" first: acknowledgements record who acknowledged.', "warn");
       $("supervisor").focus();
@@ -431,7 +449,7 @@
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ alert_id: alertId, acked_by: who }),
+        body: JSON.stringify(state.identity ? { alert_id: alertId } : { alert_id: alertId, acked_by: who }),
       });
       if (response.status === 401) { window.location.href = "/"; return; }
       if (!response.ok) {
@@ -452,6 +470,7 @@
     const supervisor = $("supervisor");
     supervisor.value = localStorage.getItem("streamproc.supervisor") || "";
     supervisor.addEventListener("change", () => {
+      if (state.identity) return;
       localStorage.setItem("streamproc.supervisor", supervisor.value.trim());
       if (supervisor.value.trim() && $("banner").classList.contains("warn")) $("banner").hidden = true;
     });
