@@ -134,12 +134,33 @@ def test_risk_score_formula():
     rule = RiskRule(id="r", severity="warning", threshold=50, hold_full_s=100)
     state = RiskState()
     state.hold_s = 50
-    for s in (-0.5, -0.5):
+    for s in (0.0, -0.1, -0.2):  # falling by 0.1 per utterance: half of sentiment_slope_full (0.2)
         state.add_sentiment(s)
     score, factors = state.score(rule)
     assert factors["hold"] == 15 and factors["sentiment"] == 10 and score == 25
     state.hold_s = 1000
     assert state.score(rule)[1]["hold"] == 45  # capped at 1.5 x the weight
+
+
+@pytest.mark.parametrize(
+    ("scores", "points"),
+    [
+        ((-0.5, -0.5), 0.0),  # fewer than 3 finals: no trend yet
+        ((-0.6, -0.6, -0.6, -0.6), 0.0),  # steadily negative: a level, not a trend (negative_sentiment's job)
+        ((-0.8, -0.4, 0.0), 0.0),  # angry but calming down
+        ((0.6, 0.2, -0.2, -0.6), 20.0),  # falling by 0.4 per utterance: capped at the full weight
+        ((-0.9, -0.9, -0.9, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5), 10.0),  # only the last sentiment_window (6) count
+    ],
+)
+def test_risk_sentiment_is_the_trend_of_the_recent_finals(scores, points):
+    from streamproc.detect.risk import sentiment_slope
+
+    rule = RiskRule(id="r", severity="warning", sentiment_window=6, sentiment_slope_full=0.2)
+    state = RiskState()
+    for s in scores:
+        state.add_sentiment(s)
+    assert state.factors(rule)["sentiment"] == points
+    assert sentiment_slope([0.0, -0.1, -0.2]) == pytest.approx(-0.1)
 
 
 def test_call_at_risk_crosses_once_with_factors(engine):
