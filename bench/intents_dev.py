@@ -1,8 +1,12 @@
 """Development figures of the phrase detectors on every DEVELOPMENT set (never the test split).
 
     .venv/bin/python -m bench.intents_dev            # per set and pooled, with the mistakes
-    .venv/bin/python -m bench.intents_dev --cv       # leave-one-round-out on rounds 1-3: heads
-                                                     # trained also on the other rounds' lines
+    .venv/bin/python -m bench.intents_dev --cv       # leave-one-round-out on rounds 1-3: the shipped
+                                                     # rules minus the held-out round's lines
+    .venv/bin/python -m bench.intents_dev --augment RULES [--veto]
+        # the experiment that led to shipping the development lines: an older rules file (e.g.
+        # `git show 50f278d:streamproc/data/default_rules.yaml`) as it was, and with the other
+        # development sets' lines added (as neutral lines, or with --veto as not_like), per round
 
 Development data: labelled_utterances.yaml, intents_dev.yaml, intents_dev_asr.yaml and the
 test rounds that have been seen (rounds 1-3). The current test split is not read here.
@@ -76,6 +80,16 @@ def augmented(rules, paths: list[Path], veto: bool = False):
     return rules.model_copy(update={"detection": d.model_copy(update={"phrases": tuple(phrases), "semantic": semantic})})
 
 
+def augment_experiment(rules_path: Path, veto: bool) -> None:
+    rules = load_rules(rules_path)
+    sets = dev_sets()
+    for held in (DATA / r for r in ROUNDS):
+        train = [p for p in sets if p != held and not p.name.endswith("_asr.yaml")]
+        _, base_m = evaluate(held, rules)
+        _, aug_m = evaluate(held, augmented(rules, train, veto))
+        print(f"{held.name}: as it was {len(base_m)} mistakes, with the other sets' lines {len(aug_m)}")
+
+
 def without(rules, path: Path):
     """The rules with every line of ``path`` taken out of the training examples (like, not_like, neutral)."""
     drop = {i["text"].strip().lower() for i in yaml.safe_load(path.read_text())["utterances"]}
@@ -103,7 +117,9 @@ def cross_validate() -> None:
 
 
 if __name__ == "__main__":
-    if "--cv" in sys.argv:
+    if "--augment" in sys.argv:
+        augment_experiment(Path(sys.argv[sys.argv.index("--augment") + 1]), "--veto" in sys.argv)
+    elif "--cv" in sys.argv:
         cross_validate()
     else:
         main()
