@@ -187,3 +187,21 @@ def test_packaged_rules_have_windows_and_risk():
     detection = load_rules().detection
     assert {w.id for w in detection.windows} == {"agent-greeting", "recording-disclosure", "apology-after-complaint"}
     assert detection.risk and detection.risk[0].threshold == 60
+
+
+def test_risk_updates_carry_every_calls_live_score_once_per_whole_point(engine):
+    """What the detection agent publishes on calls.risk: a score below the threshold too, again only
+    when it moved by a whole point (the hold factor grows every second)."""
+    info = CallInfo(on_hold=False, completed_hold_s=0.0)
+    engine.on_transcript(seg("this is the third time i've called", "customer", 1.0), info, 10.0)
+    engine.on_transcript(seg("hello", "customer", 1.0, call="c2"), info, 10.0)
+    updates = {u.call_id: u for u in engine.risk_updates(10.0)}
+    assert updates["c1"].score == 15 and updates["c1"].threshold == 50 and updates["c1"].factors["repeat_contact"] == 15
+    assert updates["c1"].rule_id == "risk" and updates["c2"].score == 0  # every call, not only risky ones
+    assert engine.risk_updates(11.0) == []  # nothing moved
+    held = CallInfo(on_hold=True, hold_started_at=10.0, completed_hold_s=0.0)
+    engine.on_tick(lambda _: held, 11.0)  # 1 s of hold: 0.3 points, not a whole point yet
+    assert engine.risk_updates(11.0) == []
+    engine.on_tick(lambda _: held, 20.0)  # 10 s of hold: 3 points
+    moved = {u.call_id: u for u in engine.risk_updates(20.0)}
+    assert moved["c1"].score == 18 and moved["c1"].factors["hold"] == 3
