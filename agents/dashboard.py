@@ -89,7 +89,7 @@ board = CallBoard(current_rules, BoardTopics.from_settings(settings), history_s=
 
 
 class DashboardFeed:
-    """Reads the four topics from ``history_s`` ago into the board and wakes the streams on change."""
+    """Reads the five topics from ``history_s`` ago into the board and wakes the streams on change."""
 
     def __init__(self, board: CallBoard):
         self.board = board
@@ -160,7 +160,7 @@ class DashboardFeed:
             topics = self.board.topics
             counters = {
                 name: metrics.DASHBOARD_RECORDS.labels(kind)
-                for name, kind in zip(topics.all(), ("events", "alerts", "acks", "transcripts"))
+                for name, kind in zip(topics.all(), ("events", "alerts", "acks", "transcripts", "risk"))
             }
             last_expire = time.monotonic()
             while not self.closing.is_set():
@@ -187,7 +187,7 @@ class DashboardFeed:
             await consumer.stop()
 
     async def _partitions(self, consumer) -> list:
-        """All partitions of the four topics. Asks for all topics, never by name: a metadata
+        """All partitions of the five topics. Asks for all topics, never by name: a metadata
         request naming a missing topic would auto-create it with the broker's default partitions."""
         import aiokafka
 

@@ -1,4 +1,4 @@
-"""calls.transcripts → detectors → calls.alerts, plus the detection timers. Wiring only.
+"""calls.transcripts → detectors → calls.alerts (and live risk scores → calls.risk), plus the detection timers. Wiring only.
 
 Decisions live in streamproc.detect (engine, phrases, semantic intents, said/not-said windows,
 risk score, escalation, acoustic); parsing and dead letters in streamproc/record.py. This module
@@ -28,7 +28,7 @@ from streamproc import metrics
 from streamproc.record import process_transcript_record
 
 from .app import app, settings
-from .outputs import send_alerts, send_result
+from .outputs import send_alerts, send_result, send_risk
 from .shared import call_info, engine, in_detection_executor, rules_watcher
 from .topics import transcripts_topic
 
@@ -48,14 +48,20 @@ async def detect_on_transcripts(stream):
         # The call-state table is read here, on the loop; detection (embeddings) runs in the executor.
         key_text = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None
         info = call_info(key_text) if key_text else None
-        result = await in_detection_executor(
-            process_transcript_record,
-            engine, key=message.key, value=message.value, info_for=lambda _call_id: info, now=time.time(),
-            topic=message.topic, partition=message.partition, offset=message.offset,
-        )
+        now = time.time()
+
+        def detect():  # in the executor: detection, then the risk scores that moved (engine state stays off the loop)
+            result = process_transcript_record(
+                engine, key=message.key, value=message.value, info_for=lambda _call_id: info, now=now,
+                topic=message.topic, partition=message.partition, offset=message.offset,
+            )
+            return result, engine.risk_updates(now)
+
+        result, risk = await in_detection_executor(detect)
         metrics.DETECTION_SECONDS.labels("transcript").observe(time.perf_counter() - started)
         metrics.DETECTION_SEGMENTS.labels(result.stage).inc()
         await send_result(result, message.partition)
+        await send_risk(risk, lambda _call_id: message.partition)
 
 
 @app.task
@@ -74,10 +80,21 @@ async def detection_tick() -> None:
     if not call_ids:
         return
     infos = {call_id: call_info(call_id) for call_id in call_ids}
-    alerts = await in_detection_executor(engine.on_tick, infos.get, time.time())
+    now = time.time()
+
+    def tick():
+        return engine.on_tick(infos.get, now), engine.risk_updates(now)
+
+    alerts, risk = await in_detection_executor(tick)
     for alert in alerts:
         info = infos.get(alert.call_id)
         await send_alerts([alert], info.partition if info is not None else None)
+
+    def partition_of(call_id: str) -> int | None:
+        info = infos.get(call_id)
+        return info.partition if info is not None else None
+
+    await send_risk(risk, partition_of)
 
 
 @app.timer(interval=30.0)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 
 from streamproc.record import RecordResult
-from streamproc.schemas import Alert, DeadLetter
+from streamproc.schemas import Alert, CallRisk, DeadLetter
 
-from .topics import alerts_topic, deadletter_topic
+from .topics import alerts_topic, deadletter_topic, risk_topic
 
 log = logging.getLogger("streamproc.worker")
 
@@ -21,6 +21,12 @@ async def send_alerts(alerts: list[Alert], partition: int | None) -> None:
         await alerts_topic.send(key=alert.call_id.encode(), value=alert.to_json_bytes(), partition=partition)
         log.info("alert %s %s rule=%s call=%s id=%s", alert.severity.value, alert.kind.value, alert.rule_id,
                  alert.call_id, alert.alert_id)
+
+
+async def send_risk(updates: list[CallRisk], partition_of) -> None:
+    """Live risk scores, keyed by call id, each on its call's partition (``partition_of(call_id)``)."""
+    for update in updates:
+        await risk_topic.send(key=update.call_id.encode(), value=update.to_json_bytes(), partition=partition_of(update.call_id))
 
 
 async def send_dead_letters(letters: list[DeadLetter], partition: int | None) -> None:

@@ -22,6 +22,7 @@ transcripts_topic = _topic("transcripts")
 alerts_topic = _topic("alerts")
 acks_topic = _topic("acks")
 deadletter_topic = _topic("deadletter")
+risk_topic = _topic("risk")  # live call risk scores (streamproc.schemas.CallRisk), for the dashboard
 
 #: Per-call state, written only by the events agent (agents/calls.py); values are
 #: streamproc.detect.hold.CallState as JSON. Read it with :func:`stored_state`.

@@ -18,7 +18,7 @@ from streamproc.dashboard import BoardTopics, CallBoard
 from streamproc.rules import load_rules
 from streamproc.schemas import Alert, AlertKind, Evidence, Severity, TranscriptSegment
 
-TOPICS = BoardTopics(events="calls.events", alerts="calls.alerts", acks="calls.acks", transcripts="calls.transcripts")
+TOPICS = BoardTopics(events="calls.events", alerts="calls.alerts", acks="calls.acks", transcripts="calls.transcripts", risk="calls.risk")
 
 
 def rate(count: int, seconds: float) -> str:

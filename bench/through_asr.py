@@ -1,6 +1,6 @@
 """Detection quality through real English speech: flite → 8 kHz μ-law → Whisper → detectors.
 
-    .venv/bin/python -m bench.through_asr [--split test|test2|dev] [--limit N] [--reuse]
+    .venv/bin/python -m bench.through_asr [--split test|test2|test3|test4|dev] [--limit N] [--reuse]
 
 Each labelled utterance of the split is spoken by flite (voices slt, kal16, awb, rms in
 turn), converted by sox to 8 kHz μ-law (telephone audio) and back to 16 kHz float, and
@@ -58,7 +58,7 @@ def transcribe_all(items, limit: int | None) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--split", default="test", choices=("test", "test2", "dev"))
+    parser.add_argument("--split", default="test", choices=("test", "test2", "test3", "test4", "dev"))
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--reuse", action="store_true", help="detect on the transcripts already written")
     args = parser.parse_args()

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOPIC_NAMES = ("events", "audio", "transcripts", "alerts", "deadletter", "acks", "ticks")
+TOPIC_NAMES = ("events", "audio", "transcripts", "alerts", "deadletter", "acks", "ticks", "risk")
 
 
 class Settings(BaseSettings):

@@ -1,9 +1,9 @@
 """The supervisor dashboard's view model: what the live page shows, built from topic records.
 
-:class:`CallBoard` is fed the records of four topics (call events, alerts, acks,
+:class:`CallBoard` is fed the records of five topics (call events, alerts, acks, risk scores,
 transcripts) exactly as they come off Kafka and keeps the view: active calls with their
 hold state and the hold thresholds in force, the alert feed with acknowledgements, and
-the last transcript lines per call. It knows nothing of Faust or HTTP; the worker wiring
+the last transcript lines per call, and every call's live risk score (``calls.risk``). It knows nothing of Faust or HTTP; the worker wiring
 (agents/dashboard.py) runs a group-less consumer over *all* partitions and serves the
 board's snapshots and change stream to browsers. docs/dashboard.md explains why.
 
@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 from .detect.hold import CallState, CallStatus, apply_event
 from .errors import InputRejected
 from .rules import RulesFile
-from .schemas import Alert, AlertAck, Severity, TranscriptSegment, parse_call_event, parse_message
+from .schemas import Alert, AlertAck, CallRisk, Severity, TranscriptSegment, parse_call_event, parse_message
 from .supervisors import ANONYMOUS, Directory, Supervisor
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class BoardTopics:
     alerts: str
     acks: str
     transcripts: str
+    risk: str
 
     @classmethod
     def from_settings(cls, settings) -> "BoardTopics":
@@ -54,10 +55,11 @@ class BoardTopics:
             alerts=settings.topic("alerts"),
             acks=settings.topic("acks"),
             transcripts=settings.topic("transcripts"),
+            risk=settings.topic("risk"),
         )
 
-    def all(self) -> tuple[str, str, str, str]:
-        return (self.events, self.alerts, self.acks, self.transcripts)
+    def all(self) -> tuple[str, str, str, str, str]:
+        return (self.events, self.alerts, self.acks, self.transcripts, self.risk)
 
 
 class CallBoard:
@@ -89,10 +91,13 @@ class CallBoard:
         self.history_s = history_s
         self._calls: dict[str, CallState] = {}
         self._last_seen: dict[str, float] = {}  # call id -> wall time of its newest event record
-        self._risk: dict[str, float] = {}  # call id -> latest call risk score (call_at_risk alerts)
         # call id -> queue, also for calls whose events this board never read (from their alerts):
         # what decides which supervisor may see a call's alerts, acks and transcript lines.
         self._queues: OrderedDict[str, str] = OrderedDict()
+        self._risk: dict[str, float] = {}  # call id -> latest call risk score (calls.risk, else call_at_risk alerts)
+        self._risk_factors: dict[str, dict[str, float]] = {}  # call id -> points per factor of that score
+        self._risk_threshold: dict[str, float] = {}  # call id -> the risk rule's call_at_risk threshold
+        self._risk_live: set[str] = set()  # calls whose score comes from calls.risk (alerts no longer set it)
         self._alerts: dict[str, dict[str, Any]] = {}
         self._alert_partitions: dict[str, int | None] = {}
         self._acks: OrderedDict[str, dict[str, Any]] = OrderedDict()  # alert id -> newest ack
@@ -130,6 +135,8 @@ class CallBoard:
                 self._apply_ack(parse_message(AlertAck, value or b""))
             elif topic == self.topics.transcripts:
                 self._apply_transcript(parse_message(TranscriptSegment, value or b""))
+            elif topic == self.topics.risk:
+                self._apply_risk(parse_message(CallRisk, value or b""))
             else:
                 raise KeyError(f"the board does not read topic {topic!r}")
         except InputRejected as rejection:
@@ -165,13 +172,29 @@ class CallBoard:
             return  # a re-sent alert (at-least-once delivery): same id, nothing new to show
         self._alerts[alert.alert_id] = view
         self._emit({"type": "alert", "alert": view})
-        if alert.kind == "call_at_risk" and alert.evidence.value is not None:  # calls sort by risk
+        if alert.kind == "call_at_risk" and alert.evidence.value is not None and alert.call_id not in self._risk_live:
+            # no live score seen for this call (a worker without calls.risk): the alert's score sorts it
             if alert.evidence.value > self._risk.get(alert.call_id, -1.0):
                 self._risk[alert.call_id] = alert.evidence.value
+                self._risk_factors[alert.call_id] = dict(alert.evidence.factors or {})
+                if alert.evidence.threshold is not None:
+                    self._risk_threshold[alert.call_id] = alert.evidence.threshold
                 if alert.call_id in self._calls:
                     self._emit({"type": "call", "call": self.call_view(self._calls[alert.call_id])})
         if len(self._alerts) > self.max_alerts:
             self._drop_alerts(sorted(self._alerts, key=lambda a: self._alerts[a]["detected_at"])[: len(self._alerts) - self.max_alerts])
+
+    def _apply_risk(self, update: CallRisk) -> None:
+        """The call's live risk score: the latest record wins (one partition per call keeps them in order),
+        so a score can fall again (a customer calming down lowers the sentiment trend)."""
+        self._risk_live.add(update.call_id)
+        if self._risk.get(update.call_id) == update.score and self._risk_factors.get(update.call_id) == update.factors:
+            return
+        self._risk[update.call_id] = update.score
+        self._risk_factors[update.call_id] = dict(update.factors)
+        self._risk_threshold[update.call_id] = update.threshold
+        if update.call_id in self._calls:
+            self._emit({"type": "call", "call": self.call_view(self._calls[update.call_id])})
 
     def _apply_ack(self, ack: AlertAck) -> None:
         view = ack.model_dump(mode="json")
@@ -227,6 +250,9 @@ class CallBoard:
                 del self._calls[call_id]
                 self._last_seen.pop(call_id, None)
                 self._risk.pop(call_id, None)
+                self._risk_factors.pop(call_id, None)
+                self._risk_threshold.pop(call_id, None)
+                self._risk_live.discard(call_id)
                 self._transcripts.pop(call_id, None)
                 self._emit({"type": "call_removed", "call_id": call_id, "queue": state.queue})
                 dropped += 1
@@ -293,7 +319,9 @@ class CallBoard:
             "hold_started_at": state.hold_started_at + offset if state.hold_started_at is not None else None,
             "hold_count": state.hold_count,
             "completed_hold_s": round(state.completed_hold_s, 3),
-            "risk": self._risk.get(state.call_id),  # latest call risk score 0-100, None until call_at_risk
+            "risk": self._risk.get(state.call_id),  # live call risk score 0-100 (calls.risk); None until one is seen
+            "risk_threshold": self._risk_threshold.get(state.call_id),
+            "risk_factors": {k: v for k, v in self._risk_factors.get(state.call_id, {}).items() if v},  # non-zero points
             # The per-hold thresholds of the rules in force for this queue: the page colours the timer with them.
             "hold_thresholds": [
                 {"id": rule.id, "after_s": rule.after_s, "severity": rule.severity.value} for rule in policy.thresholds

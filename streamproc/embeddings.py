@@ -28,6 +28,10 @@ VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 DIMENSION = 384
 MAX_TOKENS = 64  # contact-center utterances are short; longer partials are cut (the tail is kept)
+#: Vectors of the packaged rules' example texts, computed with this model (``python -m
+#: streamproc.embeddings``): a worker's cold start looks them up instead of embedding ~1 700
+#: examples (5 s on an idle core, 20+ s on a busy one). Texts not in it are embedded as usual.
+EXAMPLE_VECTORS = "minilm/example_vectors.npz"
 
 
 class EmbeddingModelError(RuntimeError):
@@ -88,6 +92,7 @@ class Encoder:
         self.model_path = Path(model_path) if model_path is not None else default_model_path()
         self.vocab_path = Path(vocab_path) if vocab_path is not None else default_vocab_path()
         verify(self.model_path, model_sha256, "embedding model")
+        self.model_sha256 = model_sha256
         verify(self.vocab_path, vocab_sha256, "embedding tokenizer vocabulary")
 
         tokenizer = Tokenizer(WordPiece.from_file(str(self.vocab_path), unk_token="[UNK]"))
@@ -106,6 +111,7 @@ class Encoder:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        self._pinned: dict[str, np.ndarray] = {}  # precomputed example vectors: never evicted by live text
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(list(texts))
@@ -127,10 +133,15 @@ class Encoder:
         texts = [t.strip().lower() for t in texts]
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         with self._lock:
-            missing = [i for i, t in enumerate(texts) if t not in self._cache]
-            for i in set(range(len(texts))) - set(missing):
-                out[i] = self._cache[texts[i]]
-                self._cache.move_to_end(texts[i])
+            missing = []
+            for i, t in enumerate(texts):
+                if t in self._pinned:
+                    out[i] = self._pinned[t]
+                elif t in self._cache:
+                    out[i] = self._cache[t]
+                    self._cache.move_to_end(t)
+                else:
+                    missing.append(i)
             todo = sorted({texts[i] for i in missing}, key=len)  # similar lengths batch with less padding
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
@@ -145,8 +156,31 @@ class Encoder:
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
 
+    def clear_cache(self) -> None:
+        """Forget the cached and precomputed texts (benchmarks: a segment that is also a training
+        example must not be served from memory)."""
+        with self._lock:
+            self._cache.clear()
+            self._pinned.clear()
+
+    def preload(self, path: Path | str | None = None) -> int:
+        """Take precomputed example vectors (``EXAMPLE_VECTORS``) when they were made with this model
+        file; returns how many. A file for another model is ignored (the examples are embedded)."""
+        path = Path(path) if path is not None else Path(str(resources.files("streamproc.data").joinpath(EXAMPLE_VECTORS)))
+        if not path.is_file():
+            return 0
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["model_sha256"]) != self.model_sha256 or data["vectors"].shape[1:] != (DIMENSION,):
+                return 0
+            vectors = data["vectors"].astype(np.float32)
+            texts = [str(t) for t in data["texts"]]
+        with self._lock:
+            self._pinned.update(zip(texts, vectors))
+        return len(texts)
+
     def cached(self, text: str) -> bool:
-        return text.strip().lower() in self._cache
+        text = text.strip().lower()
+        return text in self._cache or text in self._pinned
 
 
 _shared_lock = threading.Lock()
@@ -154,10 +188,39 @@ _shared_lock = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _shared() -> Encoder:
-    return Encoder()
+    encoder = Encoder()
+    encoder.preload()
+    return encoder
 
 
 def shared_encoder() -> Encoder:
     """The worker's one encoder (loaded once per process, on first use)."""
     with _shared_lock:
         return _shared()
+
+
+def packaged_example_texts() -> list[str]:
+    """Every example text of the packaged rules (like, not_like, neutral; window cues), normalised."""
+    from .rules import load_rules
+
+    detection = load_rules().detection
+    texts = [t for r in detection.phrases for t in (*r.like, *r.not_like)] + list(detection.semantic.neutral)
+    for w in detection.windows:
+        for cue in (w.cue, w.trigger):
+            if cue is not None:
+                texts += [*cue.like, *cue.not_like]
+    return sorted({t.strip().lower() for t in texts})
+
+
+def build_example_vectors(path: Path | None = None) -> Path:
+    """Write ``EXAMPLE_VECTORS`` for the packaged rules (run after editing their examples)."""
+    path = path or Path(str(resources.files("streamproc.data").joinpath(EXAMPLE_VECTORS)))
+    encoder = Encoder()
+    texts = packaged_example_texts()
+    vectors = encoder.encode(texts)
+    np.savez_compressed(path, texts=np.array(texts), vectors=vectors.astype(np.float32), model_sha256=np.array(encoder.model_sha256))
+    return path
+
+
+if __name__ == "__main__":  # python -m streamproc.embeddings: rebuild the packaged example vectors
+    print(build_example_vectors())

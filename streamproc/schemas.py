@@ -230,6 +230,20 @@ class AlertAck(_Message):
     note: str | None = Field(None, max_length=1000)
 
 
+class CallRisk(_Message):
+    """A call's live risk score (topic ``calls.risk``, key = call id), sent whenever its whole-point
+    value changes: on transcripts, alerts and the detection timer (docs/detection.md#call-risk-score).
+    ``call_at_risk`` alerts are still sent when it crosses the rule's threshold; this record is the
+    score itself, for pages that sort every live call by it."""
+
+    call_id: Identifier
+    rule_id: Identifier
+    score: float = Field(ge=0, le=100, description="The score now, 0-100.")
+    threshold: float = Field(description="The rule's call_at_risk threshold.")
+    factors: dict[str, float] = Field(description="Points contributed by each factor (hold, sentiment, escalation, ...).")
+    updated_at: AwareDatetime = Field(description="Wall-clock time the score was computed.")
+
+
 # --------------------------------------------------------------------------- audio frames
 
 
@@ -494,4 +508,5 @@ DOCUMENTED_MESSAGES: dict[str, Any] = {
     "calls.acks": TypeAdapter(AlertAck),
     "calls.deadletter": TypeAdapter(DeadLetter),
     "calls.ticks": TypeAdapter(Tick),
+    "calls.risk": TypeAdapter(CallRisk),
 }

@@ -32,10 +32,11 @@ from typing import Callable, Iterable
 
 from .. import metrics
 from ..rules import DetectionRules, PhraseRule, RulesFile
-from ..schemas import Alert, AlertKind, Evidence, Severity, Speaker, TranscriptSegment, from_epoch
+from ..schemas import Alert, AlertKind, CallRisk, Evidence, Severity, Speaker, TranscriptSegment, from_epoch
 from .acoustic import AcousticHit, AcousticState, AudioFeatures
 from .escalation import ScoredUtterance, SentimentWindow, sentiment_score
 from .hold import CallState, CallStatus
+from .risk import take_update
 from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
 from . import extras
 from .semantic import semantic_evidence, semantic_match
@@ -157,6 +158,18 @@ class DetectionEngine:
         for cid in stale:
             del self._calls[cid]
         return len(stale)
+
+    def risk_updates(self, now: float) -> list[CallRisk]:
+        """Calls whose live risk score moved by a whole point since the last call (for ``calls.risk``)."""
+        updates = []
+        for call_id, state in self._calls.items():
+            risk = getattr(state, "risk", None)
+            taken = take_update(risk) if risk is not None else None
+            if taken is not None:
+                rule_id, score, threshold, factors = taken
+                updates.append(CallRisk(call_id=call_id, rule_id=rule_id, score=score, threshold=threshold,
+                                        factors=factors, updated_at=from_epoch(now)))
+        return updates
 
     def _state(self, call_id: str, now: float) -> _CallState:
         state = self._calls.get(call_id)

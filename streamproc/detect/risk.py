@@ -3,8 +3,11 @@
     score = min(100, hold + sentiment + escalation + abuse + repeat_contact + dead_air + missed_window)
 
     hold           = w.hold × min(1.5, hold_s / hold_full_s)      hold_s: all holds of the call so far
-    sentiment      = w.sentiment × max(0, −mean)                  mean VADER compound of the customer's
-                                                                  last ``sentiment_window`` finals (≥ 3 words)
+    sentiment      = w.sentiment × min(1, max(0, −slope) / sentiment_slope_full)
+                                                                  slope: least-squares slope (compound per
+                                                                  utterance) of the VADER compound scores of the
+                                                                  customer's last ``sentiment_window`` finals
+                                                                  (≥ 3 words); 0 with fewer than 3 of them
     escalation     = w.escalation × min(cap, n)                   n: escalation alerts (manager, churn, legal)
     abuse          = w.abuse × min(cap, n)                        customer_abuse and rude_phrase alerts
     repeat_contact = w.repeat_contact × [any repeat-contact escalation alert]
@@ -35,6 +38,8 @@ class RiskState:
     hold_s: float = 0.0
     levels_fired: dict[str, int] = field(default_factory=dict)  # rule → alerts sent (levels crossed)
     last_score: float = 0.0
+    last: tuple[str, float, dict[str, float]] | None = None  # (rule id, threshold, factors) of last_score
+    published: float | None = None  # the whole-point score last handed out by take_update()
 
     def add_sentiment(self, score: float) -> None:
         self.sentiments.append(score)
@@ -52,11 +57,10 @@ class RiskState:
     def factors(self, rule: RiskRule) -> dict[str, float]:
         w = rule.weights
         cap = rule.cap_per_cue
-        recent = list(self.sentiments)[-rule.sentiment_window :]
-        mean = sum(recent) / len(recent) if recent else 0.0
+        slope = sentiment_slope(list(self.sentiments)[-rule.sentiment_window :])
         points = {
             "hold": w.hold * min(1.5, self.hold_s / rule.hold_full_s),
-            "sentiment": w.sentiment * max(0.0, -mean),
+            "sentiment": w.sentiment * min(1.0, max(0.0, -slope) / rule.sentiment_slope_full),
             "escalation": w.escalation * min(cap, self.counts.get("escalation", 0)),
             "abuse": w.abuse * min(cap, self.counts.get("abuse", 0)),
             "repeat_contact": w.repeat_contact * (1 if self.counts.get("repeat_contact", 0) else 0),
@@ -73,6 +77,7 @@ class RiskState:
         """The score now and the alert levels (occurrences) newly crossed."""
         score, factors = self.score(rule)
         self.last_score = score
+        self.last = (rule.id, rule.threshold, factors)
         fired = self.levels_fired.get(rule.id, 0)
         new = []
         while score >= rule.threshold + fired * STEP and rule.threshold + fired * STEP <= 100:
@@ -80,6 +85,34 @@ class RiskState:
             fired += 1
         self.levels_fired[rule.id] = fired
         return score, factors, new
+
+
+def take_update(state: RiskState) -> tuple[str, float, float, dict[str, float]] | None:
+    """(rule id, score, threshold, factors) when the score moved by a whole point since the last one taken.
+
+    Whole points keep the ``calls.risk`` topic quiet: the hold factor grows every second."""
+    if state.last is None:
+        return None
+    score = round(state.last_score)
+    if state.published is not None and score == state.published:
+        return None
+    state.published = score
+    rule_id, threshold, factors = state.last
+    return rule_id, state.last_score, threshold, factors
+
+
+def sentiment_slope(scores: list[float]) -> float:
+    """Least-squares slope of the scores against their index (change per utterance); 0 for fewer than 3.
+
+    A trend, not a mean: a customer who is getting angrier raises the risk even before the mean is
+    negative, and one who was angry and is calming down does not. Persistent negativity at a steady
+    level is the ``negative_sentiment`` detector's job."""
+    n = len(scores)
+    if n < 3:
+        return 0.0
+    mean_x = (n - 1) / 2
+    mean_y = sum(scores) / n
+    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(scores)) / sum((x - mean_x) ** 2 for x in range(n))
 
 
 def factor_of(alert, category: str | None = None) -> str | None:

@@ -121,7 +121,10 @@ class RiskRule(_Rule):
     threshold: float = Field(60.0, gt=0, le=100, description="Alert when the score reaches this (0–100).")
     weights: RiskWeights = RiskWeights()
     hold_full_s: float = Field(180.0, gt=0, description="Hold time (all holds so far) that earns the full hold weight.")
-    sentiment_window: int = Field(4, ge=1, le=50, description="Customer finals in the sentiment mean.")
+    sentiment_window: int = Field(6, ge=3, le=50, description="Customer finals whose sentiment trend (least-squares slope) counts.")
+    sentiment_slope_full: float = Field(
+        0.2, gt=0, le=2, description="Fall in VADER compound per customer utterance that earns the full sentiment weight."
+    )
     cap_per_cue: int = Field(3, ge=1, description="Each cue counts at most this many times.")
     speaker: _Speaker = "customer"
     title: str | None = Field(None, max_length=200)

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from streamproc.schemas import AlertAck, TranscriptSegment
-from tests.conftest import ARTIFACTS, ROOT, event, http_get, send
+from tests.conftest import ARTIFACTS, FAST_HOLD_RULES, ROOT, event, http_get, send
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -492,3 +492,39 @@ def test_each_supervisor_sees_their_queues_and_acknowledges_as_themselves(worker
     log_text = worker.log_path.read_text(errors="replace")
     assert "acknowledged by Dana Park" in log_text, "the log was captured"
     assert dana not in log_text and lee not in log_text
+
+
+RISK_RULES = FAST_HOLD_RULES + """
+detection:
+  phrases:
+    - {id: manager-request, kind: escalation, category: manager_request, speaker: customer, severity: warning, phrases: [speak to your manager]}
+    - {id: repeat-contact, kind: escalation, category: repeat_contact, speaker: customer, severity: info, phrases: [third time]}
+  risk:
+    - id: call-at-risk
+      severity: warning
+      threshold: 60
+      weights: {hold: 30, sentiment: 20, escalation: 15, abuse: 15, repeat_contact: 15, dead_air: 10, missed_window: 5}
+"""
+
+
+def test_live_calls_sort_by_live_risk_score_with_its_factors(worker_factory, producer, page):
+    """Below the call_at_risk threshold no alert exists: the page learns the score from calls.risk."""
+    worker = worker_factory(RISK_RULES)
+    events, transcripts = worker.topic("events"), worker.topic("transcripts")
+    open_dashboard(page, worker)
+    for call_id in ("calm", "risky"):  # "calm" started first: without a score it would sort first
+        send(producer, events, call_id, event(call_id, "call_started", agent_id="agent-1", queue="support"))
+    expect(page.locator("#calls-body tr.call")).to_have_count(2, timeout=10_000)
+    send(producer, transcripts, "risky", segment("risky", "customer", 0, 0, True,
+                                                  "this is the third time i've rung let me speak to your manager"))
+    risky = page.locator('tr[data-call-id="risky"]')
+    expect(risky.locator(".risk-badge")).to_have_text(re.compile(r"risk 30"), timeout=15_000)
+    factors = risky.locator(".risk-factors").inner_text()
+    assert "escalation 15" in factors and "repeat contact 15" in factors, factors
+    assert "risk-high" not in risky.locator(".risk-badge").get_attribute("class"), "30 is below the threshold (60)"
+    assert page.locator("#calls-body tr.call").first.get_attribute("data-call-id") == "risky"
+    assert page.locator('tr[data-call-id="calm"] .risk-badge').count() == 0
+    expect(page.locator("#alerts li.alert .kind").filter(has_text="escalation")).to_have_count(2)  # manager, repeat contact
+    assert page.locator("#alerts li.alert .kind").filter(has_text="call at risk").count() == 0
+    screenshot(page, "risk")
+    assert page.problems == []

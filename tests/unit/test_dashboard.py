@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from streamproc.dashboard import BoardTopics, CallBoard, is_authorized, session_value
 from streamproc.rules import parse_rules
-from streamproc.schemas import Alert, AlertAck, AlertKind, Evidence, Severity, TranscriptSegment
+from streamproc.schemas import Alert, AlertAck, AlertKind, CallRisk, Evidence, Severity, TranscriptSegment, from_epoch
 
-TOPICS = BoardTopics(events="calls.events", alerts="calls.alerts", acks="calls.acks", transcripts="calls.transcripts")
+TOPICS = BoardTopics(events="calls.events", alerts="calls.alerts", acks="calls.acks", transcripts="calls.transcripts", risk="calls.risk")
 RULES = parse_rules(
     """
 version: 1
@@ -406,3 +406,35 @@ def test_supervisors_add_prints_the_token_once_and_stores_its_hash(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "streamproc", "supervisors", "list", "--file", str(path)],
                              capture_output=True, text=True, timeout=60)
     assert "Dana Park" in listing.stdout and "billing, support" in listing.stdout and token not in listing.stdout
+
+
+def risk_record(call_id: str, score: float, factors: dict[str, float], at: float = T0) -> bytes:
+    return CallRisk(call_id=call_id, rule_id="call-at-risk", score=score, threshold=60, factors=factors,
+                    updated_at=from_epoch(at)).to_json_bytes()
+
+
+def test_every_call_learns_its_live_risk_score_and_factors_from_calls_risk():
+    b = board()
+    for n, call_id in enumerate(("calm", "rising", "held")):
+        call_event(b, call_id, "call_started", T0 + n, agent_id="a1", queue="billing")
+    seq = b.seq
+    # below the call_at_risk threshold: no alert exists, yet the page must sort by the score
+    assert b.apply(TOPICS.risk, b"rising", risk_record("rising", 35.0, {"escalation": 15.0, "sentiment": 20.0, "hold": 0.0}), partition=1)
+    b.apply(TOPICS.risk, b"held", risk_record("held", 12.5, {"hold": 12.5}), partition=2)
+    calls = b.calls()
+    assert [(c["call_id"], c["risk"]) for c in calls] == [("rising", 35.0), ("held", 12.5), ("calm", None)]
+    assert calls[0]["risk_factors"] == {"escalation": 15.0, "sentiment": 20.0} and calls[0]["risk_threshold"] == 60
+    changes = b.changes_since(seq)
+    assert [c["call"]["call_id"] for c in changes if c["type"] == "call"] == ["rising", "held"]
+    # the same score again changes nothing; a falling score is shown as it is (latest wins, not the max)
+    assert not b.apply(TOPICS.risk, b"held", risk_record("held", 12.5, {"hold": 12.5}), partition=2)
+    b.apply(TOPICS.risk, b"rising", risk_record("rising", 5.0, {"escalation": 5.0}), partition=1)
+    assert [(c["call_id"], c["risk"]) for c in b.calls()] == [("held", 12.5), ("rising", 5.0), ("calm", None)]
+    # once a call has a live score, a call_at_risk alert does not overwrite it with an older, higher one
+    risk_alert = alert("rising", "call-at-risk").model_copy(update={
+        "kind": AlertKind.call_at_risk, "evidence": Evidence(value=62.0, threshold=60, unit="risk_score", factors={"hold": 62.0})})
+    b.apply(TOPICS.alerts, b"rising", risk_alert.to_json_bytes(), timestamp_ms=int(T0 * 1000), partition=1)
+    assert b.call_view(b._calls["rising"])["risk"] == 5.0
+    # a bad record is counted and skipped
+    assert not b.apply(TOPICS.risk, b"held", b"{not json", partition=2)
+    assert sum(b.rejected.values()) == 1

@@ -145,3 +145,29 @@ def test_reloaded_rules_retrain_the_heads(rules):
     - id: rude-lexicon-only"""))
     alerts = fire(engine, "is my hamster allowed to stay", call="h2")
     assert [a.rule_id for a in alerts] == ["pets"]
+
+
+def test_packaged_example_vectors_cover_the_packaged_examples_and_are_this_models(tmp_path):
+    """The precomputed vectors (cold start without embedding ~1 700 examples) must be rebuilt
+    (python -m streamproc.embeddings) whenever the packaged examples change, and must be what the
+    model computes: a stale or foreign file would train the heads on wrong vectors."""
+    from streamproc.embeddings import EXAMPLE_VECTORS, packaged_example_texts
+
+    fresh = Encoder()
+    assert fresh.preload() == len(packaged_example_texts())
+    with np.load(_packaged(EXAMPLE_VECTORS)) as data:
+        texts = [str(t) for t in data["texts"]]
+    assert set(texts) == set(packaged_example_texts()), "rebuild: python -m streamproc.embeddings"
+    sample = texts[:: max(1, len(texts) // 25)]
+    computed = Encoder().encode(sample)
+    assert np.allclose(fresh.encode(sample), computed, atol=1e-4)
+    # vectors made with another model file are ignored, not used
+    other = tmp_path / "other.npz"
+    np.savez(other, texts=np.array(["hello"]), vectors=np.zeros((1, DIMENSION), np.float32), model_sha256=np.array("0" * 64))
+    assert Encoder().preload(other) == 0
+
+
+def _packaged(name: str):
+    from importlib import resources
+
+    return str(resources.files("streamproc.data").joinpath(name))

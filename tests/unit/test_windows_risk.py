@@ -134,12 +134,33 @@ def test_risk_score_formula():
     rule = RiskRule(id="r", severity="warning", threshold=50, hold_full_s=100)
     state = RiskState()
     state.hold_s = 50
-    for s in (-0.5, -0.5):
+    for s in (0.0, -0.1, -0.2):  # falling by 0.1 per utterance: half of sentiment_slope_full (0.2)
         state.add_sentiment(s)
     score, factors = state.score(rule)
     assert factors["hold"] == 15 and factors["sentiment"] == 10 and score == 25
     state.hold_s = 1000
     assert state.score(rule)[1]["hold"] == 45  # capped at 1.5 x the weight
+
+
+@pytest.mark.parametrize(
+    ("scores", "points"),
+    [
+        ((-0.5, -0.5), 0.0),  # fewer than 3 finals: no trend yet
+        ((-0.6, -0.6, -0.6, -0.6), 0.0),  # steadily negative: a level, not a trend (negative_sentiment's job)
+        ((-0.8, -0.4, 0.0), 0.0),  # angry but calming down
+        ((0.6, 0.2, -0.2, -0.6), 20.0),  # falling by 0.4 per utterance: capped at the full weight
+        ((-0.9, -0.9, -0.9, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5), 10.0),  # only the last sentiment_window (6) count
+    ],
+)
+def test_risk_sentiment_is_the_trend_of_the_recent_finals(scores, points):
+    from streamproc.detect.risk import sentiment_slope
+
+    rule = RiskRule(id="r", severity="warning", sentiment_window=6, sentiment_slope_full=0.2)
+    state = RiskState()
+    for s in scores:
+        state.add_sentiment(s)
+    assert state.factors(rule)["sentiment"] == points
+    assert sentiment_slope([0.0, -0.1, -0.2]) == pytest.approx(-0.1)
 
 
 def test_call_at_risk_crosses_once_with_factors(engine):
@@ -166,3 +187,21 @@ def test_packaged_rules_have_windows_and_risk():
     detection = load_rules().detection
     assert {w.id for w in detection.windows} == {"agent-greeting", "recording-disclosure", "apology-after-complaint"}
     assert detection.risk and detection.risk[0].threshold == 60
+
+
+def test_risk_updates_carry_every_calls_live_score_once_per_whole_point(engine):
+    """What the detection agent publishes on calls.risk: a score below the threshold too, again only
+    when it moved by a whole point (the hold factor grows every second)."""
+    info = CallInfo(on_hold=False, completed_hold_s=0.0)
+    engine.on_transcript(seg("this is the third time i've called", "customer", 1.0), info, 10.0)
+    engine.on_transcript(seg("hello", "customer", 1.0, call="c2"), info, 10.0)
+    updates = {u.call_id: u for u in engine.risk_updates(10.0)}
+    assert updates["c1"].score == 15 and updates["c1"].threshold == 50 and updates["c1"].factors["repeat_contact"] == 15
+    assert updates["c1"].rule_id == "risk" and updates["c2"].score == 0  # every call, not only risky ones
+    assert engine.risk_updates(11.0) == []  # nothing moved
+    held = CallInfo(on_hold=True, hold_started_at=10.0, completed_hold_s=0.0)
+    engine.on_tick(lambda _: held, 11.0)  # 1 s of hold: 0.3 points, not a whole point yet
+    assert engine.risk_updates(11.0) == []
+    engine.on_tick(lambda _: held, 20.0)  # 10 s of hold: 3 points
+    moved = {u.call_id: u for u in engine.risk_updates(20.0)}
+    assert moved["c1"].score == 18 and moved["c1"].factors["hold"] == 3

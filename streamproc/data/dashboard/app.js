@@ -107,7 +107,7 @@
     calls.sort((a, b) => {
       const rank = (c) => (c.status === "on_hold" ? 0 : c.status === "active" ? 1 : 2);
       const ended = (c) => (c.status === "ended" ? 1 : 0);
-      // riskiest live calls first (call risk score from call_at_risk alerts), then on hold, then by time
+      // riskiest live calls first (live call risk score from calls.risk), then on hold, then by time
       return ended(a) - ended(b) || (b.risk || 0) - (a.risk || 0) || rank(a) - rank(b) ||
         (a.hold_started_at || a.started_at) - (b.hold_started_at || b.started_at);
     });
@@ -119,10 +119,16 @@
       row.append(el("td", "call-id", call.call_id), el("td", "agent", call.agent_id), el("td", "queue", call.queue));
       const label = call.status === "on_hold" ? `on hold #${call.hold_count}` : call.status === "ended" ? "ended" : "talking";
       const stateCell = el("td", "state", label);
-      if (call.risk != null) {
-        const badge = el("span", "risk-badge", ` risk ${Math.round(call.risk)}`);
-        badge.title = "call risk score (0-100): see the call_at_risk alert for its factors";
+      if (call.risk != null && call.risk > 0) {
+        const high = call.risk_threshold != null && call.risk >= call.risk_threshold;
+        const badge = el("span", high ? "risk-badge risk-high" : "risk-badge", ` risk ${Math.round(call.risk)}`);
+        // the factors behind the score, largest first: what the supervisor would be walking into
+        const factors = Object.entries(call.risk_factors || {}).sort((x, y) => y[1] - x[1]);
+        badge.title = `call risk score (0-100)${call.risk_threshold != null ? `, alert at ${call.risk_threshold}` : ""}`;
         stateCell.append(badge);
+        if (factors.length) {
+          stateCell.append(el("span", "risk-factors muted", ` ${factors.map(([k, v]) => `${k.replace("_", " ")} ${Math.round(v)}`).join(" · ")}`));
+        }
       }
       row.append(stateCell);
       const dur = el("td", "duration");
