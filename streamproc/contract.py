@@ -37,6 +37,7 @@ from .schemas import (
     Alert,
     AlertAck,
     AudioFrameMeta,
+    CallRisk,
     DeadLetter,
     Tick,
     TranscriptSegment,
@@ -221,6 +222,25 @@ TOPICS: dict[str, TopicContract] = {
                                  "factors": {"hold": 22.0, "sentiment": 12.0, "escalation": 35.0, "abuse": 0.0,
                                              "repeat_contact": 15.0, "dead_air": 0.0, "missed_window": 0.0}},
                     "event_time": "2026-11-24T10:04:01Z", "detected_at": "2026-11-24T10:04:01.080000Z"}),
+            ),
+        ),
+        TopicContract(
+            name="risk",
+            message="CallRisk",
+            title="Live call risk scores",
+            description="Each live call's risk score (0-100) and the points each factor contributes, sent whenever its "
+            "whole-point value changes (transcripts, alerts, the detection timer). The latest record per call wins; "
+            "`call_at_risk` alerts on the alerts topic still mark the threshold crossing. Read by the dashboard.",
+            sends=True, receives=False,
+            payload=TypeAdapter(CallRisk),
+            parse=_keyed(CallRisk),
+            examples=(
+                Example("rising_risk", "A call on hold whose customer has asked for a manager.", "CA-1002", {
+                    "schema_version": 1, "call_id": "CA-1002", "rule_id": "call-at-risk", "score": 57.0,
+                    "threshold": 60.0,
+                    "factors": {"hold": 22.0, "sentiment": 0.0, "escalation": 35.0, "abuse": 0.0,
+                                "repeat_contact": 0.0, "dead_air": 0.0, "missed_window": 0.0},
+                    "updated_at": "2026-11-24T10:03:58.200000Z"}),
             ),
         ),
         TopicContract(
