@@ -66,7 +66,7 @@ def inputs_caught_up(partition: int) -> bool:
         highwater = app.consumer.highwater(tp)
         if highwater is None:
             continue  # nothing fetched from it since the assignment
-        committed = app.consumer._committed_offset.get(tp) or 0
+        committed = getattr(app.consumer, "_committed_offset", {}).get(tp) or 0  # what another owner processed
         if max(_processed_upto.get((tp.topic, partition), 0), committed) < highwater:
             return False
     return True
