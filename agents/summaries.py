@@ -79,12 +79,8 @@ if settings.summaries_enabled:
         async for event in stream.events():
             message = event.message
             now = time.time()
-            if (
-                message.topic == TOPICS["ticks"]
-                and not inputs_caught_up(message.partition)
-                and not _past_max_wait(message.key)
-            ):
-                continue  # records of the partition are still unread: one may belong to the call; re-ticked later
+            if message.topic == TOPICS["ticks"] and not _tick_may_run(message.key, message.partition, now):
+                continue  # the call's inputs are not all handled yet: the timer ticks again
             step = processor.process(
                 topic=message.topic, key=message.key, value=message.value, load_state=summary_state.get,
                 now_wall=now, partition=message.partition, offset=message.offset,
@@ -103,13 +99,23 @@ if settings.summaries_enabled:
             if message.topic != TOPICS["ticks"]:
                 _processed_upto[(message.topic, message.partition)] = message.offset + 1
 
-    def _past_max_wait(key: bytes | None) -> bool:
-        if not key:
+    def _tick_may_run(key: bytes | None, partition: int, now: float) -> bool:
+        """Inputs caught up, and every agent reading events/transcripts committed past the call's last one.
+
+        Past the bounded wait (summary_max_wait_s after call_ended) the tick runs whatever the lag."""
+        state = SummaryState.from_stored(summary_state.get(key.decode("utf-8", "replace"))) if key else None
+        if state is None or state.emitted:
+            return True
+        if state.ended_wall is not None and now - state.ended_wall >= settings.summary_max_wait_s:
+            return True
+        if not inputs_caught_up(partition):
             return False
-        state = SummaryState.from_stored(summary_state.get(key.decode("utf-8", "replace")))
-        return state is not None and state.ended_wall is not None and (
-            time.time() - state.ended_wall >= settings.summary_max_wait_s
-        )
+        committed = getattr(app.consumer, "_committed_offset", {})
+        for kind in ("events", "transcripts"):
+            folded = state.offsets.get(kind)
+            if folded is not None and (committed.get(TP(TOPICS[kind], partition)) or 0) <= folded:
+                return False  # detection (or the events agent) has not acked the call's last record yet
+        return True
 
     @app.timer(interval=TIMER_INTERVAL_S)
     async def summary_timer() -> None:

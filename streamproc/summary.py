@@ -15,6 +15,12 @@ When is a call over? Two things must both have happened, in either order:
    the call arrived for ``quiet_s`` (the audio agent finalises an ended call's sessions about a second
    after its last frame, then detection sends the alerts of those finals).
 
+The agent adds one guard it alone can check: the tick is set aside until the worker's committed offsets
+of ``calls.events`` and ``calls.transcripts`` pass the call's last folded record. Faust acks a record only
+once every agent reading it is done, so this means the detection and events agents have handled the call's
+last transcript and event, and sent their alerts (detection can lag seconds behind, e.g. while its
+semantic heads train at start-up).
+
 A call with no audio at all has nothing to drain: it is due ``quiet_s`` after its last record. The
 wait is bounded: ``max_wait_s`` after ``call_ended`` was read the summary goes out anyway, with
 ``transcription_complete: false`` if utterances are still open. Records of the call that arrive
@@ -91,6 +97,7 @@ class SummaryState(BaseModel):
     open_utterances: list[str] = Field(default_factory=list)  # partial seen, final not yet
     transcript_partition: int | None = None
     alerts: dict[str, list] = Field(default_factory=dict)  # alert id → [rule_id, kind, value]
+    offsets: dict[str, int] = Field(default_factory=dict)  # input kind → highest offset folded (the agent's tick guard)
     last_input_wall: float = 0.0
     ended_wall: float | None = None  # when this worker first read call_ended
     emitted: bool = False
@@ -487,6 +494,8 @@ class SummaryProcessor:
         else:
             state.add_alert(alert)
         state.last_input_wall = max(state.last_input_wall, now_wall)
+        if ref.offset is not None:
+            state.offsets[kind] = max(state.offsets.get(kind, -1), ref.offset)
         if state.partition is None:
             state.partition = ref.partition
         return SummaryResult(call_id, store=state.stored())
@@ -503,7 +512,8 @@ class SummaryProcessor:
             return RecordResult(call_id)
         summary = build_summary(state, self.config())
         # Keep only the emitted mark: late records of the call are then ignored until retention ends.
-        done = SummaryState(call_id=call_id, partition=state.partition, ended_wall=state.ended_wall, emitted=True)
+        done = SummaryState(call_id=call_id, partition=state.partition, ended_wall=state.ended_wall, emitted=True,
+                            offsets=state.offsets)
         return SummaryResult(call_id, store=done.stored(), summary=summary)
 
 
