@@ -93,6 +93,24 @@ def _changelog_has(bootstrap: str, topic: str, call_id: str, finals: int, timeou
         changelog.close()
 
 
+def _wait_committed(bootstrap: str, group: str, topics: dict[str, int], timeout_s: float = 90.0) -> bool:
+    """The group committed at least ``count`` records of each topic (summed over partitions)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            offsets = admin.list_group_offsets(group).get(group, {})
+            done = {topic: sum(m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset > 0) for topic in topics}
+            if all(done[topic] >= count for topic, count in topics.items()):
+                return True
+            time.sleep(0.2)  # polling the broker's state, not waiting on a clock
+        return False
+    finally:
+        admin.close()
+
+
 def test_restart_mid_call_gives_the_same_summary_without_duplicates(worker_factory, reader, producer, broker):
     worker = worker_factory(packaged_rules_text("default_rules.yaml"), **SUMMARY_SETTINGS)
     summaries, alerts = reader(worker.topic("summaries")), reader(worker.topic("alerts"))
@@ -103,6 +121,10 @@ def test_restart_mid_call_gives_the_same_summary_without_duplicates(worker_facto
     send_all(producer, worker, "rst-1", before)
     changelog = f"{worker.settings.app_id}-call-summaries-changelog"
     assert _changelog_has(broker.bootstrap, changelog, "rst-1", finals_before), worker.log_tail()
+    # Offsets committed: the restarted worker does not read these records again, so a complete summary
+    # can only come from the call-summaries table recovered from its changelog.
+    sent = {worker.topic(kind): sum(1 for k, _ in before if k == kind) for kind in ("events", "transcripts")}
+    assert _wait_committed(broker.bootstrap, worker.settings.app_id, sent), worker.log_tail()
 
     worker.kill()  # SIGKILL mid-call: no clean shutdown, no final commit
     worker.start()
