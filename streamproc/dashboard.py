@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 from .detect.hold import CallState, CallStatus, apply_event
 from .errors import InputRejected
 from .rules import RulesFile
-from .schemas import Alert, AlertAck, Severity, TranscriptSegment, parse_call_event, parse_message
+from .schemas import Alert, AlertAck, CallSummary, Severity, TranscriptSegment, parse_call_event, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class BoardTopics:
     alerts: str
     acks: str
     transcripts: str
+    summaries: str | None = None  # post-call summaries: the page shows a finished call's summary
 
     @classmethod
     def from_settings(cls, settings) -> "BoardTopics":
@@ -53,10 +54,12 @@ class BoardTopics:
             alerts=settings.topic("alerts"),
             acks=settings.topic("acks"),
             transcripts=settings.topic("transcripts"),
+            summaries=settings.topic("summaries"),
         )
 
-    def all(self) -> tuple[str, str, str, str]:
-        return (self.events, self.alerts, self.acks, self.transcripts)
+    def all(self) -> tuple[str, ...]:
+        core = (self.events, self.alerts, self.acks, self.transcripts)
+        return core + ((self.summaries,) if self.summaries else ())
 
 
 class CallBoard:
@@ -78,6 +81,7 @@ class CallBoard:
         ended_linger_s: float = 60.0,
         history_s: float = 8 * 3600.0,
         change_log: int = 5000,
+        max_summaries: int = 2000,
     ):
         self._rules = rules if callable(rules) else (lambda: rules)
         self.topics = topics
@@ -93,6 +97,8 @@ class CallBoard:
         self._alert_partitions: dict[str, int | None] = {}
         self._acks: OrderedDict[str, dict[str, Any]] = OrderedDict()  # alert id -> newest ack
         self._transcripts: OrderedDict[str, OrderedDict[str, dict[str, Any]]] = OrderedDict()
+        self.max_summaries = max_summaries
+        self._summaries: OrderedDict[str, dict[str, Any]] = OrderedDict()  # call id → its post-call summary
         self._changes: deque[tuple[int, dict[str, Any]]] = deque(maxlen=change_log)
         self.seq = 0
         self.records = 0
@@ -126,6 +132,8 @@ class CallBoard:
                 self._apply_ack(parse_message(AlertAck, value or b""))
             elif topic == self.topics.transcripts:
                 self._apply_transcript(parse_message(TranscriptSegment, value or b""))
+            elif self.topics.summaries is not None and topic == self.topics.summaries:
+                self._apply_summary(parse_message(CallSummary, value or b""))
             else:
                 raise KeyError(f"the board does not read topic {topic!r}")
         except InputRejected as rejection:
@@ -207,6 +215,18 @@ class CallBoard:
                 lines.popitem(last=False)
         self._emit({"type": "transcript", "call_id": segment.call_id, "line": line})
 
+    def _apply_summary(self, summary: CallSummary) -> None:
+        view = summary.model_dump(mode="json")
+        if self._summaries.get(summary.call_id) == view:
+            return  # a re-sent summary (same id, same content): nothing new
+        self._summaries[summary.call_id] = view
+        self._summaries.move_to_end(summary.call_id)
+        while len(self._summaries) > self.max_summaries:
+            self._summaries.popitem(last=False)
+        self._emit({"type": "summary", "call_id": summary.call_id, "summary": view})
+        if summary.call_id in self._calls:  # the row shows that the summary is there
+            self._emit({"type": "call", "call": self.call_view(self._calls[summary.call_id])})
+
     # ------------------------------------------------------------------ housekeeping
 
     def expire(self, now: float | None = None) -> int:
@@ -250,7 +270,8 @@ class CallBoard:
             "hold_started_at": state.hold_started_at + offset if state.hold_started_at is not None else None,
             "hold_count": state.hold_count,
             "completed_hold_s": round(state.completed_hold_s, 3),
-            "risk": self._risk.get(state.call_id),  # latest call risk score 0-100, None until call_at_risk
+            "risk": self._risk.get(state.call_id),
+            "has_summary": state.call_id in self._summaries,  # latest call risk score 0-100, None until call_at_risk
             # The per-hold thresholds of the rules in force for this queue: the page colours the timer with them.
             "hold_thresholds": [
                 {"id": rule.id, "after_s": rule.after_s, "severity": rule.severity.value} for rule in policy.thresholds
@@ -278,6 +299,9 @@ class CallBoard:
     def transcript(self, call_id: str) -> list[dict[str, Any]]:
         return list(self._transcripts.get(call_id, {}).values())
 
+    def summary(self, call_id: str) -> dict[str, Any] | None:
+        return self._summaries.get(call_id)
+
     def snapshot(self, call_id: str | None = None, now: float | None = None) -> dict[str, Any]:
         """Everything a page needs to draw itself; ``call_id`` selects whose transcript is included."""
         return {
@@ -286,6 +310,7 @@ class CallBoard:
             "calls": self.calls(),
             "alerts": self.alerts(),
             "transcript": {"call_id": call_id, "lines": self.transcript(call_id)} if call_id else None,
+            "summary": self.summary(call_id) if call_id else None,
         }
 
     def changes_since(self, seq: int, call_id: str | None = None) -> list[dict[str, Any]] | None:
@@ -299,7 +324,7 @@ class CallBoard:
         return [
             change
             for _, change in itertools.islice(self._changes, max(0, seq + 1 - first), None)
-            if change["type"] != "transcript" or change["call_id"] == call_id
+            if change["type"] not in ("transcript", "summary") or change["call_id"] == call_id
         ]
 
     def stats(self) -> dict[str, Any]:
@@ -310,6 +335,7 @@ class CallBoard:
             "alerts": len(self._alerts),
             "acks": len(self._acks),
             "transcript_calls": len(self._transcripts),
+            "summaries": len(self._summaries),
             "rejected": dict(self.rejected),
         }
 
