@@ -11,7 +11,9 @@ import pytest
 from streamproc.rules import packaged_rules_text
 from streamproc.scenario import find_scenario, load_scenario, resolve
 from streamproc.schemas import CallSummary, Speaker, TranscriptSegment, parse_message
-from tests.conftest import TopicReader, event, reader_isolation
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import TopicReader, event, http_get, reader_isolation
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -47,7 +49,7 @@ def send_all(producer, worker, call_id: str, records) -> None:
 
 
 def test_scripted_call_yields_exactly_one_summary_with_the_expected_figures(worker_factory, reader, producer):
-    worker = worker_factory(packaged_rules_text("default_rules.yaml"), **SUMMARY_SETTINGS)
+    worker = worker_factory(packaged_rules_text("default_rules.yaml"), summary_metric_agents="agent-cho", **SUMMARY_SETTINGS)
     summaries, alerts = reader(worker.topic("summaries")), reader(worker.topic("alerts"))
     t0 = time.time() - 60
     send_all(producer, worker, "sum-1", scenario_records("angry_customer", "sum-1", t0))
@@ -76,6 +78,22 @@ def test_scripted_call_yields_exactly_one_summary_with_the_expected_figures(work
     second = parse_message(CallSummary, json.dumps(of_call(values, "sum-2")[0]))
     assert (second.durations.hold_count, second.durations.hold_total_s, second.durations.longest_hold_s) == (1, 20.0, 20.0)
     assert not second.escalation.transferred
+
+    # Aggregates on /metrics: queues not named in the rules are "other"; only allow-listed agents keep their id.
+    status, body = http_get(f"{worker.base_url}/metrics")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode()) for sample in family.samples
+    }
+    assert samples[("streamproc_call_handle_seconds_count", (("queue", "other"),))] == 2
+    assert samples[("streamproc_call_handle_seconds_sum", (("queue", "other"),))] == pytest.approx(
+        first.durations.total_s + second.durations.total_s, abs=0.01
+    )
+    assert samples[("streamproc_call_hold_total_seconds_sum", (("queue", "other"),))] == pytest.approx(20.0)
+    assert samples[("streamproc_call_transfers_total", (("queue", "other"),))] == 1
+    assert samples[("streamproc_agent_handle_seconds_count", (("agent", "agent-cho"),))] == 1
+    assert samples[("streamproc_agent_handle_seconds_count", (("agent", "other"),))] == 1  # agent-ben is not listed
+    assert not any("agent-ben" in str(key) or "sum-1" in str(key) for key in samples), "no unlisted agent id, no call id"
 
 
 def _changelog_has(bootstrap: str, topic: str, call_id: str, finals: int, timeout_s: float = 30.0) -> bool:
