@@ -2,7 +2,7 @@
 
 They live in prometheus-client's default registry, which Faust's Prometheus sensor
 serves on the worker's ``/metrics`` alongside its own consumer/producer/commit/rebalance
-metrics. Labels are bounded: never a call id, agent id or free text. Queue labels are
+metrics. Labels are bounded: never a call id or free text; an agent id only when allow-listed (agent_label). Queue labels are
 limited to the queues named in the rules file (others are reported as ``other``).
 """
 
