@@ -75,6 +75,8 @@ log = logging.getLogger(__name__)
 
 #: Finals with fewer words carry no sentiment ("ok", "yes"), as for the risk score.
 SENTIMENT_MIN_WORDS = 3
+#: A call with no record for this long and no call_ended is dropped without a summary (its end was lost).
+ABANDONED_AFTER_S = 6 * 3600.0
 #: Shortest silence counted as dead air when the rules file has no dead_air rule.
 DEFAULT_DEAD_AIR_MIN_S = 5.0
 
@@ -159,9 +161,11 @@ class SummaryState(BaseModel):
         return not self.open_utterances and now_wall - self.last_input_wall >= quiet_s
 
     def next_check(self, quiet_s: float, max_wait_s: float) -> float | None:
-        """Wall time at which :meth:`due` may become true (None: not before call_ended)."""
-        if self.emitted or self.ended_wall is None:
+        """Wall time at which :meth:`due` may become true, or a call without call_ended counts as abandoned."""
+        if self.emitted:
             return None
+        if self.ended_wall is None:
+            return self.last_input_wall + ABANDONED_AFTER_S
         drained_at = self.last_input_wall + quiet_s
         return min(self.ended_wall + max_wait_s, drained_at) if not self.open_utterances else self.ended_wall + max_wait_s
 
@@ -508,6 +512,9 @@ class SummaryProcessor:
             if state.ended_wall is not None and now_wall - state.ended_wall >= self.retention_s:
                 return RecordResult(call_id, delete=True)
             return RecordResult(call_id)
+        if state.ended is None and now_wall - state.last_input_wall >= ABANDONED_AFTER_S:
+            log.warning("call %s: no call_ended and no record for %.0f s; dropped without a summary", call_id, ABANDONED_AFTER_S)
+            return RecordResult(call_id, delete=True)
         if not state.due(now_wall, self.quiet_s, self.max_wait_s):
             return RecordResult(call_id)
         summary = build_summary(state, self.config())

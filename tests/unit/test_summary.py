@@ -219,6 +219,18 @@ def test_bounded_wait_emits_with_open_utterance() -> None:
     assert len(harness.summaries) == 1 and not harness.summaries[0].transcription_complete
 
 
+def test_a_call_that_never_ends_is_dropped_after_six_hours_without_input() -> None:
+    from streamproc.summary import ABANDONED_AFTER_S
+
+    harness = Harness()
+    harness.feed("events", event("call_started", 0), 1000.0)
+    assert SummaryState.from_stored(harness.table["call-0001"]).next_check(5, 60) == 1000.0 + ABANDONED_AFTER_S
+    harness.feed("ticks", tick(1000.0 + ABANDONED_AFTER_S - 1), 1000.0 + ABANDONED_AFTER_S - 1)
+    assert "call-0001" in harness.table
+    harness.feed("ticks", tick(1000.0 + ABANDONED_AFTER_S), 1000.0 + ABANDONED_AFTER_S)
+    assert "call-0001" not in harness.table and harness.summaries == []
+
+
 def test_call_without_audio() -> None:
     harness = Harness(quiet_s=5.0)
     harness.feed("events", event("call_started", 0), 1000.0)
