@@ -118,7 +118,7 @@ SUMMARY_HOLD_BUCKETS = (0, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 MAX_AGENT_LABELS = 50
 SUMMARIES = Counter("streamproc_call_summaries_total", "Post-call summaries sent, by queue and completeness.", ["queue", "complete"])
 SUMMARY_LATE_INPUTS = Counter(
-    "streamproc_summary_late_inputs_total", "Records of a call read after its summary was sent (ignored)."
+    "streamproc_postcall_late_inputs_total", "Records of a call read after its summary was sent (ignored)."
 )
 CALL_HANDLE_TIME = Histogram(
     "streamproc_call_handle_seconds", "Call duration (call_started to call_ended), from summaries, by queue.",
