@@ -15,7 +15,7 @@ import time
 from faust.types import TP
 
 from streamproc.processing import tick_for
-from streamproc.summary import SummaryProcessor, SummaryResult, SummaryState, observe
+from streamproc.summary import SummaryProcessor, SummaryResult, observe
 
 from .app import app, settings
 from .outputs import send_summary, send_tick
@@ -46,7 +46,7 @@ _last_rebuild: dict[str, object] = {"generation": None}
 
 
 def _index(call_id: str, stored: object) -> None:
-    state = SummaryState.from_stored(stored)
+    state = processor.state_of(call_id, stored)
     if state is None:
         _due_index.pop(call_id, None)
         return
@@ -103,7 +103,8 @@ if settings.summaries_enabled:
         """Inputs caught up, and every agent reading events/transcripts committed past the call's last one.
 
         Past the bounded wait (summary_max_wait_s after call_ended) the tick runs whatever the lag."""
-        state = SummaryState.from_stored(summary_state.get(key.decode("utf-8", "replace"))) if key else None
+        call_id = key.decode("utf-8", "replace") if key else None
+        state = processor.state_of(call_id, summary_state.get(call_id)) if call_id else None
         if state is None or state.emitted:
             return True
         if state.ended_wall is not None and now - state.ended_wall >= settings.summary_max_wait_s:

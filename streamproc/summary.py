@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 
 #: Finals with fewer words carry no sentiment ("ok", "yes"), as for the risk score.
 SENTIMENT_MIN_WORDS = 3
+#: A record that changes nothing the summary says is still written when the stored state is this old
+#: (seconds), so the table's "last input" is never staler than this after a restart.
+WRITE_EVERY_S = 1.0
 #: A call with no record for this long and no call_ended is dropped without a summary (its end was lost).
 ABANDONED_AFTER_S = 6 * 3600.0
 #: Shortest silence counted as dead air when the rules file has no dead_air rule.
@@ -442,6 +445,20 @@ class SummaryProcessor:
         self.quiet_s = quiet_s
         self.max_wait_s = max_wait_s
         self.retention_s = retention_s
+        # call id → (last input wall time, offsets folded) newer than the table: a record that changes
+        # nothing the summary says (a partial of an open utterance, a redelivery) is not written to the
+        # table, so a call's partials do not rewrite its whole state on the changelog several times a second.
+        self._fresh: dict[str, tuple[float, dict[str, int]]] = {}
+
+    def state_of(self, call_id: str, stored: Any) -> "SummaryState | None":
+        """The call's state: the table's value with what this process read since it last wrote it."""
+        state = SummaryState.from_stored(stored)
+        fresh = self._fresh.get(call_id)
+        if state is not None and fresh is not None:
+            state.last_input_wall = max(state.last_input_wall, fresh[0])
+            for kind, offset in fresh[1].items():
+                state.offsets[kind] = max(state.offsets.get(kind, -1), offset)
+        return state
 
     def config(self) -> SummaryConfig:
         return SummaryConfig(self.topics["transcripts"], self.transcripts_redacted, self._rules())
@@ -485,10 +502,12 @@ class SummaryProcessor:
             call_id = check_key(ref.key, alert.call_id)
         else:
             raise InputRejected(RejectReason.internal_error, f"summary agent got a record of topic {ref.topic!r}")
-        state = SummaryState.from_stored(load_state(call_id)) or SummaryState(call_id=call_id, partition=ref.partition)
+        stored = load_state(call_id)
+        state = self.state_of(call_id, stored) or SummaryState(call_id=call_id, partition=ref.partition)
         if state.emitted:
             metrics.SUMMARY_LATE_INPUTS.inc()
             return RecordResult(call_id)  # the summary is out; a late or redelivered record changes nothing
+        before = _content(state)
         if kind == "events":
             state.add_event(event)
             if isinstance(event, CallEnded) and state.ended_wall is None:
@@ -502,26 +521,44 @@ class SummaryProcessor:
             state.offsets[kind] = max(state.offsets.get(kind, -1), ref.offset)
         if state.partition is None:
             state.partition = ref.partition
+        raw_stored = json.loads(stored) if isinstance(stored, (str, bytes)) else stored
+        written_at = float(raw_stored.get("last_input_wall", 0.0)) if isinstance(raw_stored, dict) else None
+        if written_at is not None and _content(state) == before and now_wall - written_at < WRITE_EVERY_S:
+            self._fresh[call_id] = (state.last_input_wall, dict(state.offsets))
+            return RecordResult(call_id)
+        self._fresh.pop(call_id, None)
         return SummaryResult(call_id, store=state.stored())
 
     def _tick(self, call_id: str, load_state: Callable[[str], Any], now_wall: float) -> RecordResult:
-        state = SummaryState.from_stored(load_state(call_id))
+        state = self.state_of(call_id, load_state(call_id))
         if state is None:
             return RecordResult(call_id)  # a hold tick of a call we know nothing about, or purged already
         if state.emitted:
             if state.ended_wall is not None and now_wall - state.ended_wall >= self.retention_s:
+                self._fresh.pop(call_id, None)
                 return RecordResult(call_id, delete=True)
             return RecordResult(call_id)
         if state.ended is None and now_wall - state.last_input_wall >= ABANDONED_AFTER_S:
             log.warning("call %s: no call_ended and no record for %.0f s; dropped without a summary", call_id, ABANDONED_AFTER_S)
+            self._fresh.pop(call_id, None)
             return RecordResult(call_id, delete=True)
         if not state.due(now_wall, self.quiet_s, self.max_wait_s):
             return RecordResult(call_id)
         summary = build_summary(state, self.config())
+        self._fresh.pop(call_id, None)
         # Keep only the emitted mark: late records of the call are then ignored until retention ends.
         done = SummaryState(call_id=call_id, partition=state.partition, ended_wall=state.ended_wall, emitted=True,
                             offsets=state.offsets)
         return SummaryResult(call_id, store=done.stored(), summary=summary)
+
+
+def _content(state: SummaryState) -> tuple:
+    """What the summary is built from, cheaply compared: unchanged → the record need not be written."""
+    return (
+        state.started, state.ended, len(state.holds), len(state.transfers), len(state.finals),
+        sum(f[4] or 0 for f in state.finals.values()), tuple(state.open_utterances), len(state.alerts),
+        state.transcript_partition, state.ended_wall,
+    )
 
 
 def observe(summary: CallSummary, known_queues: frozenset[str], metric_agents: frozenset[str]) -> None:

@@ -343,3 +343,28 @@ def test_state_survives_json() -> None:
     assert build_summary(SummaryState.from_stored(stored), harness.processor.config()) == build_summary(
         SummaryState.from_stored(harness.table["call-0001"]), harness.processor.config()
     )
+
+
+def test_partials_of_an_open_utterance_are_not_rewritten_to_the_table_but_still_count_as_input() -> None:
+    harness = Harness(quiet_s=5.0)
+    harness.feed("events", event("call_started", 0), 1000.0)
+    harness.feed("events", event("call_ended", 30), 1000.1)
+    first = harness.feed("transcripts", segment("agent", 0, 0.0, 1.0, "hello", final=False), 1000.2)
+    assert first.store is not None  # a new open utterance changes the state
+    stored = dict(harness.table["call-0001"])
+    for revision in range(1, 5):  # the same utterance growing, within a second: nothing new to store
+        step = harness.feed("transcripts", segment("agent", 0, 0.0, 1.0, "hello there", final=False, revision=revision),
+                            1000.3 + revision * 0.1)
+        assert step.store is None
+    assert harness.table["call-0001"] == stored
+    later = harness.feed("transcripts", segment("agent", 0, 0.0, 1.0, "hello there", final=False, revision=9), 1001.5)
+    assert later.store is not None, "written at least once a second"
+    harness.feed("transcripts", segment("agent", 0, 0.0, 2.0, "hello there you"), 1002.0)
+    harness.feed("ticks", tick(1006.9), 1006.9)
+    assert harness.summaries == []  # quiet counts from the last input (1002.0), not from the last write
+    # A restart loses what was only in memory: the table alone still makes the same summary.
+    restarted = Harness(quiet_s=5.0)
+    restarted.table = {k: dict(v) for k, v in harness.table.items()}
+    restarted.feed("ticks", tick(1007.1), 1007.1)
+    harness.feed("ticks", tick(1007.1), 1007.1)
+    assert len(restarted.summaries) == 1 and restarted.summaries == harness.summaries
