@@ -48,6 +48,7 @@ def send_all(producer, worker, call_id: str, records) -> None:
     producer.flush()
 
 
+@pytest.mark.both_brokers
 def test_scripted_call_yields_exactly_one_summary_with_the_expected_figures(worker_factory, reader, producer):
     worker = worker_factory(packaged_rules_text("default_rules.yaml"), summary_metric_agents="agent-cho", **SUMMARY_SETTINGS)
     summaries, alerts = reader(worker.topic("summaries")), reader(worker.topic("alerts"))
@@ -129,6 +130,7 @@ def _wait_committed(bootstrap: str, group: str, topics: dict[str, int], timeout_
         admin.close()
 
 
+@pytest.mark.both_brokers
 def test_restart_mid_call_gives_the_same_summary_without_duplicates(worker_factory, reader, producer, broker):
     worker = worker_factory(packaged_rules_text("default_rules.yaml"), **SUMMARY_SETTINGS)
     summaries, alerts = reader(worker.topic("summaries")), reader(worker.topic("alerts"))
