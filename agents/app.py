@@ -26,7 +26,9 @@ settings: Settings = get_settings()
 
 #: Modules holding agents, timers, tasks and pages. None of them is imported here: the worker
 #: imports them (``app.discover()``) after the app exists, so there is no import loop.
-AGENT_MODULES = ["agents.calls", "agents.detection", "agents.audio", "agents.dashboard", "agents.web"]
+AGENT_MODULES = [
+    "agents.calls", "agents.detection", "agents.audio", "agents.summaries", "agents.dashboard", "agents.web",
+]
 
 
 def _credentials(s: Settings) -> Any:

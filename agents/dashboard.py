@@ -160,7 +160,7 @@ class DashboardFeed:
             topics = self.board.topics
             counters = {
                 name: metrics.DASHBOARD_RECORDS.labels(kind)
-                for name, kind in zip(topics.all(), ("events", "alerts", "acks", "transcripts", "risk"))
+                for name, kind in zip(topics.all(), ("events", "alerts", "acks", "transcripts", "risk", "summaries"))
             }
             last_expire = time.monotonic()
             while not self.closing.is_set():

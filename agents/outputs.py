@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 
 from streamproc.record import RecordResult
-from streamproc.schemas import Alert, CallRisk, DeadLetter
+from streamproc.schemas import Alert, CallRisk, CallSummary, DeadLetter
 
-from .topics import alerts_topic, deadletter_topic, risk_topic
+from .app import app, settings
+from .topics import alerts_topic, deadletter_topic, risk_topic, summaries_topic, ticks_topic
 
 log = logging.getLogger("streamproc.worker")
 
@@ -42,3 +43,19 @@ async def send_result(result: RecordResult, partition: int | None) -> None:
     """Alerts, then dead letters (transcript segments are the audio agent's own output)."""
     await send_alerts(result.alerts, partition)
     await send_dead_letters(result.dead_letters, partition)
+
+
+async def send_summary(summary: CallSummary, partition: int | None) -> None:
+    await summaries_topic.send(key=summary.call_id.encode(), value=summary.to_json_bytes(), partition=partition)
+    log.info("summary call=%s id=%s alerts=%d complete=%s", summary.call_id, summary.summary_id, summary.alert_count,
+             summary.transcription_complete)
+
+
+async def send_tick(key: bytes, value: bytes, partition: int | None) -> None:
+    """A wake-up tick on calls.ticks, outside any transaction (the reason: agents/calls.py ``send_tick``)."""
+    if not app.in_transaction:
+        await ticks_topic.send(key=key, value=value, partition=partition)
+        return
+    producer = app.producer  # plain idempotent producer: transactional_id=None
+    await producer.maybe_start()
+    await producer.send(settings.topic("ticks"), key, value, partition, None, None, transactional_id=None)

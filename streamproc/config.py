@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TOPIC_NAMES = ("events", "audio", "transcripts", "alerts", "deadletter", "acks", "ticks", "risk")
+TOPIC_NAMES = ("events", "audio", "transcripts", "alerts", "deadletter", "acks", "ticks", "risk", "summaries")
 
 
 class Settings(BaseSettings):
@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     )
     transcription_threads: int = Field(2, ge=1, le=64, description="Decoder threads (calls are spread over them, one call per thread).")
     audio_max_gap_fill_s: float = Field(2.0, ge=0, description="Lost audio up to this long is filled with silence.")
+    # Post-call summaries (docs/schemas.md, calls.summaries).
+    summaries_enabled: bool = Field(True, description="Send one post-call summary per call on calls.summaries.")
+    summary_quiet_s: float = Field(
+        5.0, gt=0, description="A call's transcription counts as drained after this long without a record of the call."
+    )
+    summary_max_wait_s: float = Field(
+        120.0, gt=0, description="Send the summary at most this long after call_ended, even with utterances still open."
+    )
+    summary_metric_agents: str = Field(
+        "", description="Agent ids that get their own `agent` label on summary metrics (at most 50, comma-separated); "
+        "every other agent is `other`.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # PII redaction (streamproc/redact.py, docs/reliability.md): cards, SSNs, phones, e-mails.
     redact_alert_evidence: bool = Field(True, description="Redact PII in alert evidence text (on by default).")
@@ -118,6 +130,19 @@ class Settings(BaseSettings):
         description="Start even though the installed faust-streaming/aiokafka are not the versions the "
         "Kafka-driver fixes (agents/compat.py) were tested with.",
     )
+
+    @field_validator("summary_metric_agents")
+    @classmethod
+    def _bounded_agents(cls, value: str) -> str:
+        count = len([part for part in value.split(",") if part.strip()])
+        if count > 50:  # metrics.MAX_AGENT_LABELS: the agent label's cardinality bound
+            raise ValueError(f"at most 50 agent ids, got {count}")
+        return value
+
+    @property
+    def metric_agents(self) -> frozenset[str]:
+        """Agent ids that keep their own label on summary metrics."""
+        return frozenset(part.strip() for part in self.summary_metric_agents.split(",") if part.strip())
 
     @field_validator("broker")
     @classmethod

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable
 from .detect.hold import CallState, CallStatus, apply_event
 from .errors import InputRejected
 from .rules import RulesFile
-from .schemas import Alert, AlertAck, CallRisk, Severity, TranscriptSegment, parse_call_event, parse_message
+from .schemas import Alert, AlertAck, CallRisk, CallSummary, Severity, TranscriptSegment, parse_call_event, parse_message
 from .supervisors import ANONYMOUS, Directory, Supervisor
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class BoardTopics:
     acks: str
     transcripts: str
     risk: str
+    summaries: str | None = None  # post-call summaries: the page shows a finished call's summary
 
     @classmethod
     def from_settings(cls, settings) -> "BoardTopics":
@@ -56,10 +57,12 @@ class BoardTopics:
             acks=settings.topic("acks"),
             transcripts=settings.topic("transcripts"),
             risk=settings.topic("risk"),
+            summaries=settings.topic("summaries"),
         )
 
-    def all(self) -> tuple[str, str, str, str, str]:
-        return (self.events, self.alerts, self.acks, self.transcripts, self.risk)
+    def all(self) -> tuple[str, ...]:
+        core = (self.events, self.alerts, self.acks, self.transcripts, self.risk)
+        return core + ((self.summaries,) if self.summaries else ())
 
 
 class CallBoard:
@@ -81,6 +84,7 @@ class CallBoard:
         ended_linger_s: float = 60.0,
         history_s: float = 8 * 3600.0,
         change_log: int = 5000,
+        max_summaries: int = 2000,
     ):
         self._rules = rules if callable(rules) else (lambda: rules)
         self.topics = topics
@@ -102,6 +106,8 @@ class CallBoard:
         self._alert_partitions: dict[str, int | None] = {}
         self._acks: OrderedDict[str, dict[str, Any]] = OrderedDict()  # alert id -> newest ack
         self._transcripts: OrderedDict[str, OrderedDict[str, dict[str, Any]]] = OrderedDict()
+        self.max_summaries = max_summaries
+        self._summaries: OrderedDict[str, dict[str, Any]] = OrderedDict()  # call id → its post-call summary
         self._changes: deque[tuple[int, dict[str, Any]]] = deque(maxlen=change_log)
         self.seq = 0
         self.records = 0
@@ -137,6 +143,8 @@ class CallBoard:
                 self._apply_transcript(parse_message(TranscriptSegment, value or b""))
             elif topic == self.topics.risk:
                 self._apply_risk(parse_message(CallRisk, value or b""))
+            elif self.topics.summaries is not None and topic == self.topics.summaries:
+                self._apply_summary(parse_message(CallSummary, value or b""))
             else:
                 raise KeyError(f"the board does not read topic {topic!r}")
         except InputRejected as rejection:
@@ -237,6 +245,18 @@ class CallBoard:
                 lines.popitem(last=False)
         self._emit({"type": "transcript", "call_id": segment.call_id, "line": line})
 
+    def _apply_summary(self, summary: CallSummary) -> None:
+        view = summary.model_dump(mode="json")
+        if self._summaries.get(summary.call_id) == view:
+            return  # a re-sent summary (same id, same content): nothing new
+        self._summaries[summary.call_id] = view
+        self._summaries.move_to_end(summary.call_id)
+        while len(self._summaries) > self.max_summaries:
+            self._summaries.popitem(last=False)
+        self._emit({"type": "summary", "call_id": summary.call_id, "summary": view})
+        if summary.call_id in self._calls:  # the row shows that the summary is there
+            self._emit({"type": "call", "call": self.call_view(self._calls[summary.call_id])})
+
     # ------------------------------------------------------------------ housekeeping
 
     def expire(self, now: float | None = None) -> int:
@@ -322,6 +342,7 @@ class CallBoard:
             "risk": self._risk.get(state.call_id),  # live call risk score 0-100 (calls.risk); None until one is seen
             "risk_threshold": self._risk_threshold.get(state.call_id),
             "risk_factors": {k: v for k, v in self._risk_factors.get(state.call_id, {}).items() if v},  # non-zero points
+            "has_summary": state.call_id in self._summaries,  # a post-call summary was read for it
             # The per-hold thresholds of the rules in force for this queue: the page colours the timer with them.
             "hold_thresholds": [
                 {"id": rule.id, "after_s": rule.after_s, "severity": rule.severity.value} for rule in policy.thresholds
@@ -349,6 +370,9 @@ class CallBoard:
     def transcript(self, call_id: str) -> list[dict[str, Any]]:
         return list(self._transcripts.get(call_id, {}).values())
 
+    def summary(self, call_id: str) -> dict[str, Any] | None:
+        return self._summaries.get(call_id)
+
     def snapshot(self, call_id: str | None = None, now: float | None = None, viewer: Supervisor = ANONYMOUS) -> dict[str, Any]:
         """Everything a page needs to draw itself; ``call_id`` selects whose transcript is included.
 
@@ -363,6 +387,7 @@ class CallBoard:
             "calls": [c for c in self.calls() if everything or viewer.may_see(c["queue"])],
             "alerts": [a for a in self.alerts() if everything or viewer.may_see(self._alert_queue(a))],
             "transcript": {"call_id": call_id, "lines": self.transcript(call_id)} if call_id else None,
+            "summary": self.summary(call_id) if call_id else None,
         }
 
     def changes_since(
@@ -379,7 +404,7 @@ class CallBoard:
         changes = [
             change
             for _, change in itertools.islice(self._changes, max(0, seq + 1 - first), None)
-            if change["type"] != "transcript" or change["call_id"] == call_id
+            if change["type"] not in ("transcript", "summary") or change["call_id"] == call_id
         ]
         if viewer.queues is None:
             return changes
@@ -393,6 +418,7 @@ class CallBoard:
             "alerts": len(self._alerts),
             "acks": len(self._acks),
             "transcript_calls": len(self._transcripts),
+            "summaries": len(self._summaries),
             "rejected": dict(self.rejected),
         }
 

@@ -2,7 +2,7 @@
 
 They live in prometheus-client's default registry, which Faust's Prometheus sensor
 serves on the worker's ``/metrics`` alongside its own consumer/producer/commit/rebalance
-metrics. Labels are bounded: never a call id, agent id or free text. Queue labels are
+metrics. Labels are bounded: never a call id or free text; an agent id only when allow-listed (agent_label). Queue labels are
 limited to the queues named in the rules file (others are reported as ``other``).
 """
 
@@ -121,9 +121,47 @@ TRANSCRIPTION_LAG = Histogram(
     buckets=LAG_BUCKETS,
 )
 
+# Post-call summaries (streamproc/summary.py). Labels: queue (queues named in the rules file, else "other")
+# and agent (only ids in STREAMPROC_SUMMARY_METRIC_AGENTS, at most MAX_AGENT_LABELS, else "other").
+HANDLE_BUCKETS = (30, 60, 120, 180, 300, 450, 600, 900, 1200, 1800, 2700, 3600, 7200)
+SUMMARY_HOLD_BUCKETS = (0, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+MAX_AGENT_LABELS = 50
+SUMMARIES = Counter("streamproc_call_summaries_total", "Post-call summaries sent, by queue and completeness.", ["queue", "complete"])
+SUMMARY_LATE_INPUTS = Counter(
+    "streamproc_postcall_late_inputs_total", "Records of a call read after its summary was sent (ignored)."
+)
+CALL_HANDLE_TIME = Histogram(
+    "streamproc_call_handle_seconds", "Call duration (call_started to call_ended), from summaries, by queue.",
+    ["queue"], buckets=HANDLE_BUCKETS,
+)
+CALL_HOLD_TOTAL = Histogram(
+    "streamproc_call_hold_total_seconds", "Total hold time per call, from summaries, by queue.",
+    ["queue"], buckets=SUMMARY_HOLD_BUCKETS,
+)
+CALL_ESCALATIONS = Counter(
+    "streamproc_call_transfers_total", "Calls that were transferred (escalation outcome), from summaries, by queue.", ["queue"]
+)
+CALL_ALERTED = Counter(
+    "streamproc_call_alerted_total", "Calls with at least one alert, from summaries, by queue.", ["queue"]
+)
+AGENT_HANDLE_TIME = Histogram(
+    "streamproc_agent_handle_seconds", "Call duration from summaries, by agent (allow-listed ids, else other).",
+    ["agent"], buckets=HANDLE_BUCKETS,
+)
+AGENT_CALLS_TRANSFERRED = Counter(
+    "streamproc_agent_transfers_total", "Transferred calls from summaries, by agent (allow-listed ids, else other).", ["agent"]
+)
+
 
 def queue_label(queue: str | None, known_queues: frozenset[str]) -> str:
     """Bounded label value for a queue name."""
     if not queue:
         return "none"
     return queue if queue in known_queues else "other"
+
+
+def agent_label(agent_id: str | None, allowed: frozenset[str]) -> str:
+    """Bounded label value for an agent id: only allow-listed ids (at most MAX_AGENT_LABELS) are kept."""
+    if not agent_id:
+        return "none"
+    return agent_id if agent_id in allowed else "other"

@@ -428,6 +428,131 @@ class DeadLetter(_Message):
         return base64.b64decode(self.payload_b64)
 
 
+# --------------------------------------------------------------------------- call summaries
+
+
+class SummaryDurations(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    total_s: float | None = Field(None, ge=0, description="call_started to call_ended, event time (None: one is missing).")
+    talk_s: float = Field(ge=0, description="Seconds in which at least one speaker talks (final transcripts).")
+    hold_total_s: float = Field(ge=0, description="All holds of the call, event time (a hold open at call end ends there).")
+    hold_count: int = Field(ge=0)
+    longest_hold_s: float = Field(ge=0)
+    dead_air_s: float = Field(
+        ge=0, description="Silences of at least SummaryConversation.dead_air_min_s between speech, outside holds."
+    )
+
+
+class SpeakerTalk(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    talk_s: float = Field(ge=0, description="Seconds this speaker talks (overlaps included).")
+    talk_ratio: float = Field(
+        ge=0, le=1, description="Seconds only this speaker talks / seconds anyone talks. The speakers' ratios and "
+        "crosstalk_ratio add up to 1 (0 when nobody talked)."
+    )
+    interruptions: int = Field(ge=0, description="Utterances this speaker started while the other one was talking.")
+
+
+class SummaryConversation(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    speakers: dict[str, SpeakerTalk] = Field(description="By speaker: agent, customer (unknown when present).")
+    crosstalk_s: float = Field(ge=0, description="Seconds in which agent and customer talk at once.")
+    crosstalk_ratio: float = Field(ge=0, le=1, description="crosstalk_s / seconds anyone talks.")
+    dead_air_min_s: float = Field(description="Shortest silence counted as dead air.")
+    utterances: int = Field(ge=0, description="Final utterances the summary is built from.")
+
+
+class SentimentTrajectory(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    start: float | None = Field(None, description="Mean sentiment (VADER compound, -1..1) of the first third of the finals.")
+    middle: float | None = None
+    end: float | None = None
+    utterances: int = 0
+
+
+class RuleAlerts(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: AlertKind
+    count: int = Field(ge=1)
+    alert_ids: list[str] = Field(description="Sorted; the ids consumers dedupe alerts on.")
+
+
+class Escalation(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    transferred: bool = Field(description="A transferred event was seen for the call.")
+    transfers: int = Field(0, ge=0)
+    to_queue: str | None = Field(None, description="Target queue of the last transfer.")
+    to_agent_id: str | None = Field(None, description="Target agent of the last transfer.")
+    escalation_alerts: int = Field(0, ge=0, description="Alerts of kind escalation (manager, churn, legal, repeat contact).")
+
+
+class ChecklistItem(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    rule_id: str
+    expect: Literal["said", "not_said"]
+    result: Literal["passed", "failed", "not_judged"] = Field(
+        description="failed: a missed_phrase / window_phrase alert of the rule; not_judged: the call ended before "
+        "a call_start window closed."
+    )
+    failures: int = Field(0, ge=0)
+
+
+class TranscriptRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    topic: str
+    partition: int | None = None
+    first_offset: int | None = Field(None, description="Offset of the call's first final transcript (None: none seen).")
+    last_offset: int | None = None
+    final_segments: int = 0
+    redacted: bool = Field(description="The worker redacts PII in calls.transcripts (STREAMPROC_REDACT_TRANSCRIPTS).")
+
+
+class CallSummary(_Message):
+    """One post-call record per call (topic ``calls.summaries``), sent once the call ended and its
+    transcription drained (docs/schemas.md). Figures only: no transcript text, so no raw PII.
+
+    ``summary_id`` is deterministic (:meth:`make_id`): a re-sent summary (redelivery, restart) has the same id
+    and the same content.
+    """
+
+    summary_id: str
+    call_id: Identifier
+    queue: str | None = None
+    agent_id: str | None = None
+    direction: str | None = None
+    started_at: AwareDatetime | None = Field(None, description="Event time of call_started.")
+    ended_at: AwareDatetime | None = Field(None, description="Event time of call_ended.")
+    end_reason: str | None = None
+    durations: SummaryDurations
+    conversation: SummaryConversation
+    sentiment: dict[str, SentimentTrajectory] = Field(description="By speaker (agent, customer).")
+    alerts: dict[str, RuleAlerts] = Field(description="Every alert of the call, by rule id.")
+    alert_count: int = Field(ge=0)
+    escalation: Escalation
+    checklist: list[ChecklistItem] = Field(default_factory=list, description="Said/not-said window rules, by rule id.")
+    peak_risk_score: float | None = Field(
+        None, ge=0, le=100, description="Highest call risk score: call_at_risk alerts and the score recomputed at call end "
+        "(None when no risk rule is configured)."
+    )
+    transcript: TranscriptRef
+    transcription_complete: bool = Field(
+        description="False when the summary went out after the bounded wait with utterances still open."
+    )
+
+    @staticmethod
+    def make_id(call_id: str) -> str:
+        # Same namespace as alert ids; the "summary" tag keeps the two id spaces apart.
+        return str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{call_id}\x1fsummary"))
+
+
 # --------------------------------------------------------------------------- parsing
 
 
@@ -509,4 +634,5 @@ DOCUMENTED_MESSAGES: dict[str, Any] = {
     "calls.deadletter": TypeAdapter(DeadLetter),
     "calls.ticks": TypeAdapter(Tick),
     "calls.risk": TypeAdapter(CallRisk),
+    "calls.summaries": TypeAdapter(CallSummary),
 }

@@ -360,6 +360,7 @@ def test_recognised_speech_of_the_selected_call_shows_live(worker_factory, page,
         replay.wait(10)
 
 
+<<<<<<< HEAD
 # --------------------------------------------------------------------------- supervisor identities
 
 
@@ -527,4 +528,33 @@ def test_live_calls_sort_by_live_risk_score_with_its_factors(worker_factory, pro
     expect(page.locator("#alerts li.alert .kind").filter(has_text="escalation")).to_have_count(2)  # manager, repeat contact
     assert page.locator("#alerts li.alert .kind").filter(has_text="call at risk").count() == 0
     screenshot(page, "risk")
+=======
+def test_clicking_a_finished_call_shows_its_summary(worker_factory, producer, reader, page):
+    """A scripted call ends; its post-call summary (calls.summaries) shows when the call is clicked."""
+    from streamproc.rules import packaged_rules_text
+    from tests.integration.test_summaries import scenario_records, send_all
+
+    worker = worker_factory(
+        packaged_rules_text("default_rules.yaml"), audio_enabled="false", summary_quiet_s="2", ended_call_retention_s="600",
+    )
+    summaries = reader(worker.topic("summaries"))
+    open_dashboard(page, worker)
+    import time as _time
+
+    send_all(producer, worker, "done-1", scenario_records("long_hold", "done-1", _time.time() - 60))
+    emitted = summaries.wait_for(lambda v: any(s["call_id"] == "done-1" for s in v), timeout_s=60)
+    summary = next(s for s in emitted if s["call_id"] == "done-1")
+    row = page.locator('tr[data-call-id="done-1"]')
+    row.locator(".summary-tag").wait_for(timeout=10_000)  # the ended call's row says its summary is ready
+    assert page.locator("#summary").is_hidden()
+    row.click()
+    page.wait_for_selector("#summary:not([hidden])", timeout=5_000)
+    figures = page.locator("#summary-figures")
+    assert figures.locator('[data-field="hold"]').inner_text() == "0:20 in 1 hold, longest 0:20"
+    total = int(summary["durations"]["total_s"])
+    assert figures.locator('[data-field="handle-time"]').inner_text() == f"0:{total:02d}"
+    assert figures.locator('[data-field="transferred"]').inner_text() == "no"
+    assert page.locator("#summary-checklist").inner_text() == "no said/not-said rules"  # shipped switched off
+    screenshot(page, "call-summary")
+>>>>>>> issue-14-summaries
     assert page.problems == []

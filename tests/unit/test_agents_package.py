@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-AGENT_MODULES = {"agents.calls", "agents.detection", "agents.audio", "agents.dashboard", "agents.web"}
+AGENT_MODULES = {"agents.calls", "agents.detection", "agents.audio", "agents.summaries", "agents.dashboard", "agents.web"}
 
 
 def _imported_after(statement: str) -> set[str]:

@@ -304,6 +304,7 @@ def test_calls_sort_by_risk_score_from_call_at_risk_alerts():
     assert b.alerts()[0]["evidence"]["factors"]["hold"] == 30.0
 
 
+<<<<<<< HEAD
 # --------------------------------------------------------------------------- per-supervisor views
 
 
@@ -438,3 +439,25 @@ def test_every_call_learns_its_live_risk_score_and_factors_from_calls_risk():
     # a bad record is counted and skipped
     assert not b.apply(TOPICS.risk, b"held", b"{not json", partition=2)
     assert sum(b.rejected.values()) == 1
+=======
+def test_a_summary_is_kept_per_call_and_sent_only_to_its_page():
+    from tests.unit.test_summary import SCRIPT, run_script
+
+    topics = BoardTopics(events="calls.events", alerts="calls.alerts", acks="calls.acks", transcripts="calls.transcripts",
+                         summaries="calls.summaries")
+    board = CallBoard(RULES, topics)
+    summary = run_script(SCRIPT).summaries[0]
+    board.apply("calls.events", b"call-0001", json.dumps({"type": "call_started", "call_id": "call-0001", "ts": 1.0,
+                                                          "agent_id": "a", "queue": "q"}).encode())
+    seq = board.seq
+    assert board.apply("calls.summaries", b"call-0001", summary.to_json_bytes())
+    assert not board.apply("calls.summaries", b"call-0001", summary.to_json_bytes()), "a re-sent summary changes nothing"
+    assert board.snapshot("call-0001")["summary"]["summary_id"] == summary.summary_id
+    assert board.snapshot("other")["summary"] is None
+    assert board.calls()[0]["has_summary"]
+    mine = board.changes_since(seq, "call-0001")
+    assert [c["type"] for c in mine] == ["summary", "call"]
+    assert [c["type"] for c in board.changes_since(seq, "other")] == ["call"]
+    assert not board.apply("calls.summaries", b"call-0001", b"{bad")
+    assert board.rejected == {"malformed_json": 1}
+>>>>>>> issue-14-summaries

@@ -21,6 +21,7 @@
     calls: new Map(),
     alerts: new Map(),
     transcript: new Map(),
+    summary: null, // post-call summary of the selected call (calls.summaries), once the call is over
     selected: null,
     skew: 0, // server clock minus browser clock, seconds
     lastMessageAt: 0,
@@ -129,6 +130,11 @@
         if (factors.length) {
           stateCell.append(el("span", "risk-factors muted", ` ${factors.map(([k, v]) => `${k.replace("_", " ")} ${Math.round(v)}`).join(" · ")}`));
         }
+      }
+      if (call.has_summary) {
+        const tag = el("span", "summary-tag", " summary");
+        tag.title = "the post-call summary is ready: click the call";
+        stateCell.append(tag);
       }
       row.append(stateCell);
       const dur = el("td", "duration");
@@ -259,11 +265,61 @@
     box.scrollTop = box.scrollHeight;
   }
 
+  function pct(ratio) {
+    return ratio == null ? "–" : `${Math.round(ratio * 100)} %`;
+  }
+
+  function signed(value) {
+    return value == null ? "–" : (value >= 0 ? "+" : "") + value.toFixed(2);
+  }
+
+  function renderSummary() {
+    const box = $("summary");
+    const s = state.summary;
+    box.hidden = !(s && s.call_id === state.selected);
+    if (box.hidden) return;
+    const d = s.durations, c = s.conversation;
+    const speaker = (name) => c.speakers[name] || { talk_s: 0, talk_ratio: 0, interruptions: 0 };
+    const trend = (name) => {
+      const t = s.sentiment[name];
+      return t && t.start != null ? `${signed(t.start)} → ${signed(t.middle)} → ${signed(t.end)}` : "–";
+    };
+    const figures = [
+      ["Handle time", d.total_s != null ? duration(d.total_s) : "–", "handle-time"],
+      ["Talk", duration(d.talk_s), "talk"],
+      ["Hold", `${duration(d.hold_total_s)} in ${d.hold_count} hold${d.hold_count === 1 ? "" : "s"}, longest ${duration(d.longest_hold_s)}`, "hold"],
+      ["Dead air", duration(d.dead_air_s), "dead-air"],
+      ["Talk ratio", `agent ${pct(speaker("agent").talk_ratio)}, customer ${pct(speaker("customer").talk_ratio)}, both ${pct(c.crosstalk_ratio)}`, "talk-ratio"],
+      ["Interruptions", `agent ${speaker("agent").interruptions}, customer ${speaker("customer").interruptions}`, "interruptions"],
+      ["Customer sentiment", trend("customer"), "sentiment"],
+      ["Transferred", s.escalation.transferred ? `yes${s.escalation.to_queue ? " → " + s.escalation.to_queue : ""}` : "no", "transferred"],
+      ["Peak risk", s.peak_risk_score != null ? String(Math.round(s.peak_risk_score)) : "–", "risk"],
+    ];
+    $("summary-figures").replaceChildren(...figures.flatMap(([label, value, field]) => {
+      const dd = el("dd", "", value);
+      dd.dataset.field = field;
+      return [el("dt", "", label), dd];
+    }));
+    const rules = Object.entries(s.alerts);
+    $("summary-alerts").replaceChildren(...(rules.length ? rules.map(([rule, group]) => {
+      const item = el("li", "", `${rule} (${KIND_LABEL[group.kind] || group.kind}) × ${group.count}`);
+      item.dataset.rule = rule;
+      return item;
+    }) : [el("li", "muted", "no alerts")]));
+    $("summary-checklist").replaceChildren(...(s.checklist.length ? s.checklist.map((item) => {
+      const row = el("li", `check-${item.result}`, `${item.rule_id}: ${item.result.replace("_", " ")}`);
+      row.dataset.rule = item.rule_id;
+      return row;
+    }) : [el("li", "muted", "no said/not-said rules")]));
+    $("summary-note").textContent = s.transcription_complete ? "" : "(transcription incomplete)";
+  }
+
   function renderAll() {
     refreshFilterOptions();
     renderCalls();
     renderAlerts();
     renderTranscript();
+    renderSummary();
   }
 
   // ------------------------------------------------------------------ connection
@@ -314,6 +370,7 @@
       state.calls = new Map(snap.calls.map((c) => [c.call_id, c]));
       state.alerts = new Map(snap.alerts.map((a) => [a.alert_id, a]));
       state.transcript = new Map(((snap.transcript && snap.transcript.lines) || []).map((l) => [l.key, l]));
+      state.summary = snap.summary || null;
       state.caughtUp = snap.feed ? snap.feed.caught_up : true;
       showIdentity(snap.viewer);
       state.live = true;
@@ -357,7 +414,7 @@
   }
 
   function applyChanges(changes) {
-    let calls = false, alerts = false, transcript = false;
+    let calls = false, alerts = false, transcript = false, summary = false;
     for (const change of changes) {
       switch (change.type) {
         case "call":
@@ -389,6 +446,12 @@
           alerts = true;
           break;
         }
+        case "summary":
+          if (change.call_id === state.selected) {
+            state.summary = change.summary;
+            summary = true;
+          }
+          break;
         case "transcript":
           if (change.call_id === state.selected) {
             state.transcript.set(change.line.key, change.line);
@@ -401,6 +464,7 @@
     if (calls) renderCalls();
     if (alerts) renderAlerts();
     if (transcript) renderTranscript();
+    if (summary) renderSummary();
   }
 
   function flash(alertId) {
@@ -420,8 +484,10 @@
     if (state.selected === callId) return;
     state.selected = callId;
     state.transcript = new Map();
+    state.summary = null;
     for (const row of $("calls-body").children) row.classList.toggle("selected", row.dataset.callId === callId);
     renderTranscript();
+    renderSummary();
     connect(); // a new stream carries this call's transcript lines
   }
 
