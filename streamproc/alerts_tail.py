@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 from .contract import TOPICS, TopicContract, parse_record
-from .errors import InputRejected, RejectReason
+from .errors import InputRejected
 from .schemas import Severity
 
 SEVERITY_ORDER = {severity.value: rank for rank, severity in enumerate(Severity)}
@@ -34,26 +34,9 @@ class TailError(ValueError):
 # --------------------------------------------------------------------------- what to read
 
 
-def _json_object(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
-    try:
-        obj = json.loads(value or b"")
-    except ValueError as exc:
-        raise InputRejected(RejectReason.malformed_json, str(exc)) from None
-    if not isinstance(obj, dict):
-        raise InputRejected(RejectReason.malformed_json, "not a JSON object")
-    return obj
-
-
-_PROVISIONAL_ID_FIELDS = {SUMMARIES: "summary_id"}
-
-
 def contract_for(name: str) -> TopicContract:
-    """The registry entry of a topic; a topic the registry does not describe yet (post-call summaries
-    until their model is registered) is read as plain JSON objects, deduped on ``summary_id``."""
-    if name in TOPICS:
-        return TOPICS[name]
-    return TopicContract(name=name, message=name, title=name, description="", sends=True, receives=False, parse=_json_object,
-                         examples=(), id_field=_PROVISIONAL_ID_FIELDS.get(name))
+    """The registry entry of a topic (streamproc/contract.py): its parser and the id it dedupes on."""
+    return TOPICS[name]
 
 
 # --------------------------------------------------------------------------- filters, dedupe
@@ -191,12 +174,10 @@ def row(shown: Shown) -> dict[str, str]:
         when = datetime.fromtimestamp(shown.timestamp_ms / 1000, timezone.utc).isoformat()
     if shown.topic == "alerts":
         what, title = record.get("rule_id", ""), record.get("title", "")
+    elif shown.topic == SUMMARIES:
+        what, title = "summary", summary_title(record)
     else:
-        what = "summary" if shown.topic == SUMMARIES else shown.topic
-        title = record.get("title") or ", ".join(
-            f"{name}={value}" for name, value in record.items()
-            if isinstance(value, (str, int, float)) and name not in ("call_id", "queue", "agent_id", "schema_version")
-        )[:200]
+        what, title = shown.topic, ""
     return {
         "time": _clock(when),
         "severity": record.get("severity", ""),
@@ -206,6 +187,27 @@ def row(shown: Shown) -> dict[str, str]:
         "rule": what,
         "title": title,
     }
+
+
+def summary_title(summary: dict[str, Any]) -> str:
+    """One line a supervisor reads: how long, how much hold, what went wrong, how it ended."""
+    durations = summary.get("durations") or {}
+    parts = []
+    if durations.get("total_s") is not None:
+        parts.append(f"{durations['total_s']:.0f} s")
+    if durations.get("hold_count"):
+        parts.append(f"hold {durations.get('hold_total_s', 0):.0f} s in {durations['hold_count']}")
+    count = summary.get("alert_count", 0)
+    parts.append(f"{count} alert{'s' if count != 1 else ''}" + (f" ({', '.join(sorted(summary.get('alerts') or {}))})" if count else ""))
+    if summary.get("peak_risk_score") is not None:
+        parts.append(f"peak risk {summary['peak_risk_score']:.0f}")
+    escalation = summary.get("escalation") or {}
+    if escalation.get("transferred"):
+        parts.append(f"transferred to {escalation.get('to_queue') or escalation.get('to_agent_id') or '?'}")
+    failed = [c["rule_id"] for c in summary.get("checklist") or [] if c.get("result") == "failed"]
+    if failed:
+        parts.append(f"checklist failed: {', '.join(failed)}")
+    return ", ".join(parts)
 
 
 def _clock(when: str | None) -> str:

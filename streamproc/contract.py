@@ -38,6 +38,7 @@ from .schemas import (
     AlertAck,
     AudioFrameMeta,
     CallRisk,
+    CallSummary,
     DeadLetter,
     Tick,
     TranscriptSegment,
@@ -112,6 +113,51 @@ def _parse_deadletter(key: bytes | None, value: bytes | None, headers: list[tupl
 def _parse_audio(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
     return parse_audio_frame(key, headers)[1]
 
+
+#: The docs/schemas.md example (its id is ``CallSummary.make_id("call-0001")``).
+_SUMMARY_EXAMPLE: dict[str, Any] = {"schema_version": 1,
+     "summary_id": "e2a3320c-d437-55cf-9d95-fb38c6d6eca5",
+     "call_id": "call-0001",
+     "queue": "billing",
+     "agent_id": "agent-7",
+     "direction": "inbound",
+     "started_at": "2026-03-02T09:00:00Z",
+     "ended_at": "2026-03-02T09:01:20Z",
+     "end_reason": "hangup",
+     "durations": {"total_s": 80.0,
+                   "talk_s": 15.5,
+                   "hold_total_s": 40.0,
+                   "hold_count": 2,
+                   "longest_hold_s": 30.0,
+                   "dead_air_s": 21.0},
+     "conversation": {"speakers": {"agent": {"talk_s": 7.0, "talk_ratio": 0.419, "interruptions": 0},
+                                   "customer": {"talk_s": 9.0, "talk_ratio": 0.548, "interruptions": 1}},
+                      "crosstalk_s": 0.5,
+                      "crosstalk_ratio": 0.032,
+                      "dead_air_min_s": 4.0,
+                      "utterances": 4},
+     "sentiment": {"agent": {"start": 0.637, "middle": 0.637, "end": 0.572, "utterances": 2},
+                   "customer": {"start": -0.421, "middle": -0.421, "end": 0.818, "utterances": 2}},
+     "alerts": {"call-at-risk": {"kind": "call_at_risk",
+                                 "count": 1,
+                                 "alert_ids": ["1f02106d-1446-5fe1-b87e-5721733b2753"]},
+                "mgr": {"kind": "escalation", "count": 1, "alert_ids": ["7c37c3d5-402d-5f54-919c-8139e4daa97d"]},
+                "no-price": {"kind": "window_phrase",
+                             "count": 1,
+                             "alert_ids": ["34fdf268-54ba-5465-a7ca-85a832e29f8d"]}},
+     "alert_count": 3,
+     "escalation": {"transferred": True, "transfers": 1, "to_queue": "retention", "escalation_alerts": 1},
+     "checklist": [{"rule_id": "disclosure", "expect": "said", "result": "not_judged", "failures": 0},
+                   {"rule_id": "greeting", "expect": "said", "result": "passed", "failures": 0},
+                   {"rule_id": "no-price", "expect": "not_said", "result": "failed", "failures": 1}],
+     "peak_risk_score": 63.5,
+     "transcript": {"topic": "calls.transcripts",
+                    "partition": 2,
+                    "first_offset": 1,
+                    "last_offset": 4,
+                    "final_segments": 4,
+                    "redacted": True},
+     "transcription_complete": True}
 
 _PCM_SILENCE = bytes(320)  # 10 ms of 16 kHz PCM16 silence
 
@@ -241,6 +287,23 @@ TOPICS: dict[str, TopicContract] = {
                     "factors": {"hold": 22.0, "sentiment": 0.0, "escalation": 35.0, "abuse": 0.0,
                                 "repeat_contact": 0.0, "dead_air": 0.0, "missed_window": 0.0},
                     "updated_at": "2026-11-24T10:03:58.200000Z"}),
+            ),
+        ),
+        TopicContract(
+            name="summaries",
+            message="CallSummary",
+            title="Post-call summaries",
+            description="One record per call once it ended and its transcription drained (docs/schemas.md#callssummaries): "
+            "durations, talk ratios, crosstalk, dead air, sentiment trajectory, alerts by rule, transfer outcome, the "
+            "said/not-said checklist, the peak risk score and a reference to the final transcripts. Figures and ids "
+            "only, never text. At least once: a re-sent summary has the same deterministic `summary_id` and content.",
+            sends=True, receives=False,
+            payload=TypeAdapter(CallSummary),
+            parse=_keyed(CallSummary),
+            id_field="summary_id",
+            examples=(
+                Example("finished_call", "A billing call with two holds, a transfer and three alerts.", "call-0001",
+                        _SUMMARY_EXAMPLE),
             ),
         ),
         TopicContract(

@@ -360,7 +360,6 @@ def test_recognised_speech_of_the_selected_call_shows_live(worker_factory, page,
         replay.wait(10)
 
 
-<<<<<<< HEAD
 # --------------------------------------------------------------------------- supervisor identities
 
 
@@ -528,7 +527,9 @@ def test_live_calls_sort_by_live_risk_score_with_its_factors(worker_factory, pro
     expect(page.locator("#alerts li.alert .kind").filter(has_text="escalation")).to_have_count(2)  # manager, repeat contact
     assert page.locator("#alerts li.alert .kind").filter(has_text="call at risk").count() == 0
     screenshot(page, "risk")
-=======
+    assert page.problems == []
+
+
 def test_clicking_a_finished_call_shows_its_summary(worker_factory, producer, reader, page):
     """A scripted call ends; its post-call summary (calls.summaries) shows when the call is clicked."""
     from streamproc.rules import packaged_rules_text
@@ -556,5 +557,4 @@ def test_clicking_a_finished_call_shows_its_summary(worker_factory, producer, re
     assert figures.locator('[data-field="transferred"]').inner_text() == "no"
     assert page.locator("#summary-checklist").inner_text() == "no said/not-said rules"  # shipped switched off
     screenshot(page, "call-summary")
->>>>>>> issue-14-summaries
     assert page.problems == []

@@ -18,6 +18,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from streamproc.broker import free_port
 from streamproc.schemas import Alert
 from tests.conftest import ROOT
+from tests.unit.test_alerts_tail import summary_record
 
 pytestmark = pytest.mark.broker
 
@@ -128,10 +129,9 @@ def test_tail_filters_dedupes_follows_and_stops_cleanly_on_ctrl_c(broker, produc
         ("c4", b"{not json"),  # unreadable: counted, never fatal
         ("c5", alert("c5", "hold-critical", "critical", "billing")),
     ])
-    summary = json.dumps({"summary_id": "s-c1", "call_id": "c1", "queue": "billing", "talk_s": 312.5}).encode()
-    produce(producer, summaries, [("c1", summary), ("c1", summary),
-                                  ("c2", json.dumps({"summary_id": "s-c2", "call_id": "c2", "queue": "vip"}).encode()),
-                                  ("c6", json.dumps({"summary_id": "s-c6", "call_id": "c6", "queue": "billing"}).encode())])
+    summary = summary_record("c1", "billing")
+    produce(producer, summaries, [("c1", summary), ("c1", summary), ("c2", summary_record("c2", "vip")),
+                                  ("c6", summary_record("c6", "billing"))])
     tail = tails(broker, topics, "--from-beginning", "--json", "--summaries", "--queue", "billing",
                  "--severity", "warning")
     seen = tail.read_until(lambda r: {"c5", "c6"} <= {x["call_id"] for x in r})

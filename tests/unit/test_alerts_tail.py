@@ -101,17 +101,30 @@ def test_table_row_of_an_alert():
                           "rule": "hold-warning", "title": "hold-warning on CA-1"}
 
 
-def test_summaries_before_their_model_is_registered_are_json_objects_deduped_by_summary_id():
+def summary_record(call_id: str, queue: str) -> bytes:
+    """A real CallSummary (the contract's example, re-keyed): the tail parses it with the model."""
+    from streamproc.contract import TOPICS
+    from streamproc.schemas import CallSummary
+
+    example = dict(TOPICS["summaries"].examples[0].payload)  # type: ignore[arg-type]
+    example.update(call_id=call_id, queue=queue, summary_id=str(CallSummary.make_id(call_id)))
+    return CallSummary.model_validate(example).to_json_bytes()
+
+
+def test_summaries_are_parsed_with_their_model_and_deduped_by_summary_id():
     contract = contract_for("summaries")
     assert contract.id_field == "summary_id"
     tail = Tail(Filters(queues=frozenset({"billing"}), min_severity="critical", rules=frozenset({"x"})))
-    summary = json.dumps({"summary_id": "s-1", "call_id": "CA-1", "queue": "billing", "talk_s": 300}).encode()
+    summary = summary_record("CA-1", "billing")
     shown = tail.offer(contract, b"CA-1", summary)
     assert shown is not None, "--severity/--rule do not hide summaries; --queue does"
     assert tail.offer(contract, b"CA-1", summary) is None
-    other = json.dumps({"summary_id": "s-2", "call_id": "CA-2", "queue": "sales"}).encode()
-    assert tail.offer(contract, b"CA-2", other) is None
-    assert row(shown)["rule"] == "summary" and "talk_s=300" in row(shown)["title"]
+    assert tail.offer(contract, b"CA-2", summary_record("CA-2", "sales")) is None
+    assert tail.offer(contract, b"CA-3", json.dumps({"summary_id": "s-3", "call_id": "CA-3"}).encode()) is None
+    assert tail.invalid == 1, "a record that is not a CallSummary is unreadable, not shown"
+    assert row(shown)["rule"] == "summary"
+    assert row(shown)["title"] == ("80 s, hold 40 s in 2, 3 alerts (call-at-risk, mgr, no-price), peak risk 64, "
+                                   "transferred to retention, checklist failed: no-price")
 
 
 def test_registry_examples_pass_the_tail():

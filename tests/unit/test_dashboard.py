@@ -304,7 +304,6 @@ def test_calls_sort_by_risk_score_from_call_at_risk_alerts():
     assert b.alerts()[0]["evidence"]["factors"]["hold"] == 30.0
 
 
-<<<<<<< HEAD
 # --------------------------------------------------------------------------- per-supervisor views
 
 
@@ -439,11 +438,12 @@ def test_every_call_learns_its_live_risk_score_and_factors_from_calls_risk():
     # a bad record is counted and skipped
     assert not b.apply(TOPICS.risk, b"held", b"{not json", partition=2)
     assert sum(b.rejected.values()) == 1
-=======
+
+
 def test_a_summary_is_kept_per_call_and_sent_only_to_its_page():
     from tests.unit.test_summary import SCRIPT, run_script
 
-    topics = BoardTopics(events="calls.events", alerts="calls.alerts", acks="calls.acks", transcripts="calls.transcripts",
+    topics = BoardTopics(events="calls.events", alerts="calls.alerts", acks="calls.acks", transcripts="calls.transcripts", risk="calls.risk",
                          summaries="calls.summaries")
     board = CallBoard(RULES, topics)
     summary = run_script(SCRIPT).summaries[0]
@@ -460,4 +460,3 @@ def test_a_summary_is_kept_per_call_and_sent_only_to_its_page():
     assert [c["type"] for c in board.changes_since(seq, "other")] == ["call"]
     assert not board.apply("calls.summaries", b"call-0001", b"{bad")
     assert board.rejected == {"malformed_json": 1}
->>>>>>> issue-14-summaries
