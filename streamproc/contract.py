@@ -9,14 +9,8 @@ examples, and the field a consumer dedupes on. From it come:
 * ``streamproc alerts tail`` (streamproc/alerts_tail.py), which parses and dedupes with it.
 
 Adding a topic is one entry in :data:`TOPICS`, then ``streamproc schemas --asyncapi -o
-docs/asyncapi.yaml`` (a test fails until the committed document matches). For example, post-call
-summaries::
-
-    TopicContract(name="summaries", message="CallSummary", title="Post-call summaries", description="...",
-                  sends=True, receives=False, payload=TypeAdapter(CallSummary), parse=_keyed(CallSummary),
-                  id_field="summary_id", examples=(Example(...),))
-
-``streamproc alerts tail --summaries`` then parses, filters and dedupes them with that entry.
+docs/asyncapi.yaml`` (a test fails until the committed document matches); ``streamproc alerts tail``
+then parses, filters and dedupes that topic with the entry.
 """
 
 from __future__ import annotations
