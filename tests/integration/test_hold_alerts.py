@@ -37,11 +37,21 @@ def test_hold_crossing_two_thresholds_alerts_while_still_on_hold(worker_factory,
         crossed = alert_time(alert["event_time"])
         assert crossed == pytest.approx(hold_started + threshold, abs=0.01)
         assert 0 <= detected - crossed < 1.0, "alert should be emitted within a second of the threshold"
-    send(producer, events, "call-1", event("call-1", "hold_ended"))
+    # Still on hold, call-1 would cross cumulative-hold (6 s of hold, FAST_HOLD_RULES) next. End the
+    # hold first, then wait on a sentinel call whose 4 s threshold falls due after that 6 s mark:
+    # once its alert is out, the worker's timer has passed call-1's deadline too.
+    ended_at = time.time()
+    assert ended_at < hold_started + 6 - 0.5, "the hold must end before its cumulative threshold for this check"
+    send(producer, events, "call-1", event("call-1", "hold_ended", ts=ended_at))
     send(producer, events, "call-1", event("call-1", "call_ended"))
-    time.sleep(1.5)
-    alerts.poll(300)
-    assert len(alerts_for(alerts.values(), "call-1")) == 2, "no more alerts after the hold ended"
+    send(producer, events, "call-2", event("call-2", "call_started", agent_id="agent-8", queue="billing"))
+    sentinel_hold = time.time()
+    assert sentinel_hold + 4 > hold_started + 6
+    send(producer, events, "call-2", event("call-2", "hold_started", ts=sentinel_hold))
+    values = alerts.wait_for(lambda v: any(a["rule_id"] == "hold-critical" for a in alerts_for(v, "call-2")), timeout_s=15)
+    assert any(a["rule_id"] == "hold-critical" for a in alerts_for(values, "call-2")), "the sentinel call's alert"
+    assert [a["rule_id"] for a in alerts_for(values, "call-1")] == ["hold-warning", "hold-critical"], (
+        "no more alerts after the hold ended")
 
 
 def alert_time(text: str) -> float:

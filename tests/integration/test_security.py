@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -172,11 +173,18 @@ def test_worker_logs_at_info_hold_no_transcript_text_payloads_or_secrets(worker_
             "start_s": 1.0 + 4 * utterance, "end_s": 4.0 + 4 * utterance}).encode())
     send(producer, transcripts, "sec-3", b'{"segment_id": 5, "text": "TRANSCRIPT-PRIV-19 ' + phrase.encode() + b'"}')
 
-    assert dead.wait_for(lambda v: len(v) >= 2, timeout_s=20), "the poison messages were processed"
+    letters = dead.wait_for(lambda v: len(v) >= 2, timeout_s=20)
+    assert sorted(letter["key"] for letter in letters) == ["sec-2", "sec-3"], f"the poison messages were processed: {letters}"
     values = alerts.wait_for(lambda v: {"escalation", "negative_sentiment"} <= {a["kind"] for a in v}, timeout_s=20)
     assert {"escalation", "negative_sentiment"} <= {a["kind"] for a in values}, f"alerts from the transcripts: {values}"
-    time.sleep(1.0)  # any late log lines
+    # Wait until the log holds a line for every alert and dead letter seen (the lines that could leak).
     alerts.poll(300)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = worker.log_path.read_text(errors="replace")
+        if log.count("dead letter from") >= len(letters) and len(re.findall(r"\balert (?:info|warning|critical) ", log)) >= len(alerts.values()):
+            break
+        time.sleep(0.1)
     log = worker.log_path.read_text(errors="replace")
     assert "[INFO]" in log and " alert " in log, "the worker logged at INFO level"
     for private in [*secrets.values(), "4111", "jane dot doe", "speak to your manager", "horrible useless", "PAYLOAD-PRIV-31",

@@ -262,5 +262,47 @@ def test_events_agent_record_path_dead_letters_everything_it_rejects(topic, key,
         assert letter.payload() == (value or b"")[: len(letter.payload())]
         # The dead letter itself is a valid message on the dead-letter topic.
         assert parse_message(DeadLetter, letter.to_json_bytes()).reason is letter.reason
-    if not step.dead_letters:
-        assert value is not None or topic == "calls.ticks"
+    if not step.dead_letters and topic == "calls.events":
+        # Accepted: then the parser (checked on its own above) must accept it too, keyed by its call.
+        assert value is not None
+        assert parse_call_event(value).call_id == (key or b"").decode("utf-8", "replace")
+
+
+# An independent oracle for the record path: inputs built to be invalid in one known way, each of
+# which must produce exactly one dead letter with that reason (the loop above can run zero times).
+EVENT_TYPES = {"call_started", "hold_started", "hold_ended", "transferred", "call_ended"}
+
+
+@st.composite
+def known_invalid(draw) -> tuple[bytes | None, bytes, RejectReason]:
+    """(key, value, the reason the record path must give) for one event broken on purpose."""
+    base = dict(draw(st.sampled_from(VALID_EVENTS[:1])))  # call_started: valid on an unknown call
+    call_id = draw(st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True))
+    base["call_id"] = call_id
+    flaw = draw(st.sampled_from(["not_json", "unknown_type", "missing", "wrong_key", "version"]))
+    key = call_id.encode()
+    if flaw == "not_json":
+        # A JSON text cut inside its first string cannot parse, whatever follows is dropped.
+        text = json.dumps(base)
+        return key, text[: draw(st.integers(1, text.index(call_id)))].encode(), RejectReason.malformed_json
+    if flaw == "unknown_type":
+        base["type"] = draw(st.text(min_size=1, max_size=12).filter(lambda t: t not in EVENT_TYPES))
+        return key, json.dumps(base).encode(), RejectReason.unknown_event_type
+    if flaw == "missing":
+        base.pop(draw(st.sampled_from(["call_id", "ts", "type"])))
+        return key, json.dumps(base).encode(), RejectReason.missing_field
+    if flaw == "wrong_key":
+        other = draw(st.from_regex(r"[a-z0-9-]{1,16}", fullmatch=True).filter(lambda k: k != call_id))
+        return other.encode(), json.dumps(base).encode(), RejectReason.key_mismatch
+    base["schema_version"] = draw(st.integers(2, 1000))
+    return key, json.dumps(base).encode(), RejectReason.unsupported_version
+
+
+@FUZZ
+@given(known_invalid())
+def test_events_agent_record_path_dead_letters_known_invalid_input_with_its_reason(case):
+    key, value, reason = case
+    TRIED["CallProcessor.process/known_invalid"] += 1
+    step = processor.process(topic="calls.events", key=key, value=value, load_state=lambda _call: None, partition=0, offset=3)
+    assert [letter.reason for letter in step.dead_letters] == [reason], (value, step.dead_letters)
+    assert not step.alerts and step.store is None
