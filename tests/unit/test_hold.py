@@ -329,3 +329,17 @@ def test_out_of_order_delivery_is_rejected_and_never_double_fires(case, rnd):
         }
     if shuffled == events:
         assert rejections == []
+
+
+def test_hold_alert_ids_are_golden_values():
+    """The ids a real hold produces, pinned as literals (computed once, 29 Nov 2026): consumers
+    dedupe on them across releases, so any change to the id scheme or its namespace fails here."""
+    _, alerts, _ = run([ev("call_started", 0), ev("hold_started", 10), ev("hold_ended", 80),
+                        ev("hold_started", 100), ev("hold_ended", 190)])
+    state, more, _ = run([ev("call_started", 0), ev("hold_started", 10)])
+    more += tick(state, 10 + 61)[1]
+    assert {(a.rule_id, a.occurrence, a.alert_id) for a in alerts} == {
+        ("warn", 1, "1e1a49be-31d4-5067-9153-4a139b15bc59"),
+        ("warn", 2, "7636ad20-3f28-5227-9177-0a9bac8875cc"),
+    }
+    assert [(a.rule_id, a.alert_id) for a in more] == [("warn", "1e1a49be-31d4-5067-9153-4a139b15bc59")]
