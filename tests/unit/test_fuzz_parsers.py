@@ -11,9 +11,11 @@ The number of inputs tried is written to test-artifacts/figures/fuzz.json (docs/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
 
 import pytest
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.processing import CallProcessor
+from streamproc.redact import find_pii
 from streamproc.rules import load_rules
 from streamproc.schemas import (
     Alert,
@@ -259,13 +262,36 @@ def test_events_agent_record_path_dead_letters_everything_it_rejects(topic, key,
         assert letter.source_topic == topic and letter.offset == 7
         if letter.reason is RejectReason.internal_error:
             assert stored not in (None, {}), "only a corrupt stored state may surface as an internal error"
-        assert letter.payload() == (value or b"")[: len(letter.payload())]
+        original = value or b""
+        assert letter.payload_size == len(original) and letter.payload_sha256 == hashlib.sha256(original).hexdigest()
+        if not letter.redacted:  # kept as it came, bounded
+            assert letter.payload() == original[: len(letter.payload())]
+        else:  # the privacy policy: what is kept has no PII left (binary values are not kept at all)
+            assert not [text for text in kept_texts(letter.payload()) if find_pii(text)], letter.payload()[:200]
         # The dead letter itself is a valid message on the dead-letter topic.
         assert parse_message(DeadLetter, letter.to_json_bytes()).reason is letter.reason
     if not step.dead_letters and topic == "calls.events":
         # Accepted: then the parser (checked on its own above) must accept it too, keyed by its call.
         assert value is not None
         assert parse_call_event(value).call_id == (key or b"").decode("utf-8", "replace")
+
+
+def kept_texts(payload: bytes) -> list[str]:
+    """The free text a dead letter keeps: its JSON string values (ISO timestamps aside), or all of it."""
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, RecursionError):
+        return [payload.decode("utf-8")]
+    texts, todo = [], [parsed]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+    return [text for text in texts if not re.fullmatch(r"\d{4}-\d\d-\d\d([T ][0-9:.]+)?(Z|[+-]\d\d:?\d\d)?", text)]
 
 
 # An independent oracle for the record path: inputs built to be invalid in one known way, each of
