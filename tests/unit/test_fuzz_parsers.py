@@ -332,3 +332,28 @@ def test_events_agent_record_path_dead_letters_known_invalid_input_with_its_reas
     step = processor.process(topic="calls.events", key=key, value=value, load_state=lambda _call: None, partition=0, offset=3)
     assert [letter.reason for letter in step.dead_letters] == [reason], (value, step.dead_letters)
     assert not step.alerts and step.store is None
+
+
+def test_record_path_dead_letters_every_state_machine_rejection_with_its_reason():
+    """Well-formed events the call's state refuses: each is exactly one dead letter with its reason
+    (the parser accepts them, so only the state machine's rejection can produce the letter)."""
+    def step(value: dict, stored):
+        return processor.process(topic="calls.events", key=value["call_id"].encode(), value=json.dumps(value).encode(),
+                                 load_state=lambda _call: stored, partition=0, offset=1, now_wall=NOW + 100)
+
+    started = step({"type": "call_started", "call_id": "sm1", "ts": NOW, "agent_id": "a", "queue": "q"}, None)
+    assert not started.dead_letters and started.store is not None
+    ended = step({"type": "call_ended", "call_id": "sm1", "ts": NOW + 5}, started.store)
+    assert not ended.dead_letters and ended.store is not None
+    cases = [
+        ({"type": "hold_started", "call_id": "sm1", "ts": NOW + 1}, None, RejectReason.unknown_call),
+        ({"type": "hold_ended", "call_id": "sm1", "ts": NOW + 1}, started.store, RejectReason.invalid_transition),
+        ({"type": "call_started", "call_id": "sm1", "ts": NOW + 1, "agent_id": "a", "queue": "q"}, started.store,
+         RejectReason.invalid_transition),
+        ({"type": "hold_started", "call_id": "sm1", "ts": NOW - 1}, started.store, RejectReason.out_of_order),
+        ({"type": "hold_started", "call_id": "sm1", "ts": NOW + 6}, ended.store, RejectReason.call_ended),
+    ]
+    for value, stored, reason in cases:
+        result = step(value, stored)
+        assert [letter.reason for letter in result.dead_letters] == [reason], (value, result)
+        assert result.store is None and not result.alerts
