@@ -263,3 +263,11 @@ def test_dead_letter_payload_policy_per_kind_of_value():
     assert redact_payload(truncated) == (b'{"type": "call_started", "note": "my card is [CARD]', True)
     assert redact_payload(b"\xff\xfe\x00\x01 audio") == (None, True), "binary (audio) is not kept"
     assert redact_payload(b"\x80" + b"4111 1111 1111 1111".ljust(200)) == (None, True)
+
+
+def test_phone_numbers_start_at_seven_digits_and_shorter_runs_survive():
+    from streamproc.redact import redact
+
+    assert redact("call 555 1234 now") == "call [PHONE] now"
+    assert redact("five five five one two three four") == "[PHONE]"
+    assert redact("order 123 456 for 12 items") == "order 123 456 for 12 items"

@@ -166,3 +166,37 @@ def test_packaged_rules_have_windows_and_risk():
     detection = load_rules().detection
     assert {w.id for w in detection.windows} == {"agent-greeting", "recording-disclosure", "apology-after-complaint"}
     assert detection.risk and detection.risk[0].threshold == 60
+
+
+def test_max_windows_caps_the_trigger_windows_per_call():
+    rules = parse_rules(
+        """
+version: 1
+detection:
+  windows:
+    - id: apology
+      severity: warning
+      after: trigger
+      within_s: 30
+      max_windows: 2
+      trigger: {speaker: customer, phrases: ["unacceptable"]}
+      cue: {speaker: agent, phrases: ["sorry"]}
+"""
+    )
+    engine = DetectionEngine(lambda: rules)
+    missed = []
+    for n in range(4):  # four complaints, never an apology: only the first two open a window
+        missed += [a for a in engine.on_transcript(seg("unacceptable", "customer", 100.0 * n, utterance=n), None, 0).alerts
+                   if a.rule_id == "apology"]
+    missed += [a for a in engine.on_transcript(seg("bye", "customer", 1000.0, utterance=9), None, 0).alerts
+               if a.rule_id == "apology"]
+    assert [a.occurrence for a in missed] == [1, 2]
+
+
+def test_risk_alert_fires_at_the_threshold_and_not_below():
+    rule = RiskRule(id="r", severity="warning", threshold=15, hold_full_s=100)
+    state = RiskState()
+    state.hold_s = 49  # hold factor 30 * 49 / 100 = 14.7
+    assert state.crossings(rule)[2] == []
+    state.hold_s = 50  # 15.0: the threshold itself
+    assert state.crossings(rule)[2] == [0]
