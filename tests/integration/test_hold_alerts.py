@@ -58,3 +58,44 @@ def alert_time(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text).timestamp()
+
+
+RELOAD_BEFORE = """
+version: 1
+hold:
+  defaults:
+    thresholds:
+      - {id: hold-warning, after_s: 600, severity: warning}
+"""
+
+
+def test_hold_threshold_hot_reload_applies_to_holds_in_progress_and_new_ones(worker_factory, reader, producer):
+    """The rules file changes under a running worker: the lowered threshold applies without a
+    restart to a call already on hold (event_time = its hold start + the NEW threshold) and to a
+    hold that starts after the reload. Waits on the worker's reload counter, never a pause."""
+    from pathlib import Path
+
+    from tests.integration.test_detection_pipeline import wait_for_reloads
+
+    worker = worker_factory(RELOAD_BEFORE, rules_reload_interval_s="0.5", audio_enabled="false", dashboard_enabled="false")
+    alerts = reader(worker.topic("alerts"))
+    events = worker.topic("events")
+    send(producer, events, "rl-old", event("rl-old", "call_started", agent_id="agent-1", queue="billing"))
+    old_hold = time.time()
+    send(producer, events, "rl-old", event("rl-old", "hold_started", ts=old_hold))
+
+    rules_path = Path(worker.env["STREAMPROC_RULES_FILE"])
+    rules_path.write_text(RELOAD_BEFORE.replace("after_s: 600", "after_s: 3"))
+    wait_for_reloads(worker, "ok", 1)
+    send(producer, events, "rl-new", event("rl-new", "call_started", agent_id="agent-2", queue="billing"))
+    new_hold = time.time()
+    send(producer, events, "rl-new", event("rl-new", "hold_started", ts=new_hold))
+
+    # The timer re-reads every call's deadline at least every 5 s (agents/calls.py REBUILD_EVERY_S).
+    values = alerts.wait_for(lambda v: {a["call_id"] for a in v} >= {"rl-old", "rl-new"}, timeout_s=30)
+    by_call = {a["call_id"]: a for a in values}
+    assert set(by_call) == {"rl-old", "rl-new"}, values
+    assert alert_time(by_call["rl-old"]["event_time"]) == pytest.approx(old_hold + 3, abs=0.01)
+    assert alert_time(by_call["rl-new"]["event_time"]) == pytest.approx(new_hold + 3, abs=0.01)
+    assert all(a["rule_id"] == "hold-warning" and a["evidence"]["threshold"] == 3 for a in values)
+    assert worker.starts == 1
