@@ -127,9 +127,10 @@ MUTANTS = [
            "        if tokens[k].norm in NEGATORS:\n            return True", "        if False:\n            return True", ENGINE_TESTS),
     Mutant("phrases: negation crosses clauses", "streamproc/detect/phrases.py",
            "        if tokens[k].clause != clause:\n            break\n", "", ENGINE_TESTS),
-    Mutant("windows: window cue accepted after it closed", "streamproc/detect/windows.py",
+    # (Dropping "start_s <= window.closes_s" is an equivalent mutant: advance() closes the window first.)
+    Mutant("windows: window cue accepted before it opened", "streamproc/detect/windows.py",
            "if start_s <= window.closes_s and end_s >= window.opens_s and heard(rule, \"cue\"):",
-           "if end_s >= window.opens_s and heard(rule, \"cue\"):", WINDOW_TESTS),
+           "if start_s <= window.closes_s and heard(rule, \"cue\"):", WINDOW_TESTS),
     Mutant("windows: max_windows off by one", "streamproc/detect/windows.py",
            "if count >= rule.max_windows or not heard(rule, \"trigger\"):", "if count > rule.max_windows or not heard(rule, \"trigger\"):",
            WINDOW_TESTS),

@@ -200,3 +200,12 @@ def test_risk_alert_fires_at_the_threshold_and_not_below():
     assert state.crossings(rule)[2] == []
     state.hold_s = 50  # 15.0: the threshold itself
     assert state.crossings(rule)[2] == [0]
+
+
+def test_a_cue_spoken_before_the_window_opened_does_not_satisfy_it(engine):
+    """An apology that ended before the complaint did (an agent segment processed late) is not an answer to it."""
+    engine.on_transcript(seg("thank you for calling", "agent", 1.0), None, 0)
+    engine.on_transcript(seg("this is unacceptable", "customer", 10.0, utterance=1), None, 0)  # window opens at 12 s
+    engine.on_transcript(seg("sorry", "agent", 5.0, utterance=2), None, 0)  # said 5-7 s, read now
+    alerts = engine.on_transcript(seg("ok", "customer", 80.0, utterance=3), None, 0).alerts
+    assert [a.rule_id for a in alerts if a.kind == AlertKind.missed_phrase] == ["apology"]
