@@ -51,6 +51,25 @@ def wait_for_changelog(reader, worker, call_id: str, predicate, timeout_s: float
     return state
 
 
+def wait_for_committed(worker, topic: str, records: int, timeout_s: float = 15.0) -> None:
+    """The worker's group has committed offsets covering ``records`` records of ``topic``."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=worker.settings.bootstrap_servers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        committed = 0
+        while time.monotonic() < deadline:
+            offsets = admin.list_group_offsets(worker.settings.app_id).get(worker.settings.app_id, {})
+            committed = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+            if committed >= records:
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise AssertionError(f"the worker committed {committed} of {records} records of {topic}")
+
+
 def test_sigkill_mid_hold_resumes_from_the_table_without_new_alert_ids(worker_factory, reader, producer):
     worker = worker_factory(RESTART_RULES)
     events, alerts = worker.topic("events"), reader(worker.topic("alerts"))
@@ -92,6 +111,7 @@ def test_breaches_during_downtime_fire_on_restart_with_their_original_times(work
     send(producer, events, "r2", event("r2", "call_started", ts=hold_started - 1, agent_id="a", queue="q"))
     send(producer, events, "r2", event("r2", "hold_started", ts=hold_started))
     wait_for_changelog(reader, worker, "r2", lambda state: state.get("status") == "on_hold")
+    wait_for_committed(worker, events, 2)  # both events consumed and committed: the restart resumes after them
     worker.kill()
     # The scenario's own clock: the call stays on hold until both thresholds (3 s, 12 s) have passed.
     time.sleep(max(0.0, hold_started + 12.5 - time.time()))
