@@ -20,8 +20,10 @@ Runs shorter than 7 digits are never touched, so times, amounts and counts survi
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Iterable
 
@@ -306,3 +308,70 @@ def redact_segment(segment, kinds: Iterable[PiiKind | str] = ALL_KINDS):
     if update["text"] == segment.text and "words" not in update:
         return segment
     return segment.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------- dead-letter payloads
+
+#: Numeric fields of streamproc's own input schemas: times, counters and positions, never PII.
+#: Any other number with 7+ digits is classified like text (a phone or card number sent as a JSON
+#: number is still PII); without this list every epoch timestamp would read as a phone number.
+_NUMERIC_FIELDS = frozenset({
+    "ts", "seq", "offset_ms", "sent_at_ms", "start_s", "end_s", "utterance", "revision", "schema_version",
+    "occurrence", "conf", "confidence", "rate", "channels", "value", "threshold", "similarity", "audio_start_s",
+    "audio_end_s",
+})
+
+
+def _is_timestamp(text: str) -> bool:
+    if not 10 <= len(text) <= 40 or not text[:4].isdigit():
+        return False
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _redact_json(value, key: str | None = None):
+    if isinstance(value, str):
+        return value if _is_timestamp(value) else redact(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int) and key not in _NUMERIC_FIELDS and abs(value) >= 1_000_000:
+        text = str(value)
+        redacted = redact(text)
+        return value if redacted == text else redacted
+    if isinstance(value, list):
+        return [_redact_json(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _redact_json(item, name) for name, item in value.items()}
+    return value
+
+
+def redact_payload(payload: bytes) -> tuple[bytes | None, bool]:
+    """A rejected record's value as a dead letter may keep it: ``(bytes to keep, changed)``.
+
+    The policy (docs/reliability.md, "Privacy"): dead letters never carry PII in clear.
+
+    * UTF-8 JSON: every string value is redacted (ISO timestamps are left alone), and every
+      number outside streamproc's own numeric fields is classified like text; the JSON is
+      re-serialised only if something was redacted, otherwise the original bytes are kept.
+    * UTF-8 text that is not JSON (a truncated record): the whole text is redacted (numbers in
+      it, timestamps included, may become ``[PHONE]``: over-redaction is the safe direction).
+    * Anything else (audio frames, binary garbage): not kept at all (``None``); the dead letter
+      keeps only its size and SHA-256, enough to find the record on its source topic.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, True
+    try:
+        parsed = json.loads(text)
+        cleaned = _redact_json(parsed)
+        changed = cleaned != parsed
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than we walk: treat it as text
+        redacted = redact(text)
+        return (payload, False) if redacted == text else (redacted.encode("utf-8"), True)
+    if not changed:
+        return payload, False
+    return json.dumps(cleaned).encode("ascii"), True  # ASCII escapes: lone surrogates survive

@@ -16,6 +16,7 @@ Both are ISO 8601 with a timezone on the wire; epoch seconds are accepted on inp
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ from pydantic import (
 )
 
 from .errors import InputRejected, RejectReason
+from .redact import redact, redact_payload
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -393,9 +395,12 @@ class DeadLetter(_Message):
     partition: int | None = None
     offset: int | None = None
     key: str | None = None
-    payload_b64: str = Field(description="Original value, base64, at most 64 KiB.")
+    payload_b64: str = Field(description="The value, PII-redacted (see redacted), base64, at most 64 KiB.")
     payload_size: int = Field(description="Size of the original value in bytes.")
     truncated: bool = False
+    # Privacy (docs/reliability.md): PII in the value is redacted, binary values are not kept.
+    redacted: bool = Field(False, description="payload_b64 is not the original value: PII redacted, or binary dropped.")
+    payload_sha256: str | None = Field(None, description="SHA-256 (hex) of the original value, to find it on its topic.")
     received_at: AwareDatetime = Field(default_factory=utcnow)
 
     @classmethod
@@ -412,16 +417,20 @@ class DeadLetter(_Message):
         payload = payload or b""
         if isinstance(key, bytes):
             key = key.decode("utf-8", "replace")
+        kept, redacted = redact_payload(payload) if payload else (payload, False)
+        kept = kept or b""
         return cls(
             reason=rejection.reason,
-            detail=rejection.detail[:2000],
+            detail=redact(rejection.detail[:2000]),  # details quote input values
             source_topic=source_topic,
             partition=partition,
             offset=offset,
             key=key[:256] if key else None,
-            payload_b64=base64.b64encode(payload[:MAX_DEADLETTER_PAYLOAD]).decode("ascii"),
+            payload_b64=base64.b64encode(kept[:MAX_DEADLETTER_PAYLOAD]).decode("ascii"),
             payload_size=len(payload),
-            truncated=len(payload) > MAX_DEADLETTER_PAYLOAD,
+            truncated=len(kept) > MAX_DEADLETTER_PAYLOAD,
+            redacted=redacted,
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
         )
 
     def payload(self) -> bytes:

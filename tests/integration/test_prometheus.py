@@ -180,8 +180,25 @@ def test_faust_millisecond_histograms_are_served_in_seconds(worker_factory, prod
     # Bounds are Faust's 5 ms … 10 s buckets, now written in seconds.
     assert 'streamproc_faust_event_runtime_seconds_bucket{le="0.005"}' in samples
     assert 'streamproc_faust_event_runtime_seconds_bucket{le="10.0"}' in samples
-    # Processing one call event takes well under a second: the sum is in seconds, not milliseconds.
-    assert 0 < samples["streamproc_faust_event_runtime_seconds_sum"] / count < 1.0
+    # The sum must be in the buckets' unit (seconds). "mean < 1" would also pass on a sub-millisecond
+    # sum left in milliseconds; the buckets pin it instead: every observation lies in its bucket
+    # (lower bound, le], so  sum(count_i * lower_i) <= sum <= sum(count_i * le_i).
+    total = samples["streamproc_faust_event_runtime_seconds_sum"]
+    buckets = sorted(
+        (float(name.split('le="')[1].rstrip('"}')), value)
+        for name, value in samples.items() if "_bucket{" in name and 'le="+Inf"' not in name
+    )
+    assert samples['streamproc_faust_event_runtime_seconds_bucket{le="+Inf"}'] == count
+    assert buckets[-1][1] == count, "every event ran in under 10 s"
+    lowest = highest = 0.0
+    previous_le, previous_cumulative = 0.0, 0.0
+    for le, cumulative in buckets:
+        in_bucket = cumulative - previous_cumulative
+        lowest += in_bucket * previous_le
+        highest += in_bucket * le
+        previous_le, previous_cumulative = le, cumulative
+    assert 0 < total and lowest <= total <= highest, (
+        f"sum {total} is not in the unit of the buckets: observations imply {lowest:.4f}..{highest:.4f} s")
 
 
 @pytest.mark.broker

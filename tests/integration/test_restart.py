@@ -5,6 +5,7 @@ Results are recorded in docs/state-and-restarts.md.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import datetime
@@ -31,6 +32,44 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def wait_for_changelog(reader, worker, call_id: str, predicate, timeout_s: float = 15.0) -> dict:
+    """The call's latest state as the table's changelog topic holds it, once ``predicate`` accepts it:
+    what a new owner would recover (a state the test observes, not a pause it hopes is long enough)."""
+    changelog = reader(f"{worker.settings.app_id}-call-state-changelog")
+
+    def latest() -> dict | None:
+        mine = [json.loads(r.value) for r in changelog.records if r.key and r.key.decode().strip('"') == call_id and r.value]
+        return mine[-1] if mine else None
+
+    def holds() -> bool:
+        state = latest()
+        return state is not None and predicate(state)
+
+    changelog.wait_for(lambda _values: holds(), timeout_s=timeout_s)
+    state = latest()
+    assert state is not None and predicate(state), f"the changelog never held the expected state of {call_id}: {state}"
+    return state
+
+
+def wait_for_committed(worker, topic: str, records: int, timeout_s: float = 15.0) -> None:
+    """The worker's group has committed offsets covering ``records`` records of ``topic``."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=worker.settings.bootstrap_servers)
+    try:
+        deadline = time.monotonic() + timeout_s
+        committed = 0
+        while time.monotonic() < deadline:
+            offsets = admin.list_group_offsets(worker.settings.app_id).get(worker.settings.app_id, {})
+            committed = sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+            if committed >= records:
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise AssertionError(f"the worker committed {committed} of {records} records of {topic}")
+
+
 def test_sigkill_mid_hold_resumes_from_the_table_without_new_alert_ids(worker_factory, reader, producer):
     worker = worker_factory(RESTART_RULES)
     events, alerts = worker.topic("events"), reader(worker.topic("alerts"))
@@ -39,7 +78,8 @@ def test_sigkill_mid_hold_resumes_from_the_table_without_new_alert_ids(worker_fa
     send(producer, events, "r1", event("r1", "hold_started", ts=hold_started))
     first = alerts.wait_for(lambda v: alerts_for(v, "r1"), timeout_s=10)
     assert [a["rule_id"] for a in alerts_for(first, "r1")] == ["hold-warning"]
-    time.sleep(1.0)  # let the table's changelog write of "warning fired" reach the broker
+    # The table's changelog write of "warning fired" has reached the broker.
+    wait_for_changelog(reader, worker, "r1", lambda state: "hold-warning#1" in state.get("fired", []))
 
     worker.kill()  # SIGKILL: no shutdown, no final offset commit
     killed_at = time.time()
@@ -70,9 +110,11 @@ def test_breaches_during_downtime_fire_on_restart_with_their_original_times(work
     hold_started = time.time()
     send(producer, events, "r2", event("r2", "call_started", ts=hold_started - 1, agent_id="a", queue="q"))
     send(producer, events, "r2", event("r2", "hold_started", ts=hold_started))
-    time.sleep(1.0)
+    wait_for_changelog(reader, worker, "r2", lambda state: state.get("status") == "on_hold")
+    wait_for_committed(worker, events, 2)  # both events consumed and committed: the restart resumes after them
     worker.kill()
-    time.sleep(12.5)  # both thresholds pass while no worker runs
+    # The scenario's own clock: the call stays on hold until both thresholds (3 s, 12 s) have passed.
+    time.sleep(max(0.0, hold_started + 12.5 - time.time()))
     restarted = time.time()
     worker.start()
     values = alerts.wait_for(lambda v: len(alerts_for(v, "r2")) >= 2, timeout_s=30)

@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import pytest
 
 from streamproc.config import Settings
 from streamproc.kafka_admin import client_security
-from tests.conftest import send
+from tests.conftest import http_get, send
 from tests.integration.reliability_support import listening_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,11 +174,18 @@ def test_worker_logs_at_info_hold_no_transcript_text_payloads_or_secrets(worker_
             "start_s": 1.0 + 4 * utterance, "end_s": 4.0 + 4 * utterance}).encode())
     send(producer, transcripts, "sec-3", b'{"segment_id": 5, "text": "TRANSCRIPT-PRIV-19 ' + phrase.encode() + b'"}')
 
-    assert dead.wait_for(lambda v: len(v) >= 2, timeout_s=20), "the poison messages were processed"
+    letters = dead.wait_for(lambda v: len(v) >= 2, timeout_s=20)
+    assert sorted(letter["key"] for letter in letters) == ["sec-2", "sec-3"], f"the poison messages were processed: {letters}"
     values = alerts.wait_for(lambda v: {"escalation", "negative_sentiment"} <= {a["kind"] for a in v}, timeout_s=20)
     assert {"escalation", "negative_sentiment"} <= {a["kind"] for a in values}, f"alerts from the transcripts: {values}"
-    time.sleep(1.0)  # any late log lines
+    # Wait until the log holds a line for every alert and dead letter seen (the lines that could leak).
     alerts.poll(300)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        log = worker.log_path.read_text(errors="replace")
+        if log.count("dead letter from") >= len(letters) and len(re.findall(r"\balert (?:info|warning|critical) ", log)) >= len(alerts.values()):
+            break
+        time.sleep(0.1)
     log = worker.log_path.read_text(errors="replace")
     assert "[INFO]" in log and " alert " in log, "the worker logged at INFO level"
     for private in [*secrets.values(), "4111", "jane dot doe", "speak to your manager", "horrible useless", "PAYLOAD-PRIV-31",
@@ -186,6 +195,10 @@ def test_worker_logs_at_info_hold_no_transcript_text_payloads_or_secrets(worker_
     for alert in alerts.values():
         text = (alert.get("evidence") or {}).get("text") or ""
         assert "4111" not in text and "jane" not in text.lower(), alert
+    # ...and so are the dead letters of the poison messages (payload and detail), which carried the card number.
+    for letter in letters:
+        kept = base64.b64decode(letter["payload_b64"]).decode("utf-8", "replace") + letter["detail"]
+        assert "4111" not in kept and "jane dot doe" not in kept and letter["redacted"], letter
     sentiment = next(a for a in alerts.values() if a["kind"] == "negative_sentiment")
     assert "[CARD]" in sentiment["evidence"]["text"] and "[EMAIL]" in sentiment["evidence"]["text"], "redacted, not dropped"
     print("\nalerts from the transcript:", [(a["kind"], (a.get("evidence") or {}).get("text")) for a in alerts.values()])
@@ -277,3 +290,129 @@ def test_metrics_say_nothing_secret(worker_factory, tmp_path):
     text = body.decode()
     for secret in (token, token_hash(token), "Dana Park", "session-secret-xyz", "shared-secret-abc", str(tokens_file)):
         assert secret not in text, f"/metrics shows {secret!r}"
+
+
+# ----------------------------------------------------------------------------- PII: every place it can land
+
+CARD = "4539 1488 0343 6467"  # Luhn-valid test Visa number
+PHONE = "555 867 5309"
+EMAIL = "jane.doe@example.com"
+SPOKEN = [  # (voice, channel, sentence): tiny.en hears these digits whole on flite voices (offline check, 29 Nov 2026)
+    ("kal16", 1, f"I want to speak to a manager. My card number is {CARD}."),
+    ("kal16", 0, f"Please call me back on {PHONE}."),
+]
+
+
+def pii_leaks(text: str) -> list[str]:
+    """What of CARD, PHONE or EMAIL survives in ``text``: the oracle is the secrets themselves, not
+    streamproc.redact. Any 7 digits in a row of a secret number (separators ignored) is a leak."""
+    digits = re.sub(r"\D", "", text)
+    leaks = []
+    for secret in (CARD, PHONE):
+        secret_digits = re.sub(r"\D", "", secret)
+        leaks += [f"{secret}[{i}:{i + 7}]" for i in range(len(secret_digits) - 6) if secret_digits[i:i + 7] in digits]
+    lowered = text.lower()
+    leaks += [part for part in ("jane.doe", "jane dot doe", "example.com", "example dot com") if part in lowered]
+    return leaks
+
+
+@pytest.mark.slow
+def test_worker_with_redaction_on_leaks_no_pii(worker_factory, reader, producer):
+    """A real worker with STREAMPROC_REDACT_TRANSCRIPTS=true (evidence redaction is on by default).
+
+    PII goes in every way it can: spoken on the audio of a call (Whisper transcribes it), in a
+    poison call event, a poison transcript and a malformed audio frame (dead letters). None of
+    it may come out in calls.transcripts, calls.alerts, calls.deadletter, the worker's log, or the
+    dashboard's event stream and state.
+    """
+    import threading
+
+    import numpy as np
+
+    from streamproc.audio import encode
+    from streamproc.schemas import AudioEncoding, AudioFrameMeta
+    from tests import flite
+
+    if not flite.available():
+        pytest.skip("needs flite and sox")
+    rules = (ROOT / "streamproc" / "data" / "default_rules.yaml").read_text()
+    worker = worker_factory(rules, redact_transcripts="true")
+    worker.wait_transcription_ready()
+    events, transcripts_topic, audio_topic = worker.topic("events"), worker.topic("transcripts"), worker.topic("audio")
+    transcripts, alerts, dead = reader(transcripts_topic), reader(worker.topic("alerts")), reader(worker.topic("deadletter"))
+
+    stream = bytearray()
+
+    def read_stream() -> None:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(worker.base_url + "/dashboard/events", timeout=120) as response:
+                while chunk := response.read1(65536):
+                    stream.extend(chunk)
+        except OSError:
+            pass  # the worker stopped: the test is over
+
+    threading.Thread(target=read_stream, daemon=True).start()
+
+    call_id = "pii-1"
+    send(producer, events, call_id, json.dumps(
+        {"type": "call_started", "call_id": call_id, "ts": time.time(), "agent_id": "agent-3", "queue": "billing"}).encode())
+    poison_text = f"card {CARD}, phone {PHONE}, mail {EMAIL}"
+    send(producer, events, "pii-bad-event", b'{"type": "call_started", "call_id": "pii-bad-event", "note": "' + poison_text.encode() + b'"')
+    send(producer, transcripts_topic, "pii-bad-segment", json.dumps(
+        {"segment_id": 5, "call_id": "pii-bad-segment", "text": poison_text}).encode())
+    spoken_card = flite.phone_line(SPOKEN[0][2], SPOKEN[0][0])
+    producer.send(audio_topic, key=b"pii-bad-audio", value=encode(spoken_card[:8000], AudioEncoding.mulaw),
+                  headers=[("sp-encoding", b"mulaw"), ("sp-rate", b"not-a-rate")])
+    producer.flush()
+
+    rate, step = 8000, 2000
+    lines = [flite.phone_line(sentence, voice) for voice, _, sentence in SPOKEN]
+    length = rate + sum(len(line) + rate for line in lines) + rate
+    stereo = np.zeros((length, 2), dtype=np.int16)
+    at = rate
+    for (_, channel, _), line in zip(SPOKEN, lines):
+        stereo[at:at + len(line), channel] = line
+        at += len(line) + rate
+    for seq, i in enumerate(range(0, length, step)):
+        meta = AudioFrameMeta(encoding="mulaw", rate=rate, channels=2, layout="agent_customer", seq=seq,
+                              offset_ms=seq * 250, sent_at_ms=int(time.time() * 1000))
+        producer.send(audio_topic, key=call_id.encode(), value=encode(stereo[i:i + step].reshape(-1), AudioEncoding.mulaw),
+                      headers=meta.to_headers())
+    producer.flush()
+    send(producer, events, call_id, json.dumps({"type": "call_ended", "call_id": call_id, "ts": time.time()}).encode())
+
+    def finals(values):
+        return [v for v in values if v["call_id"] == call_id and v["is_final"] and v["text"]]
+
+    heard = transcripts.wait_for(lambda v: {s["speaker"] for s in finals(v)} >= {"agent", "customer"}, timeout_s=120)
+    assert {s["speaker"] for s in finals(heard)} >= {"agent", "customer"}, f"both sentences transcribed: {heard}"
+    letters = dead.wait_for(lambda v: len(v) >= 3, timeout_s=30)
+    assert sorted(letter["key"] for letter in letters) == ["pii-bad-audio", "pii-bad-event", "pii-bad-segment"], letters
+    raised = alerts.wait_for(lambda v: any(a["rule_id"] == "manager-request" for a in v), timeout_s=30)
+    assert any(a["rule_id"] == "manager-request" for a in raised), "the customer's manager request alerts"
+    # The dashboard has shown the alert (its state is what the stream sends).
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and b"manager-request" not in bytes(stream):
+        time.sleep(0.2)
+    status, state = http_get(worker.base_url + "/dashboard/api/state")
+    assert status == 200 and b"manager-request" in bytes(stream), "the dashboard stream carried the alert"
+
+    # Redacted, not dropped: the spoken phone number became a token in the transcript.
+    assert any("[PHONE]" in s["text"] for s in finals(heard)), [s["text"] for s in finals(heard)]
+    by_key = {letter["key"]: letter for letter in letters}
+    assert by_key["pii-bad-audio"]["redacted"] and by_key["pii-bad-audio"]["payload_b64"] == "", "audio is not kept"
+    places = {
+        # What the worker published (partials too); the poison segment on that topic is the test's own input.
+        "calls.transcripts": json.dumps([v for v in transcripts.values() if v.get("call_id") == call_id]),
+        "calls.alerts": json.dumps(alerts.values()),
+        "calls.deadletter": json.dumps(letters) + " ".join(
+            base64.b64decode(letter["payload_b64"]).decode("utf-8", "replace") for letter in letters),
+        "worker log": worker.log_path.read_text(errors="replace"),
+        "dashboard stream": bytes(stream).decode("utf-8", "replace"),
+        "dashboard state": state.decode("utf-8", "replace"),
+    }
+    leaks = {place: pii_leaks(text) for place, text in places.items() if pii_leaks(text)}
+    print("\nfinal transcripts:", [(s["speaker"], s["text"]) for s in finals(heard)])
+    assert not leaks, f"PII leaked: {leaks}"

@@ -175,3 +175,14 @@ def test_prefix_partials_then_final_alert_exactly_once_per_match(words, data):
     expected = DetectionEngine(lambda: RULES).on_transcript(seg(" ".join(words), speaker="agent", final=True), None, 0).alerts
     assert sorted(a.alert_id for a in alerts) == sorted(a.alert_id for a in expected)
     assert final.unconfirmed == 0
+
+
+def test_detection_alert_ids_are_golden_values(engine):
+    """Transcript alert ids pinned as literals (computed once, 29 Nov 2026): a customer utterance 3
+    and an agent utterance 0 of call c1. Changing how the occurrence or the id is derived fails here."""
+    mgr = engine.on_transcript(seg("i want to speak to your manager", final=True, utterance=3), None, 100.0).alerts
+    rude = engine.on_transcript(seg("shut up", speaker="agent", final=True), None, 100.0).alerts
+    assert [(a.rule_id, a.occurrence, a.alert_id) for a in mgr + rude] == [
+        ("mgr", 832, "5c28aba7-9f3a-509e-924d-71908457aa68"),
+        ("rude", 0, "2b492dc3-2f8f-5477-b053-000a46a89e89"),
+    ]

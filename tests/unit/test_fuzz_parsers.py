@@ -11,9 +11,11 @@ The number of inputs tried is written to test-artifacts/figures/fuzz.json (docs/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 from collections import Counter
 
 import pytest
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.processing import CallProcessor
+from streamproc.redact import find_pii
 from streamproc.rules import load_rules
 from streamproc.schemas import (
     Alert,
@@ -259,8 +262,98 @@ def test_events_agent_record_path_dead_letters_everything_it_rejects(topic, key,
         assert letter.source_topic == topic and letter.offset == 7
         if letter.reason is RejectReason.internal_error:
             assert stored not in (None, {}), "only a corrupt stored state may surface as an internal error"
-        assert letter.payload() == (value or b"")[: len(letter.payload())]
+        original = value or b""
+        assert letter.payload_size == len(original) and letter.payload_sha256 == hashlib.sha256(original).hexdigest()
+        if not letter.redacted:  # kept as it came, bounded
+            assert letter.payload() == original[: len(letter.payload())]
+        else:  # the privacy policy: what is kept has no PII left (binary values are not kept at all)
+            assert not [text for text in kept_texts(letter.payload()) if find_pii(text)], letter.payload()[:200]
         # The dead letter itself is a valid message on the dead-letter topic.
         assert parse_message(DeadLetter, letter.to_json_bytes()).reason is letter.reason
-    if not step.dead_letters:
-        assert value is not None or topic == "calls.ticks"
+    if not step.dead_letters and topic == "calls.events":
+        # Accepted: then the parser (checked on its own above) must accept it too, keyed by its call.
+        assert value is not None
+        assert parse_call_event(value).call_id == (key or b"").decode("utf-8", "replace")
+
+
+def kept_texts(payload: bytes) -> list[str]:
+    """The free text a dead letter keeps: its JSON string values (ISO timestamps aside), or all of it."""
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, RecursionError):
+        return [payload.decode("utf-8")]
+    texts, todo = [], [parsed]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+    return [text for text in texts if not re.fullmatch(r"\d{4}-\d\d-\d\d([T ][0-9:.]+)?(Z|[+-]\d\d:?\d\d)?", text)]
+
+
+# An independent oracle for the record path: inputs built to be invalid in one known way, each of
+# which must produce exactly one dead letter with that reason (the loop above can run zero times).
+EVENT_TYPES = {"call_started", "hold_started", "hold_ended", "transferred", "call_ended"}
+
+
+@st.composite
+def known_invalid(draw) -> tuple[bytes | None, bytes, RejectReason]:
+    """(key, value, the reason the record path must give) for one event broken on purpose."""
+    base = dict(draw(st.sampled_from(VALID_EVENTS[:1])))  # call_started: valid on an unknown call
+    call_id = draw(st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True))
+    base["call_id"] = call_id
+    flaw = draw(st.sampled_from(["not_json", "unknown_type", "missing", "wrong_key", "version"]))
+    key = call_id.encode()
+    if flaw == "not_json":
+        # A JSON text cut inside its first string cannot parse, whatever follows is dropped.
+        text = json.dumps(base)
+        return key, text[: draw(st.integers(1, text.index(call_id)))].encode(), RejectReason.malformed_json
+    if flaw == "unknown_type":
+        base["type"] = draw(st.text(min_size=1, max_size=12).filter(lambda t: t not in EVENT_TYPES))
+        return key, json.dumps(base).encode(), RejectReason.unknown_event_type
+    if flaw == "missing":
+        base.pop(draw(st.sampled_from(["call_id", "ts", "type"])))
+        return key, json.dumps(base).encode(), RejectReason.missing_field
+    if flaw == "wrong_key":
+        other = draw(st.from_regex(r"[a-z0-9-]{1,16}", fullmatch=True).filter(lambda k: k != call_id))
+        return other.encode(), json.dumps(base).encode(), RejectReason.key_mismatch
+    base["schema_version"] = draw(st.integers(2, 1000))
+    return key, json.dumps(base).encode(), RejectReason.unsupported_version
+
+
+@FUZZ
+@given(known_invalid())
+def test_events_agent_record_path_dead_letters_known_invalid_input_with_its_reason(case):
+    key, value, reason = case
+    TRIED["CallProcessor.process/known_invalid"] += 1
+    step = processor.process(topic="calls.events", key=key, value=value, load_state=lambda _call: None, partition=0, offset=3)
+    assert [letter.reason for letter in step.dead_letters] == [reason], (value, step.dead_letters)
+    assert not step.alerts and step.store is None
+
+
+def test_record_path_dead_letters_every_state_machine_rejection_with_its_reason():
+    """Well-formed events the call's state refuses: each is exactly one dead letter with its reason
+    (the parser accepts them, so only the state machine's rejection can produce the letter)."""
+    def step(value: dict, stored):
+        return processor.process(topic="calls.events", key=value["call_id"].encode(), value=json.dumps(value).encode(),
+                                 load_state=lambda _call: stored, partition=0, offset=1, now_wall=NOW + 100)
+
+    started = step({"type": "call_started", "call_id": "sm1", "ts": NOW, "agent_id": "a", "queue": "q"}, None)
+    assert not started.dead_letters and started.store is not None
+    ended = step({"type": "call_ended", "call_id": "sm1", "ts": NOW + 5}, started.store)
+    assert not ended.dead_letters and ended.store is not None
+    cases = [
+        ({"type": "hold_started", "call_id": "sm1", "ts": NOW + 1}, None, RejectReason.unknown_call),
+        ({"type": "hold_ended", "call_id": "sm1", "ts": NOW + 1}, started.store, RejectReason.invalid_transition),
+        ({"type": "call_started", "call_id": "sm1", "ts": NOW + 1, "agent_id": "a", "queue": "q"}, started.store,
+         RejectReason.invalid_transition),
+        ({"type": "hold_started", "call_id": "sm1", "ts": NOW - 1}, started.store, RejectReason.out_of_order),
+        ({"type": "hold_started", "call_id": "sm1", "ts": NOW + 6}, ended.store, RejectReason.call_ended),
+    ]
+    for value, stored, reason in cases:
+        result = step(value, stored)
+        assert [letter.reason for letter in result.dead_letters] == [reason], (value, result)
+        assert result.store is None and not result.alerts

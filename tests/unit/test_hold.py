@@ -329,3 +329,69 @@ def test_out_of_order_delivery_is_rejected_and_never_double_fires(case, rnd):
         }
     if shuffled == events:
         assert rejections == []
+
+
+def test_hold_alert_ids_are_golden_values():
+    """The ids a real hold produces, pinned as literals (computed once, 29 Nov 2026): consumers
+    dedupe on them across releases, so any change to the id scheme or its namespace fails here."""
+    _, alerts, _ = run([ev("call_started", 0), ev("hold_started", 10), ev("hold_ended", 80),
+                        ev("hold_started", 100), ev("hold_ended", 190)])
+    state, more, _ = run([ev("call_started", 0), ev("hold_started", 10)])
+    more += tick(state, 10 + 61)[1]
+    assert {(a.rule_id, a.occurrence, a.alert_id) for a in alerts} == {
+        ("warn", 1, "1e1a49be-31d4-5067-9153-4a139b15bc59"),
+        ("warn", 2, "7636ad20-3f28-5227-9177-0a9bac8875cc"),
+    }
+    assert [(a.rule_id, a.alert_id) for a in more] == [("warn", "1e1a49be-31d4-5067-9153-4a139b15bc59")]
+
+
+# ----------------------------------------------------------------------------- the record path's timer side
+# (written to kill mutants that survived scripts/mutants.py: see docs/reliability.md, "Mutation score")
+
+RULES_FILE = parse_rules(
+    """
+version: 1
+hold:
+  defaults:
+    thresholds:
+      - {id: warn, after_s: 60, severity: warning}
+"""
+)
+
+
+def _on_hold_call():
+    from streamproc.processing import CallProcessor
+
+    processor = CallProcessor(lambda: RULES_FILE, retention_s=RETENTION, ticks_topic="calls.ticks")
+    started = processor.process(topic="calls.events", key=b"c1", value=ev("call_started", 0).to_json_bytes(),
+                                load_state=lambda _c: None, partition=3, offset=0, now_wall=T0)
+    held = processor.process(topic="calls.events", key=b"c1", value=ev("hold_started", 10).to_json_bytes(),
+                             load_state=lambda _c: started.store, partition=3, offset=1, now_wall=T0 + 10)
+    assert not held.dead_letters and held.store["status"] == "on_hold"
+    return processor, held
+
+
+def test_a_stale_tick_evaluates_at_the_workers_clock_not_the_ticks():
+    """A tick read late (a backlog of ticks) must fire what is due now, not what was due when it was sent."""
+    from streamproc.schemas import Tick, from_epoch
+
+    processor, held = _on_hold_call()
+    stale = Tick(call_id="c1", at=from_epoch(T0 + 20)).to_json_bytes()
+    result = processor.process(topic="calls.ticks", key=b"c1", value=stale, load_state=lambda _c: held.store,
+                               partition=3, offset=5, now_wall=T0 + 71)
+    assert [(a.rule_id, a.event_time.timestamp()) for a in result.alerts] == [("warn", T0 + 70)]
+
+
+def test_deadline_index_ticks_owned_due_calls_and_reticks_after_its_interval():
+    from streamproc.processing import DeadlineIndex
+
+    _, held = _on_hold_call()
+    index = DeadlineIndex(lambda: RULES_FILE, retention_s=RETENTION)
+    index.update("c1", held.state)
+    mine, not_mine = (lambda partition: partition == 3), (lambda partition: False)
+    assert index.due(T0 + 69.9, mine) == [], "not due before hold start + 60 s"
+    assert index.due(T0 + 70.5, not_mine) == [], "a call on a partition this worker does not own is not ticked"
+    due = index.due(T0 + 70.5, mine)
+    assert [call for call, _ in due] == ["c1"] and due[0][1] == pytest.approx(0.5)
+    assert index.due(T0 + 70.5 + DeadlineIndex.RETICK_S - 0.1, mine) == [], "one tick in flight at a time"
+    assert [call for call, _ in index.due(T0 + 70.5 + DeadlineIndex.RETICK_S, mine)] == ["c1"], "a lost tick is re-sent"

@@ -128,11 +128,27 @@ def test_labelled_set_is_big_enough():
     ],
 )
 def test_precision_and_recall_on_the_frozen_test_split(results, detector):
+    # Only the bar here: a strict xfail must not swallow any other assertion (those are below).
     counts, mistakes = results
     precision, recall = _pr(counts[detector])
     report = table(counts) + "\n" + "\n".join(m for m in mistakes if f" {detector}:" in m)
-    assert counts[detector]["tp"] > 0
     assert precision >= MIN_PRECISION and recall >= MIN_RECALL, f"{detector}: P {precision:.2f} R {recall:.2f}\n{report}"
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_every_detector_finds_its_intent_on_the_frozen_test_split(results, detector):
+    """Outside the xfail above: a detector below the bar must still work at all."""
+    counts, _ = results
+    assert counts[detector]["tp"] > 0, detector
+
+
+@pytest.mark.parametrize("detector", sorted(BELOW_BAR))
+def test_detectors_below_the_bar_do_not_fall_further(results, detector):
+    """The xfail above hides how far below the bar a detector is; this pins round 3's figures
+    (minus 0.05 for one utterance either way on ~20 positives) so a regression still fails."""
+    precision, recall = _pr(results[0][detector])
+    assert precision >= BELOW_BAR[detector][0] - 0.05 and recall >= BELOW_BAR[detector][1] - 0.05, (
+        f"{detector}: P {precision:.2f} R {recall:.2f}, round 3 had P {BELOW_BAR[detector][0]:.2f} R {BELOW_BAR[detector][1]:.2f}")
 
 
 def lexicon_only_rules():

@@ -228,3 +228,46 @@ def test_huge_transcript_is_redacted_in_linear_time():
     result = redact(text)
     assert result.count("[CARD]") == text.count("four one one one") and result.count("[EMAIL]") == text.count("a@b.com")
     assert time.perf_counter() - started < 5.0  # generous: catches quadratic blow-ups, not a benchmark
+
+
+# --------------------------------------------------------------------------- dead-letter payloads
+
+
+def test_dead_letter_of_a_json_record_redacts_its_text_and_keeps_times():
+    import base64
+    import hashlib
+    import json
+
+    from streamproc.errors import InputRejected, RejectReason
+    from streamproc.schemas import DeadLetter
+
+    raw = json.dumps({"segment_id": 5, "call_id": "c1", "ts": 1_700_000_000, "emitted_at": "2026-11-24T10:00:03+00:00",
+                      "text": "card 4111 1111 1111 1111, call 555-123-4567, mail jane.doe@example.com",
+                      "extra": {"phone": 5551234567}}).encode()
+    letter = DeadLetter.of(InputRejected(RejectReason.invalid_field, "text 'jane.doe@example.com' is odd"),
+                           source_topic="calls.transcripts", payload=raw, key=b"c1")
+    kept = json.loads(base64.b64decode(letter.payload_b64))
+    assert kept == {"segment_id": 5, "call_id": "c1", "ts": 1_700_000_000, "emitted_at": "2026-11-24T10:00:03+00:00",
+                    "text": "card [CARD], call [PHONE], mail [EMAIL]", "extra": {"phone": "[PHONE]"}}
+    assert letter.redacted and letter.payload_size == len(raw)
+    assert letter.payload_sha256 == hashlib.sha256(raw).hexdigest()
+    assert letter.detail == "text '[EMAIL]' is odd"
+
+
+def test_dead_letter_payload_policy_per_kind_of_value():
+    from streamproc.redact import redact_payload
+
+    clean = b'{"type": "hold_started", "call_id": "c1", "ts": 1700000000.25}'
+    assert redact_payload(clean) == (clean, False), "nothing to redact: the original bytes, byte for byte"
+    truncated = b'{"type": "call_started", "note": "my card is 4111 1111 1111 1111'
+    assert redact_payload(truncated) == (b'{"type": "call_started", "note": "my card is [CARD]', True)
+    assert redact_payload(b"\xff\xfe\x00\x01 audio") == (None, True), "binary (audio) is not kept"
+    assert redact_payload(b"\x80" + b"4111 1111 1111 1111".ljust(200)) == (None, True)
+
+
+def test_phone_numbers_start_at_seven_digits_and_shorter_runs_survive():
+    from streamproc.redact import redact
+
+    assert redact("call 555 1234 now") == "call [PHONE] now"
+    assert redact("five five five one two three four") == "[PHONE]"
+    assert redact("order 123 456 for 12 items") == "order 123 456 for 12 items"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.errors import InputRejected, RejectReason
-from streamproc.schemas import Alert, CallStarted, DeadLetter, parse_call_event
+from streamproc.schemas import ALERT_ID_NAMESPACE, Alert, CallStarted, DeadLetter, TranscriptSegment, parse_call_event
 
 
 def parse(obj) -> object:
@@ -62,7 +62,15 @@ def test_unknown_extra_fields_are_ignored():
 
 
 def test_alert_ids_are_deterministic_and_distinct():
-    assert Alert.make_id("c1", "r", 1) == Alert.make_id("c1", "r", 1)
+    # Golden values, computed once (29 Nov 2026) and written down: consumers dedupe on these ids
+    # across releases, so a change of namespace, separator or field order must fail here.
+    assert str(ALERT_ID_NAMESPACE) == "6f1d6c2e-2d43-4a8e-9a55-1c3b1f0e7a10"
+    assert Alert.make_id("c1", "r", 1) == "d9f318af-c5e2-522b-8d22-7ef70d87279f"
+    assert Alert.make_id("CA-1001", "hold-warning", 1) == "62d7a7e0-eed6-577c-ab24-c734fc230a43"
+    assert Alert.make_id("CA-1002", "churn-intent", 256) == "6468fd48-a863-51fe-bc8f-1629a719b261"
+    assert Alert.make_id("CA-1002", "call-at-risk", 0) == "05a274f1-2e82-5f9c-90fc-f1aa56ecdb78"
+    assert TranscriptSegment.make_id("CA-1001", "customer", 3, 4, True) == "CA-1001/customer/3/f"
+    assert TranscriptSegment.make_id("CA-1001", "customer", 3, 4, False) == "CA-1001/customer/3/4"
     assert len({Alert.make_id("c1", "r", 1), Alert.make_id("c1", "r", 2), Alert.make_id("c2", "r", 1), Alert.make_id("c1", "s", 1)}) == 4
 
 

@@ -117,8 +117,13 @@ def test_same_words_from_pcm16_16k_and_mulaw_8k(model, corpus):
     assert abs(len(words_a) - len(words_b)) <= max(3, len(words_a) // 3)
     assert words_a[0].start_s == pytest.approx(words_b[0].start_s, abs=0.3)
     assert words_a[-1].end_s == pytest.approx(words_b[-1].end_s, abs=0.3)
-    # The first words agree exactly in both.
-    assert a.split()[0][0] == b.split()[0][0]
+    # The first words agree exactly in both (the whole word, not its first character).
+    # Agreement between two decodings is all this test can claim: against the spoken sentence the
+    # small Korean model is at chance level on espeak-ng speech (character error rate 0.88-1.08,
+    # no lower than against the other sentence; measured 29 Nov 2026, see
+    # tests/integration/test_detection_pipeline.py). Accuracy against known text is asserted for
+    # English (tests/unit/test_whisper_engine.py, tests/integration/test_english_pipeline.py).
+    assert a.split()[0] == b.split()[0], (a, b)
 
 
 def test_partials_come_before_their_final_and_are_throttled(model, corpus):

@@ -205,3 +205,46 @@ def test_risk_updates_carry_every_calls_live_score_once_per_whole_point(engine):
     engine.on_tick(lambda _: held, 20.0)  # 10 s of hold: 3 points
     moved = {u.call_id: u for u in engine.risk_updates(20.0)}
     assert moved["c1"].score == 18 and moved["c1"].factors["hold"] == 3
+
+
+def test_max_windows_caps_the_trigger_windows_per_call():
+    rules = parse_rules(
+        """
+version: 1
+detection:
+  windows:
+    - id: apology
+      severity: warning
+      after: trigger
+      within_s: 30
+      max_windows: 2
+      trigger: {speaker: customer, phrases: ["unacceptable"]}
+      cue: {speaker: agent, phrases: ["sorry"]}
+"""
+    )
+    engine = DetectionEngine(lambda: rules)
+    missed = []
+    for n in range(4):  # four complaints, never an apology: only the first two open a window
+        missed += [a for a in engine.on_transcript(seg("unacceptable", "customer", 100.0 * n, utterance=n), None, 0).alerts
+                   if a.rule_id == "apology"]
+    missed += [a for a in engine.on_transcript(seg("bye", "customer", 1000.0, utterance=9), None, 0).alerts
+               if a.rule_id == "apology"]
+    assert [a.occurrence for a in missed] == [1, 2]
+
+
+def test_risk_alert_fires_at_the_threshold_and_not_below():
+    rule = RiskRule(id="r", severity="warning", threshold=15, hold_full_s=100)
+    state = RiskState()
+    state.hold_s = 49  # hold factor 30 * 49 / 100 = 14.7
+    assert state.crossings(rule)[2] == []
+    state.hold_s = 50  # 15.0: the threshold itself
+    assert state.crossings(rule)[2] == [0]
+
+
+def test_a_cue_spoken_before_the_window_opened_does_not_satisfy_it(engine):
+    """An apology that ended before the complaint did (an agent segment processed late) is not an answer to it."""
+    engine.on_transcript(seg("thank you for calling", "agent", 1.0), None, 0)
+    engine.on_transcript(seg("this is unacceptable", "customer", 10.0, utterance=1), None, 0)  # window opens at 12 s
+    engine.on_transcript(seg("sorry", "agent", 5.0, utterance=2), None, 0)  # said 5-7 s, read now
+    alerts = engine.on_transcript(seg("ok", "customer", 80.0, utterance=3), None, 0).alerts
+    assert [a.rule_id for a in alerts if a.kind == AlertKind.missed_phrase] == ["apology"]
