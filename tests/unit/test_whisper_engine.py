@@ -122,6 +122,19 @@ def test_a_long_utterance_is_cut_at_a_pause_and_nothing_is_lost(engine, sentence
         assert later.start_s >= earlier.start_s and later.utterance == earlier.utterance + 1
 
 
+@pytest.mark.parametrize("encoding, rate", [(AudioEncoding.pcm16, 16000), (AudioEncoding.mulaw, 8000), (AudioEncoding.alaw, 8000)])
+def test_every_wire_format_is_heard_as_what_was_said(engine, call_audio, encoding, rate):
+    """The codec path (decode, upsample, VAD) against the known text, per wire format."""
+    samples = call_audio if rate == 8000 else audio.Upsampler().process(call_audio)
+    transcriber = Transcriber(engine, TranscriberConfig(partial_interval_s=3600.0))
+    wav = audio.WavAudio(data=audio.encode(samples, encoding), rate=rate, channels=1, encoding=encoding)
+    segments = []
+    for meta, payload in file_frames(wav, frame_ms=250, speaker=Speaker.customer):
+        segments += transcriber.process_frame("call-1", meta, payload).segments
+    finals = [s for s in segments + transcriber.end_call("call-1") if s.is_final]
+    assert wer(f"{FIRST} {SECOND}", " ".join(s.text for s in finals)) <= 0.15, [s.text for s in finals]
+
+
 def test_pending_audio_mark_covers_the_open_utterance(engine, call_audio):
     transcriber = Transcriber(engine, TranscriberConfig(partial_interval_s=3600.0))
     wav = audio.WavAudio(data=audio.encode(call_audio, AudioEncoding.mulaw), rate=8000, channels=1, encoding=AudioEncoding.mulaw)
