@@ -135,6 +135,11 @@ def table() -> str:
                 f"{run['detection_alerts_expected']} / {run['detection_alerts_delivered']}; {run['calls_with_wrong_detection_alerts']}",
                 run.get("command"))
         add(f"soak {key}: peak RSS MiB", run.get("peak_rss_mib"), run.get("command"))
+        if "rss_slope_mib_per_hour" in run:
+            add(f"soak {key}: RSS slope after {run['rss_warmup_s']:g} s warm-up (least squares, "
+                f"{run['rss_samples_after_warmup']} samples over {run['rss_window_s']:g} s); RSS min–max",
+                f"{run['rss_slope_mib_per_hour']:+.1f} MiB/h; {run['rss_after_warmup_mib_min_max'][0]}–"
+                f"{run['rss_after_warmup_mib_min_max'][1]} MiB", run.get("command"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
