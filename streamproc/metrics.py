@@ -117,3 +117,9 @@ def queue_label(queue: str | None, known_queues: frozenset[str]) -> str:
     if not queue:
         return "none"
     return queue if queue in known_queues else "other"
+OFFSETS_RESET = Counter(
+    "streamproc_offsets_reset_total",
+    "Partitions whose committed or recovered offset the broker no longer has (data lost on the broker: "
+    "empty restart, recreated topic, unclean leader election), re-read from what is left.",
+    ["topic_kind", "reason"],  # topic_kind: input | changelog; reason: beyond_end | before_start
+)
