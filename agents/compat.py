@@ -244,8 +244,8 @@ class Consumer(faust_aiokafka.Consumer):
         return lost
 
     async def _check_after_seek(self) -> None:
-        partitions = self._stream_partitions()
-        await self.reset_lost_positions({tp: self._read_offset.get(tp) for tp in partitions})
+        positions = {tp: self._read_offset.get(tp) for tp in self._stream_partitions()}
+        await self.reset_lost_positions({tp: offset for tp, offset in positions.items() if offset is not None})
 
     @Service.timer(LOST_OFFSETS_CHECK_INTERVAL_S)
     async def _watch_truncated_logs(self) -> None:
@@ -293,7 +293,7 @@ class TableManager(faust.tables.TableManager):
     """Faust's table manager whose recovery is :class:`Recovery`."""
 
     @property
-    def recovery(self) -> Recovery:
+    def recovery(self) -> faust.tables.recovery.Recovery:
         if self._recovery is None:
             self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery

@@ -123,3 +123,7 @@ OFFSETS_RESET = Counter(
     "empty restart, recreated topic, unclean leader election), re-read from what is left.",
     ["topic_kind", "reason"],  # topic_kind: input | changelog; reason: beyond_end | before_start
 )
+DETECTION_STATE_ADOPTED = Counter(
+    "streamproc_detection_state_adopted_total",
+    "Calls whose detection state this worker took over from the detection-state table (after a crash or rebalance).",
+)
