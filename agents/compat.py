@@ -174,6 +174,24 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             consumer._fetch_max_wait_ms = wait_ms
         return consumer
 
+    async def refresh_metadata_if_present(self, topics: set[str]) -> set[str]:
+        """Fresh metadata now (not at the next metadata_max_age, 5 min) when any of ``topics`` exists
+        again; returns those that do. Asks for the list of all topics first: a metadata request naming
+        a missing topic would make a broker with auto.create.topics.enable create it, with the
+        broker's default partition count."""
+        return await self.call_thread(self._refresh_metadata_if_present, topics)
+
+    async def _refresh_metadata_if_present(self, topics: set[str]) -> set[str]:
+        client = self._ensure_consumer()._client
+        cluster = await client.fetch_all_metadata()
+        present = {topic for topic in topics if cluster.partitions_for_topic(topic)}
+        if present:
+            await client.force_metadata_update()
+        return present
+
+    def subscribed_topics(self) -> set[str]:
+        return set(self._ensure_consumer().subscription())
+
     async def _highwaters(self, partitions: list) -> Mapping:
         listed = await super()._highwaters(partitions)
         if self.consumer.in_transaction or not _fixes(self.app).verified_end_offsets:
@@ -248,7 +266,7 @@ class Consumer(faust_aiokafka.Consumer):
         await self.reset_lost_positions({tp: offset for tp, offset in positions.items() if offset is not None})
 
     @Service.timer(LOST_OFFSETS_CHECK_INTERVAL_S)
-    async def _watch_truncated_logs(self) -> None:
+    async def _watch_lost_positions(self) -> None:
         """A log truncated or recreated without a rebalance: the last fetch's high watermark is below
         what this worker has read (a read offset never exceeds the high watermark otherwise)."""
         if not _fixes(self.app).lost_offsets or not self.flow_active:
@@ -260,6 +278,21 @@ class Consumer(faust_aiokafka.Consumer):
                 suspects[tp] = read
         if suspects:
             await self.reset_lost_positions(suspects)
+        await self._notice_recreated_topics()
+
+    async def _notice_recreated_topics(self) -> None:
+        """A subscribed topic deleted under the worker drops out of the assignment; aiokafka notices it
+        again (and rejoins the group) only at its next metadata refresh, 5 minutes later. Our topics are
+        co-partitioned: a worker that owns partitions of some of them owns the same ones of all."""
+        assigned = {tp.topic for tp in self.assignment()}
+        thread = self._thread
+        if not assigned or not isinstance(thread, ConsumerThread):
+            return
+        missing = {topic for topic in thread.subscribed_topics() - assigned if "__assignor" not in topic}
+        if missing:
+            back = await thread.refresh_metadata_if_present(missing)
+            log.warning("subscribed topics %s have no assigned partition (deleted?)%s", sorted(missing),
+                        f"; {sorted(back)} exist again (recreated): metadata refreshed, the group rebalances" if back else "")
 
 
 class Recovery(faust.tables.recovery.Recovery):
