@@ -93,6 +93,9 @@ def adopt_stored(call_id: str, stored: object, now: float) -> None:
     """In the detection executor: continue from the stored state unless the engine holds newer."""
     if stored is None:
         return
+    revision = stored.get("revision") if isinstance(stored, dict) else None
+    if isinstance(revision, int) and engine.revision_of(call_id) >= revision:
+        return  # the usual case: this engine wrote it (no parsing on every input)
     try:
         snapshot = DetectionSnapshot.from_json(stored)
     except ValueError:  # pydantic's ValidationError: a value no release of ours wrote

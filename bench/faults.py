@@ -109,12 +109,17 @@ def table() -> str:
             f"{outage['alerts_due_during_outage']} / {outage['alerts_missing']} / {outage['alerts_duplicated']}", outage.get("command"))
     empty = faults.get("broker_restart_empty", {})
     if empty:
-        add("memory broker restarted empty: worker resumed without help; new alert after broker back, s",
+        add("memory broker restarted empty (changelog recovered before): resumed without help; new alert after, s",
             f"{empty.get('resumed')}; {empty.get('first_new_alert_after_broker_back_s')}", empty.get("command"))
     recreated = faults.get("input_topic_recreated@kafka", {})
     if recreated:
-        add("Apache Kafka, calls.events deleted and recreated under the worker: resumed without help; calls sent until one alerted",
+        add("Kafka: calls.events deleted and recreated under the worker: resumed without help; calls until one alerted",
             f"{recreated.get('resumed')}; {recreated.get('calls_sent_until_first_alert')}", recreated.get("command"))
+    state = faults.get("detection_state_sigkill", {})
+    if state:
+        add("detection state, SIGKILL mid-call: alerts without crash / with crash / missing / extra",
+            f"{state['alerts_without_crash']} / {state['alerts_with_crash']} / {state['missing']} / {state['extra']}",
+            state.get("command"))
     for key, label in (("backlog", "backlog (CI)"), ("bench:backlog", "backlog (bench)")):
         backlog = faults.get(key, {})
         if backlog:

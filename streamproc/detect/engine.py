@@ -208,6 +208,11 @@ class DetectionEngine:
     def knows(self, call_id: str) -> bool:
         return call_id in self._calls
 
+    def revision_of(self, call_id: str) -> int:
+        """The revision of the call's state in this engine (-1: unknown call)."""
+        state = self._calls.get(call_id)
+        return state.revision if state is not None else -1
+
     def _state(self, call_id: str, now: float) -> _CallState:
         state = self._calls.get(call_id)
         if state is None:

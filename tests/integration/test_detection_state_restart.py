@@ -16,6 +16,7 @@ from collections import Counter
 import pytest
 
 from tests.detection_state_script import CRASH_AFTER, LINES, RULES_YAML, segment_bytes
+from tests.integration.reliability_support import write_figures
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -83,5 +84,10 @@ def test_detection_state_survives_sigkill_same_alerts_as_without_crash(worker_fa
     print(f"\nnew worker ready {ready_s:.1f} s after SIGKILL; alerts without crash {sum(expected.values())}, "
           f"with crash {sum(got.values())}")
     missing, extra = expected - got, got - expected
+    write_figures("faults", "detection_state_sigkill", {
+        "alerts_without_crash": sum(expected.values()), "alerts_with_crash": sum(got.values()),
+        "missing": sum(missing.values()), "extra": sum(extra.values()), "new_worker_ready_s": round(ready_s, 1),
+        "command": ".venv/bin/pytest tests/integration/test_detection_state_restart.py -s",
+    })
     assert not missing and not extra, f"missing {dict(missing)}; extra {dict(extra)}"
     assert "stored detection state unreadable" not in worker.log_path.read_text(errors="replace")
