@@ -4,7 +4,8 @@ The runs are the reliability tests themselves (real broker, real worker processe
 oracles and assertions), started with bigger knobs:
 
 * ``soak``: ``tests/integration/test_soak.py`` with ``--calls`` calls starting over ``--minutes``
-  minutes (each call lasts up to ~30 s more), ``--poison`` fraction of poison messages;
+  minutes (each call lasts up to ~30 s more), ``--poison`` fraction of poison messages; its figures
+  include the worker's RSS slope after warm-up (MiB/h, least squares);
 * ``backlog``: ``tests/integration/test_faults.py -k backlog`` with ``--backlog-calls`` recorded
   calls (4 events each) fed as fast as the producer can;
 * ``crashes``: the repeated-SIGKILL test run ``--repeat`` times (2 crashes each);

@@ -5,7 +5,9 @@ tests/integration/reliability_support.py) and, through the detection agent, exac
 expected escalation alert from a scripted transcript; every poison message must land in the
 dead-letter topic with its reason; the worker keeps running. Scaled for CI (about 1–2
 minutes); ``python -m bench.soak`` runs the documented longer soak through this same test
-(STREAMPROC_SOAK_CALLS / STREAMPROC_SOAK_SPAN_S). Figures: test-artifacts/figures/soak.json.
+(STREAMPROC_SOAK_CALLS / STREAMPROC_SOAK_SPAN_S). Figures: test-artifacts/figures/soak.json,
+including the worker's RSS slope after warm-up (least squares over 1 s samples, MiB per hour;
+warm-up STREAMPROC_SOAK_WARMUP_S, default a third of the span, at most 300 s).
 """
 
 from __future__ import annotations
