@@ -212,6 +212,10 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with fix 3, running :class:`ConsumerThread`."""
 
+    #: Fix 6: unassigned subscribed topics already warned about / refreshed metadata for.
+    _missing_logged: set[str] = set()
+    _refreshed_for: set[str] = set()
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -293,10 +297,18 @@ class Consumer(faust_aiokafka.Consumer):
         if not assigned or not isinstance(thread, ConsumerThread):
             return
         missing = {topic for topic in thread.subscribed_topics() - assigned if "__assignor" not in topic}
-        if missing:
-            back = await thread.refresh_metadata_if_present(missing)
+        if not missing:
+            self._refreshed_for = set()
+            return
+        # A topic that exists but stays unassigned after one refresh (fewer partitions than workers, say)
+        # is not refreshed for again: one metadata request and one warning, not one every few seconds.
+        unrefreshed = missing - self._refreshed_for
+        back = await thread.refresh_metadata_if_present(unrefreshed) if unrefreshed else set()
+        if missing != self._missing_logged or back:
             log.warning("subscribed topics %s have no assigned partition (deleted?)%s", sorted(missing),
                         f"; {sorted(back)} exist again (recreated): metadata refreshed, the group rebalances" if back else "")
+        self._missing_logged = missing
+        self._refreshed_for |= back
 
 
 class Recovery(faust.tables.recovery.Recovery):
