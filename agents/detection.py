@@ -45,7 +45,7 @@ from .shared import (
     store_snapshots,
     stored_detection,
 )
-from .topics import transcripts_topic
+from .topics import detection_state, transcripts_topic
 
 log = logging.getLogger("streamproc.detection")
 
@@ -128,9 +128,7 @@ async def detection_tick() -> None:
 
 
 def detection_state_keys() -> list[str]:
-    """Calls with stored detection state whose records this worker has seen or whose events it holds."""
-    from .topics import detection_state
-
+    """Calls in this worker's copy of the detection-state table (its active and standby partitions)."""
     return [key for key in detection_state.keys() if isinstance(key, str)]
 
 
