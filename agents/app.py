@@ -94,6 +94,7 @@ app = StreamprocApp(
     broker_heartbeat_interval=1,
     broker_rebalance_timeout=6,
     consumer_auto_offset_reset="earliest",
+    TableManager=compat.TableManager,  # fix 6: changelog offsets the broker lost (agents/compat.py)
     store="memory://",
     datadir=str(settings.data_dir),
     web_enabled=True,

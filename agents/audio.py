@@ -50,7 +50,7 @@ from streamproc.transcribe import (
 
 from .app import app, settings
 from .outputs import send_dead_letters
-from .shared import on_audio_features, speech_ready, stored_state
+from .shared import call_partitions, on_audio_features, speech_ready, stored_state
 from .topics import audio_topic, transcripts_topic
 
 log = logging.getLogger("streamproc.audio")
@@ -345,6 +345,7 @@ if settings.audio_enabled:
                 await stream.ack(event)
                 continue
             state.partitions[call_id] = message.partition
+            call_partitions[call_id] = message.partition  # where the call's detection state is written
             state.last_frame_at[call_id] = received_at
             while not state.lanes:  # the start task has not run yet
                 await asyncio.sleep(0.05)

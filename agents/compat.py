@@ -70,6 +70,27 @@ refuses to start on a faust-streaming or aiokafka version they were not tested w
    same alert again. The fix sends such a record, when there is a current event, through the
    transaction of the event's topic group and partition (``<app>-<group>-<partition>``, the one
    committed with that event's offset), keeping the requested partition.
+
+6. Positions the broker no longer has are detected and re-read from what is left (``lost_offsets``).
+
+   A broker can lose records the worker already consumed: a dev broker with memory storage that
+   restarts empty, a deleted and recreated topic, an unclean leader election. Faust 0.15.3 then
+   (a) refuses to recover a table whose changelog now ends before the offset it had recovered up to
+   (``Recovery`` raises ``ConsistencyError``; measured: the recovery service crashes and the worker
+   stops, tests/integration/test_faults.py ``broker_stop``), or, without the consistency check,
+   waits for changelog offsets that will never come; and (b) seeks an input partition to a
+   committed offset past the log end, aiokafka resets the fetch position to the earliest offset,
+   and Faust silently drops every record below the remembered read offset (new calls ignored
+   until the new log grows past the old position). The fix compares every such position with the
+   log's start and end (``streamproc.offsets.check_position``) when a table's recovery starts
+   (:class:`Recovery`), after the stream partitions are seeked to their committed offsets and every
+   few seconds while running (:class:`Consumer`), and re-reads the partition from the earliest
+   offset left; each reset counts in ``streamproc_offsets_reset_total{topic_kind,reason}`` and logs
+   a warning naming the partition and the offsets lost. A topic deleted under the worker drops out
+   of the group's assignment, and aiokafka notices it recreated only at its next metadata refresh
+   (``metadata_max_age_ms``, 5 minutes; measured on Apache Kafka: no new call processed for 60 s):
+   while a subscribed topic has no assigned partition, the same timer lists the cluster's topics
+   and refreshes the consumer's metadata once it exists again, so the group rebalances with it.
 """
 
 from __future__ import annotations
@@ -80,11 +101,17 @@ from typing import Any, Mapping
 
 import aiokafka
 import faust
+import faust.tables
+import faust.tables.recovery
 import faust.transport.consumer
 from faust.streams import current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from mode import Service
 
+from streamproc import metrics
 from streamproc.kafka_admin import true_end_offsets
+from streamproc.offsets import LostPosition, OffsetLoss, check_position
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +120,8 @@ TESTED_VERSIONS: dict[str, tuple[str, ...]] = {
     "faust-streaming": ("0.15.3",),
     "aiokafka": ("0.14.0",),
 }
+#: Fix 6: how often a running consumer compares what it has read with the last fetch's high watermarks.
+LOST_OFFSETS_CHECK_INTERVAL_S = 5.0
 #: Setting (environment variable) that lets a worker start on an untested version anyway.
 OVERRIDE_ENV = "STREAMPROC_ALLOW_UNTESTED_FAUST"
 
@@ -131,6 +160,7 @@ class DriverFixes:
     flow_stopped_seek: bool = True
     flush_before_transaction_commit: bool = True
     transactional_outputs: bool = True
+    lost_offsets: bool = True
 
 
 def _fixes(app: Any) -> DriverFixes:
@@ -148,6 +178,24 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             consumer._fetch_max_wait_ms = wait_ms
         return consumer
 
+    async def refresh_metadata_if_present(self, topics: set[str]) -> set[str]:
+        """Fresh metadata now (not at the next metadata_max_age, 5 min) when any of ``topics`` exists
+        again; returns those that do. Asks for the list of all topics first: a metadata request naming
+        a missing topic would make a broker with auto.create.topics.enable create it, with the
+        broker's default partition count."""
+        return await self.call_thread(self._refresh_metadata_if_present, topics)
+
+    async def _refresh_metadata_if_present(self, topics: set[str]) -> set[str]:
+        client = self._ensure_consumer()._client
+        cluster = await client.fetch_all_metadata()
+        present = {topic for topic in topics if cluster.partitions_for_topic(topic)}
+        if present:
+            await client.force_metadata_update()
+        return present
+
+    def subscribed_topics(self) -> set[str]:
+        return set(self._ensure_consumer().subscription())
+
     async def _highwaters(self, partitions: list) -> Mapping:
         listed = await super()._highwaters(partitions)
         if self.consumer.in_transaction or not _fixes(self.app).verified_end_offsets:
@@ -164,6 +212,10 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with fix 3, running :class:`ConsumerThread`."""
 
+    #: Fix 6: unassigned subscribed topics already warned about / refreshed metadata for.
+    _missing_logged: set[str] = set()
+    _refreshed_for: set[str] = set()
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -171,11 +223,13 @@ class Consumer(faust_aiokafka.Consumer):
         if not _fixes(self.app).flow_stopped_seek or not self.flow_active:
             # Fix off, or a rebalance is in progress (or getmany's own seek): nothing is delivered.
             await super().perform_seek()
+            await self._check_after_seek()
             return
         # End of recovery: Faust resumes the flow itself once the stream buffers are cleared.
         self.stop_flow()
         try:
             await super().perform_seek()
+            await self._check_after_seek()  # fix 6, while nothing is delivered
         except Exception:
             self.resume_flow()  # the seek failed: leave the flow as Faust had it
             raise
@@ -185,6 +239,113 @@ class Consumer(faust_aiokafka.Consumer):
             # Fix 4: publish buffered changelog writes into the transaction that commits these offsets.
             await self.app.producer.flush()
         return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
+
+    # ------------------------------------------------------------------ fix 6: positions the broker lost
+
+    def _stream_partitions(self) -> list[TP]:
+        changelogs = set(self.app.tables.changelog_topics)
+        return [tp for tp in self.assignment() if tp.topic not in changelogs]
+
+    async def reset_lost_positions(self, positions: Mapping[TP, int]) -> list[LostPosition]:
+        """Re-read from the earliest offset left every partition whose position the log no longer has."""
+        positions = {tp: offset for tp, offset in positions.items() if offset}  # 0 is always in range
+        if not positions or not _fixes(self.app).lost_offsets:
+            return []
+        ends = await self.highwaters(*positions)  # fix 1: true high watermarks, right on Tansu too
+        starts = await self.earliest_offsets(*positions)
+        lost = []
+        for tp, position in positions.items():
+            found = check_position(tp.topic, tp.partition, position, starts.get(tp), ends.get(tp))
+            if found is None:
+                continue
+            lost.append(found)
+            metrics.OFFSETS_RESET.labels("input", found.loss.value).inc()
+            log.warning("broker data loss: %s", found.describe("input partition"))
+            # Faust drops records below the read offset it remembers and commits only offsets above the
+            # committed one: forget both for this partition, with the acks counted against them.
+            for bookkeeping in (self._acked, self._acked_index, self._gap, self._committed_offset):
+                bookkeeping.pop(tp, None)
+            await self.seek(tp, found.log_start)
+        return lost
+
+    async def _check_after_seek(self) -> None:
+        positions = {tp: self._read_offset.get(tp) for tp in self._stream_partitions()}
+        await self.reset_lost_positions({tp: offset for tp, offset in positions.items() if offset is not None})
+
+    @Service.timer(LOST_OFFSETS_CHECK_INTERVAL_S)
+    async def _watch_lost_positions(self) -> None:
+        """A log truncated or recreated without a rebalance: the last fetch's high watermark is below
+        what this worker has read (a read offset never exceeds the high watermark otherwise)."""
+        if not _fixes(self.app).lost_offsets or not self.flow_active:
+            return
+        suspects = {}
+        for tp in self._stream_partitions():
+            read, end = self._read_offset.get(tp), self.highwater(tp)
+            if read is not None and end is not None and read > end:
+                suspects[tp] = read
+        if suspects:
+            await self.reset_lost_positions(suspects)
+        await self._notice_recreated_topics()
+
+    async def _notice_recreated_topics(self) -> None:
+        """A subscribed topic deleted under the worker drops out of the assignment; aiokafka notices it
+        again (and rejoins the group) only at its next metadata refresh, 5 minutes later. Our topics are
+        co-partitioned: a worker that owns partitions of some of them owns the same ones of all."""
+        assigned = {tp.topic for tp in self.assignment()}
+        thread = self._thread
+        if not assigned or not isinstance(thread, ConsumerThread):
+            return
+        missing = {topic for topic in thread.subscribed_topics() - assigned if "__assignor" not in topic}
+        if not missing:
+            self._refreshed_for = set()
+            return
+        # A topic that exists but stays unassigned after one refresh (fewer partitions than workers, say)
+        # is not refreshed for again: one metadata request and one warning, not one every few seconds.
+        unrefreshed = missing - self._refreshed_for
+        back = await thread.refresh_metadata_if_present(unrefreshed) if unrefreshed else set()
+        if missing != self._missing_logged or back:
+            log.warning("subscribed topics %s have no assigned partition (deleted?)%s", sorted(missing),
+                        f"; {sorted(back)} exist again (recreated): metadata refreshed, the group rebalances" if back else "")
+        self._missing_logged = missing
+        self._refreshed_for |= back
+
+
+class Recovery(faust.tables.recovery.Recovery):
+    """Faust's table recovery with fix 6 for changelog partitions."""
+
+    async def _build_offsets(self, consumer, tps, destination, title: str) -> None:
+        await super()._build_offsets(consumer, tps, destination, title)
+        if not tps or not _fixes(self.app).lost_offsets:
+            return
+        # destination: the last changelog offset applied to the table (-1: none), kept across rebalances.
+        applied = {tp: destination[tp] + 1 for tp in tps if destination.get(tp) is not None and destination[tp] >= 0}
+        if not applied:
+            return
+        ends = await consumer.highwaters(*applied)
+        starts = await consumer.earliest_offsets(*applied)
+        for tp, position in applied.items():
+            found = check_position(tp.topic, tp.partition, position, starts.get(tp), ends.get(tp))
+            # before_start is compaction or retention at work (Faust already starts at the earliest offset)
+            if found is None or found.loss is not OffsetLoss.beyond_end:
+                continue
+            metrics.OFFSETS_RESET.labels("changelog", found.loss.value).inc()
+            log.warning(
+                "broker data loss: %s Table keys only those records held keep the value this worker has in "
+                "memory; a worker that recovers this partition later will not have them.",
+                found.describe(f"table changelog ({title})"),
+            )
+            destination[tp] = found.log_start - 1
+
+
+class TableManager(faust.tables.TableManager):
+    """Faust's table manager whose recovery is :class:`Recovery`."""
+
+    @property
+    def recovery(self) -> faust.tables.recovery.Recovery:
+        if self._recovery is None:
+            self._recovery = Recovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class TransactionManager(faust.transport.consumer.TransactionManager):

@@ -8,10 +8,14 @@ loop) and sends alerts keyed by call id to the call's partition. The engine and 
 are shared through agents/shared.py, where the audio agent (agents/audio.py) feeds it the audio
 features of each decoded frame (``on_audio_features``).
 
-Detection state is in memory per worker: after a restart or rebalance a call's
-partial/final bookkeeping and cooldowns start afresh, but alert ids are derived from the
-content (utterance, speaker, rule, match index), so a re-processed transcript yields the
-same alert id and consumers dedupe it (docs/detection.md).
+Detection state (cooldowns, partial/final bookkeeping, sentiment and said/not-said windows,
+the risk score's counts and levels) lives in the engine, on its executor thread, and is
+mirrored per call in the changelog-backed ``detection-state`` table
+(streamproc.detect.snapshot, agents/shared.py): every job that changes a call's state returns
+its snapshot, the loop stores it after the job's alerts are sent, and the worker that owns the
+call next (after a crash or a rebalance) adopts it before the call's next input. Alert ids are
+derived from the content (utterance, speaker, rule, match index), so a transcript re-processed
+after a crash yields the same alert id (docs/state-and-restarts.md, "Detection state").
 
 Also hosts the rules hot-reload timer: the rules file is re-checked every
 ``rules_reload_interval_s``; every agent reads the live rules via ``current_rules()``, and a
@@ -29,8 +33,19 @@ from streamproc.record import process_transcript_record
 
 from .app import app, settings
 from .outputs import send_alerts, send_result, send_risk
-from .shared import call_info, engine, in_detection_executor, rules_watcher
-from .topics import transcripts_topic
+from .shared import (
+    adopt_stored,
+    call_info,
+    call_partitions,
+    engine,
+    forget_stored,
+    in_detection_executor,
+    partition_of_call,
+    rules_watcher,
+    store_snapshots,
+    stored_detection,
+)
+from .topics import detection_state, transcripts_topic
 
 log = logging.getLogger("streamproc.detection")
 
@@ -40,28 +55,37 @@ ENDED_GRACE_S = 60.0
 TICK_INTERVAL_S = 2.0
 
 
+def _transcript_job(message, key_text: str | None, info, stored, now: float):
+    """In the detection executor: adopt the stored state, detect, snapshot what changed, in one go."""
+    if key_text:
+        adopt_stored(key_text, stored, now)
+    result = process_transcript_record(
+        engine, key=message.key, value=message.value, info_for=lambda _call_id: info, now=now,
+        topic=message.topic, partition=message.partition, offset=message.offset,
+    )
+    snapshot = engine.snapshot_if_changed(result.call_id) if result.call_id else None
+    # The risk scores that moved, computed here too: the engine's state is only touched on its thread.
+    return result, [snapshot] if snapshot is not None else [], engine.risk_updates(now)
+
+
 @app.agent(transcripts_topic)
 async def detect_on_transcripts(stream):
     async for event in stream.events():
         message = event.message
         started = time.perf_counter()
-        # The call-state table is read here, on the loop; detection (embeddings) runs in the executor.
+        # The tables are read here, on the loop; detection (embeddings) runs in the executor.
         key_text = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None
         info = call_info(key_text) if key_text else None
-        now = time.time()
-
-        def detect():  # in the executor: detection, then the risk scores that moved (engine state stays off the loop)
-            result = process_transcript_record(
-                engine, key=message.key, value=message.value, info_for=lambda _call_id: info, now=now,
-                topic=message.topic, partition=message.partition, offset=message.offset,
-            )
-            return result, engine.risk_updates(now)
-
-        result, risk = await in_detection_executor(detect)
+        stored = stored_detection(key_text) if key_text else None
+        if key_text:
+            call_partitions[key_text] = message.partition
+        result, snapshots, risk = await in_detection_executor(_transcript_job, message, key_text, info, stored, time.time())
         metrics.DETECTION_SECONDS.labels("transcript").observe(time.perf_counter() - started)
         metrics.DETECTION_SEGMENTS.labels(result.stage).inc()
+        # Alerts first: a crash in between re-sends them with the same ids, never loses them.
         await send_result(result, message.partition)
         await send_risk(risk, lambda _call_id: message.partition)
+        store_snapshots(snapshots)
 
 
 @app.task
@@ -73,28 +97,42 @@ async def warm_detection() -> None:
         log.info("semantic intents ready: %d heads in %.1f s", len(model.heads), time.perf_counter() - started)
 
 
+def owned_partitions() -> set[int]:
+    """Partitions of the transcripts topic this worker actively owns (the calls it may tick)."""
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == transcripts_topic.get_topic_name()}
+
+
+def _tick_job(infos: dict, stored: dict, not_owned: list[str], now: float):
+    for call_id in not_owned:  # moved to another worker: its state is that worker's now
+        engine.forget(call_id)
+    for call_id, value in stored.items():  # taken over, no input since: windows may still close
+        adopt_stored(call_id, value, now)
+    alerts = engine.on_tick(infos.get, now)
+    snapshots = [s for s in (engine.snapshot_if_changed(call_id) for call_id in engine.call_ids()) if s is not None]
+    return alerts, snapshots, engine.risk_updates(now)
+
+
 @app.timer(interval=TICK_INTERVAL_S)
 async def detection_tick() -> None:
     """Said/not-said windows close and hold time adds to the risk score even when nobody speaks."""
-    call_ids = engine.call_ids()
-    if not call_ids:
+    owned = owned_partitions()
+    partitions = {call_id: partition_of_call(call_id) for call_id in set(engine.call_ids()) | set(detection_state_keys())}
+    not_owned = [call_id for call_id, partition in partitions.items() if partition is not None and partition not in owned]
+    ticked = [call_id for call_id in partitions if call_id not in not_owned]
+    if not ticked and not not_owned:
         return
-    infos = {call_id: call_info(call_id) for call_id in call_ids}
-    now = time.time()
-
-    def tick():
-        return engine.on_tick(infos.get, now), engine.risk_updates(now)
-
-    alerts, risk = await in_detection_executor(tick)
+    infos = {call_id: call_info(call_id) for call_id in ticked}
+    stored = {call_id: stored_detection(call_id) for call_id in ticked if partitions[call_id] is not None}
+    alerts, snapshots, risk = await in_detection_executor(_tick_job, infos, stored, not_owned, time.time())
     for alert in alerts:
-        info = infos.get(alert.call_id)
-        await send_alerts([alert], info.partition if info is not None else None)
+        await send_alerts([alert], partition_of_call(alert.call_id))
+    await send_risk(risk, partition_of_call)
+    store_snapshots(snapshots)
 
-    def partition_of(call_id: str) -> int | None:
-        info = infos.get(call_id)
-        return info.partition if info is not None else None
 
-    await send_risk(risk, partition_of)
+def detection_state_keys() -> list[str]:
+    """Calls in this worker's copy of the detection-state table (its active and standby partitions)."""
+    return [key for key in detection_state.keys() if isinstance(key, str)]
 
 
 @app.timer(interval=30.0)
@@ -102,13 +140,16 @@ async def forget_finished_calls() -> None:
     now = time.time()
     infos = {call_id: call_info(call_id) for call_id in engine.call_ids()}
 
-    def forget() -> None:  # in the executor: the engine's state is only touched from there
+    def forget() -> list[str]:  # in the executor: the engine's state is only touched from there
+        before = set(engine.call_ids())
         for call_id, info in infos.items():
             if info is not None and info.ended and engine.idle_for(call_id, now) > ENDED_GRACE_S:
                 engine.forget(call_id)
         engine.evict_idle(now)
+        return sorted(before - set(engine.call_ids()))
 
-    await in_detection_executor(forget)
+    forgotten = await in_detection_executor(forget)
+    forget_stored([call_id for call_id in forgotten if partition_of_call(call_id) in owned_partitions()])
     metrics.DETECTION_CALLS.set(engine.call_count)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import faust
+from faust.streams import current_event
 
 from .app import app, settings
 
@@ -50,3 +53,38 @@ summary_state = app.Table(
     partitions=settings.partitions,
     help="Per-call post-call summary accumulator (streamproc.summary.SummaryState).",
 )
+
+class CallKeyedTable(faust.Table):
+    """A table keyed by call id that timers may write as well as agents.
+
+    Faust writes a key's change to the changelog partition of the record being processed and
+    refuses a write outside stream iteration. The detection timers (windows closing, risk score,
+    finished calls) change detection state without a record: there the partition is the one the
+    call's records arrive on, from :attr:`partition_of` (agents/detection.py sets it).
+    """
+
+    #: call id → partition of its input records (None: unknown, the write is refused as Faust would).
+    partition_of: Callable[[Any], int | None] = staticmethod(lambda key: None)
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if current_event() is not None:
+            return super().partition_for_key(key)
+        partition = self.partition_of(key)
+        if partition is None:
+            raise RuntimeError(f"table {self.name}: no partition known for key {key!r} outside a stream record")
+        return partition
+
+
+#: Per-call detection state (streamproc.detect.snapshot.DetectionSnapshot as JSON), written by the
+#: detection agent, the audio features path and the detection timers; read by whichever worker
+#: owns the call next (docs/state-and-restarts.md, "Detection state").
+detection_state = CallKeyedTable(
+    app,
+    name="detection-state",
+    default=None,
+    beacon=app.tables.beacon,
+    partitions=settings.partitions,
+    schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    help="Per-call detection state: cooldowns, sentiment and said/not-said windows, risk levels.",
+)
+app.tables.add(detection_state)

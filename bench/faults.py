@@ -4,7 +4,8 @@ The runs are the reliability tests themselves (real broker, real worker processe
 oracles and assertions), started with bigger knobs:
 
 * ``soak``: ``tests/integration/test_soak.py`` with ``--calls`` calls starting over ``--minutes``
-  minutes (each call lasts up to ~30 s more), ``--poison`` fraction of poison messages;
+  minutes (each call lasts up to ~30 s more), ``--poison`` fraction of poison messages; its figures
+  include the worker's RSS slope after warm-up (MiB/h, least squares);
 * ``backlog``: ``tests/integration/test_faults.py -k backlog`` with ``--backlog-calls`` recorded
   calls (4 events each) fed as fast as the producer can;
 * ``crashes``: the repeated-SIGKILL test run ``--repeat`` times (2 crashes each);
@@ -109,7 +110,17 @@ def table() -> str:
             f"{outage['alerts_due_during_outage']} / {outage['alerts_missing']} / {outage['alerts_duplicated']}", outage.get("command"))
     empty = faults.get("broker_restart_empty", {})
     if empty:
-        add("memory broker restarted empty: worker resumed without help", empty.get("resumed"), empty.get("command"))
+        add("memory broker restarted empty (changelog recovered before): resumed without help; new alert after, s",
+            f"{empty.get('resumed')}; {empty.get('first_new_alert_after_broker_back_s')}", empty.get("command"))
+    recreated = faults.get("input_topic_recreated@kafka", {})
+    if recreated:
+        add("Kafka: calls.events deleted and recreated under the worker: resumed without help; calls until one alerted",
+            f"{recreated.get('resumed')}; {recreated.get('calls_sent_until_first_alert')}", recreated.get("command"))
+    state = faults.get("detection_state_sigkill", {})
+    if state:
+        add("detection state, SIGKILL mid-call: alerts without crash / with crash / missing / extra",
+            f"{state['alerts_without_crash']} / {state['alerts_with_crash']} / {state['missing']} / {state['extra']}",
+            state.get("command"))
     for key, label in (("backlog", "backlog (CI)"), ("bench:backlog", "backlog (bench)")):
         backlog = faults.get(key, {})
         if backlog:
@@ -135,6 +146,11 @@ def table() -> str:
                 f"{run['detection_alerts_expected']} / {run['detection_alerts_delivered']}; {run['calls_with_wrong_detection_alerts']}",
                 run.get("command"))
         add(f"soak {key}: peak RSS MiB", run.get("peak_rss_mib"), run.get("command"))
+        if "rss_slope_mib_per_hour" in run:
+            add(f"soak {key}: RSS slope after {run['rss_warmup_s']:g} s warm-up (least squares, "
+                f"{run['rss_samples_after_warmup']} samples over {run['rss_window_s']:g} s); RSS min–max",
+                f"{run['rss_slope_mib_per_hour']:+.1f} MiB/h; {run['rss_after_warmup_mib_min_max'][0]}–"
+                f"{run['rss_after_warmup_mib_min_max'][1]} MiB", run.get("command"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")

@@ -210,7 +210,7 @@ def topic_names(settings: Settings) -> list[str]:
 #: Faust looks for them: on a multi-broker Apache Kafka cluster Faust created a missing changelog
 #: and then read metadata from a broker that did not list it yet, saw 0 partitions and crashed the
 #: agent on every event (PartitionsMismatch) — found by tests/integration/test_kafka_cluster.py.
-TABLES = ("call-state", "call-summaries")
+TABLES = ("call-state", "call-summaries", "detection-state")
 
 
 def changelog_topic_names(settings: Settings) -> list[str]:

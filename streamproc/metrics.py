@@ -160,6 +160,18 @@ def queue_label(queue: str | None, known_queues: frozenset[str]) -> str:
     return queue if queue in known_queues else "other"
 
 
+OFFSETS_RESET = Counter(
+    "streamproc_offsets_reset_total",
+    "Partitions whose committed or recovered offset the broker no longer has (data lost on the broker: "
+    "empty restart, recreated topic, unclean leader election), re-read from what is left.",
+    ["topic_kind", "reason"],  # topic_kind: input | changelog; reason: beyond_end | before_start
+)
+DETECTION_STATE_ADOPTED = Counter(
+    "streamproc_detection_state_adopted_total",
+    "Calls whose detection state this worker took over from the detection-state table (after a crash or rebalance).",
+)
+
+
 def agent_label(agent_id: str | None, allowed: frozenset[str]) -> str:
     """Bounded label value for an agent id: only allow-listed ids (at most MAX_AGENT_LABELS) are kept."""
     if not agent_id:

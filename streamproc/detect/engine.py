@@ -35,6 +35,19 @@ from ..rules import DetectionRules, PhraseRule, RulesFile
 from ..schemas import Alert, AlertKind, CallRisk, Evidence, Severity, Speaker, TranscriptSegment, from_epoch
 from .acoustic import AcousticHit, AcousticState, AudioFeatures
 from .escalation import ScoredUtterance, SentimentWindow, sentiment_score
+from .risk import RiskState
+from .snapshot import (
+    DetectionSnapshot,
+    MatchCount,
+    PendingSemantic,
+    RiskSnapshot,
+    ScoredLine,
+    TriggeredUtterance,
+    UtteranceRef,
+    WindowSnapshot,
+    WindowsSnapshot,
+)
+from .windows import WindowTracker, _Window
 from .hold import CallState, CallStatus
 from .risk import take_update
 from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
@@ -101,6 +114,11 @@ class _CallState:
     sentiment: dict[str, SentimentWindow] = field(default_factory=dict)
     acoustic: AcousticState = field(default_factory=AcousticState)
     last_seen: float = 0.0
+    semantic_pending: set[tuple] = field(default_factory=set)  # (speaker, utterance, rule) seen on one partial
+    windows: WindowTracker | None = None  # said/not-said windows (extras.py creates it on first use)
+    risk: RiskState | None = None  # risk score (extras.py creates it on first use)
+    revision: int = 0  # changes snapshotted so far (streamproc.detect.snapshot)
+    snapshotted: dict | None = None  # content of the last snapshot taken
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,43 @@ class DetectionEngine:
                                         factors=factors, updated_at=from_epoch(now)))
         return updates
 
+    # ------------------------------------------------------------------ state across workers
+
+    def snapshot_if_changed(self, call_id: str) -> DetectionSnapshot | None:
+        """The call's state as a value to store, when it changed since the last snapshot (else None).
+
+        Call it on the engine's thread right after the input that changed the state: the snapshot
+        and its revision are then exactly the state that input left.
+        """
+        state = self._calls.get(call_id)
+        if state is None:
+            return None
+        snapshot = _capture(call_id, state)
+        content = snapshot.content()
+        if content == state.snapshotted:
+            return None
+        state.revision += 1
+        state.snapshotted = content
+        return snapshot.model_copy(update={"revision": state.revision})
+
+    def adopt(self, snapshot: DetectionSnapshot | None, now: float) -> bool:
+        """Take over a call's stored state unless this engine holds the same or a newer revision."""
+        if snapshot is None:
+            return False
+        state = self._calls.get(snapshot.call_id)
+        if state is not None and state.revision >= snapshot.revision:
+            return False
+        self._calls[snapshot.call_id] = _restore(snapshot, self._rules().detection, now)
+        return True
+
+    def knows(self, call_id: str) -> bool:
+        return call_id in self._calls
+
+    def revision_of(self, call_id: str) -> int:
+        """The revision of the call's state in this engine (-1: unknown call)."""
+        state = self._calls.get(call_id)
+        return state.revision if state is not None else -1
+
     def _state(self, call_id: str, now: float) -> _CallState:
         state = self._calls.get(call_id)
         if state is None:
@@ -219,17 +274,15 @@ class DetectionEngine:
                 ) and not self._lexicon_explains(compiled, spanned, segment, info):
                     # a partial fires only when the previous partial agreed (or on the final): a fragment such
                     # as "that is not my" must not fire before the phrase is complete (docs/detection.md)
-                    pending = getattr(state, "semantic_pending", None)
-                    if pending is None:
-                        pending = state.semantic_pending = set()
+                    pending = state.semantic_pending
                     if segment.is_final or key in pending:
                         matches = [semantic_match(spanned.tokens, semantic_hit)]
                     else:
                         pending.add(key)
                 elif not segment.is_final:
-                    getattr(state, "semantic_pending", set()).discard(key)
+                    state.semantic_pending.discard(key)
             if segment.is_final:
-                getattr(state, "semantic_pending", set()).discard(key)
+                state.semantic_pending.discard(key)
             for k, match in enumerate(matches[:MAX_MATCHES_PER_UTTERANCE]):
                 if k < handled:
                     metrics.DETECTION_SUPPRESSED.labels("already_alerted").inc()
@@ -476,3 +529,93 @@ def _audio_predates_state(info: CallInfo, frames: list[AudioFeatures]) -> bool:
     if info.started_at is None or info.last_event_at is None:
         return False
     return info.started_at + max(frame.end_s for frame in frames) <= info.last_event_at
+
+
+# ---------------------------------------------------------------------- snapshot ⇄ state
+
+
+def _match_counts(counts: dict[tuple, int]) -> tuple[MatchCount, ...]:
+    return tuple(
+        MatchCount(speaker=str(speaker), utterance=utterance, rule_id=rule_id, count=count)
+        for (speaker, utterance, rule_id), count in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2]))
+    )
+
+
+def _capture(call_id: str, state: _CallState) -> DetectionSnapshot:
+    windows = risk = None
+    if state.windows is not None:
+        tracker = state.windows
+        windows = WindowsSnapshot(
+            windows=tuple(
+                WindowSnapshot(rule_id=w.rule_id, index=w.index, opens_s=w.opens_s, closes_s=w.closes_s,
+                               satisfied=w.satisfied, trigger_text=w.trigger_text)
+                for w in tracker.windows if not w.done
+            ),
+            started=tuple(sorted(tracker.started)),
+            triggers=dict(tracker.triggers),
+            triggered_utterances=tuple(
+                TriggeredUtterance(rule_id=rule_id, speaker=str(key[0]), utterance=key[1])
+                for rule_id, key in sorted(tracker.triggered_utterances, key=lambda item: (item[0], str(item[1][0]), item[1][1]))
+            ),
+        )
+    if state.risk is not None:
+        risk = RiskSnapshot(
+            sentiments=tuple(state.risk.sentiments),
+            counts=dict(state.risk.counts),
+            seen_alerts=tuple(sorted(state.risk.seen_alerts)),
+            levels_fired=dict(state.risk.levels_fired),
+        )
+    return DetectionSnapshot(
+        call_id=call_id,
+        handled=_match_counts(state.handled),
+        fired_on_partial=_match_counts(state.fired_on_partial),
+        finals=tuple(UtteranceRef(speaker=str(speaker), utterance=utterance)
+                     for speaker, utterance in sorted(state.finals, key=lambda key: (str(key[0]), key[1]))),
+        last_fire=dict(state.last_fire),
+        semantic_pending=tuple(
+            PendingSemantic(speaker=str(speaker), utterance=utterance, rule_id=rule_id)
+            for speaker, utterance, rule_id in sorted(state.semantic_pending, key=lambda key: (str(key[0]), key[1], key[2]))
+        ),
+        sentiment={
+            rule_id: tuple(ScoredLine(score=i.score, text=i.text, start_s=i.start_s, end_s=i.end_s, utterance=i.utterance)
+                           for i in window.items)
+            for rule_id, window in sorted(state.sentiment.items()) if window.items
+        },
+        acoustic_last_fire=dict(state.acoustic.last_fire),
+        windows=windows,
+        risk=risk,
+    )
+
+
+def _restore(snapshot: DetectionSnapshot, detection: DetectionRules, now: float) -> _CallState:
+    state = _CallState(last_seen=now, revision=snapshot.revision, snapshotted=snapshot.content())
+    for count in snapshot.handled:
+        state.handled[(Speaker(count.speaker), count.utterance, count.rule_id)] = count.count
+    for count in snapshot.fired_on_partial:
+        state.fired_on_partial[(Speaker(count.speaker), count.utterance, count.rule_id)] = count.count
+    state.finals = {(Speaker(ref.speaker), ref.utterance) for ref in snapshot.finals}
+    state.last_fire = dict(snapshot.last_fire)
+    state.semantic_pending = {(Speaker(p.speaker), p.utterance, p.rule_id) for p in snapshot.semantic_pending}
+    sentiment_rules = {rule.id: rule for rule in detection.sentiment}
+    for rule_id, lines in snapshot.sentiment.items():
+        rule = sentiment_rules.get(rule_id)
+        if rule is not None:  # a rule removed since is dropped; a changed one restarts its window on use
+            window = state.sentiment[rule_id] = SentimentWindow(rule)
+            window.items.extend(ScoredUtterance(line.score, line.text, line.start_s, line.end_s, line.utterance) for line in lines)
+    state.acoustic.last_fire = dict(snapshot.acoustic_last_fire)
+    if snapshot.windows is not None:
+        saved = snapshot.windows
+        state.windows = WindowTracker(
+            windows=[_Window(w.rule_id, w.index, w.opens_s, w.closes_s, w.satisfied, w.trigger_text) for w in saved.windows],
+            started=set(saved.started),
+            triggers=dict(saved.triggers),
+            # the tracker keys utterances by the speaker's value (extras.after_transcript)
+            triggered_utterances={(t.rule_id, (t.speaker, t.utterance)) for t in saved.triggered_utterances},
+        )
+    if snapshot.risk is not None:
+        risk = state.risk = RiskState()
+        risk.sentiments.extend(snapshot.risk.sentiments)
+        risk.counts = dict(snapshot.risk.counts)
+        risk.seen_alerts = set(snapshot.risk.seen_alerts)
+        risk.levels_fired = dict(snapshot.risk.levels_fired)
+    return state

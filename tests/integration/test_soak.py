@@ -5,7 +5,9 @@ tests/integration/reliability_support.py) and, through the detection agent, exac
 expected escalation alert from a scripted transcript; every poison message must land in the
 dead-letter topic with its reason; the worker keeps running. Scaled for CI (about 1–2
 minutes); ``python -m bench.soak`` runs the documented longer soak through this same test
-(STREAMPROC_SOAK_CALLS / STREAMPROC_SOAK_SPAN_S). Figures: test-artifacts/figures/soak.json.
+(STREAMPROC_SOAK_CALLS / STREAMPROC_SOAK_SPAN_S). Figures: test-artifacts/figures/soak.json,
+including the worker's RSS slope after warm-up (least squares over 1 s samples, MiB per hour;
+warm-up STREAMPROC_SOAK_WARMUP_S, default a third of the span, at most 300 s).
 """
 
 from __future__ import annotations
@@ -128,11 +130,35 @@ def audio_poison(count: int) -> list[tuple[str, list, bytes, set[str]]]:
     return [(f"poison-audio-{i}", *cases[i % len(cases)]) for i in range(count)]
 
 
+def rss_trend(samples: list[tuple[float, int]], warmup_s: float) -> dict:
+    """Least-squares slope of the worker's RSS after warm-up, in MiB per hour, with what it rests on.
+
+    A leak shows as a steady positive slope once the working set is built; a bounded process as a
+    slope near 0 whatever its level.
+    """
+    after = [(t, rss / 2**20) for t, rss in samples if t >= warmup_s]
+    figures: dict = {"rss_warmup_s": warmup_s, "rss_samples_after_warmup": len(after)}
+    if len(after) < 10:
+        return figures
+    mean_t = sum(t for t, _ in after) / len(after)
+    mean_m = sum(m for _, m in after) / len(after)
+    variance = sum((t - mean_t) ** 2 for t, _ in after)
+    slope_per_s = sum((t - mean_t) * (m - mean_m) for t, m in after) / variance
+    return figures | {
+        "rss_after_warmup_mib_first_last": [round(after[0][1], 1), round(after[-1][1], 1)],
+        "rss_after_warmup_mib_min_max": [round(min(m for _, m in after), 1), round(max(m for _, m in after), 1)],
+        "rss_slope_mib_per_hour": round(slope_per_s * 3600, 2),
+        "rss_window_s": round(after[-1][0] - after[0][0], 1),
+    }
+
+
 def test_soak_concurrent_calls_with_poison(worker_factory, reader, broker):
     n_calls = int(os.environ.get("STREAMPROC_SOAK_CALLS", "60"))
     span_s = float(os.environ.get("STREAMPROC_SOAK_SPAN_S", "30"))  # calls start within this window
     poison_fraction = float(os.environ.get("STREAMPROC_SOAK_POISON_FRACTION", "0.1"))
     rng = random.Random(int(os.environ.get("STREAMPROC_SOAK_SEED", "7")))
+    # RSS samples before this many seconds are warm-up (models loaded, tables and caches filling).
+    warmup_s = float(os.environ.get("STREAMPROC_SOAK_WARMUP_S", str(min(300.0, span_s / 3))))
 
     worker = worker_factory(soak_rules_yaml(), dashboard_enabled="false")
     alerts, dead = reader(worker.topic("alerts")), reader(worker.topic("deadletter"))
@@ -160,7 +186,7 @@ def test_soak_concurrent_calls_with_poison(worker_factory, reader, broker):
         sum(1 for p in plans if p.started <= moment <= (p.ended or moment)) for moment in (t0 + s for s in range(int(span_s) + 20))
     )
     end = max(plan.ended for plan in plans)
-    rss_peak = 0
+    rss_samples: list[tuple[float, int]] = []  # (seconds since t0, worker RSS bytes)
     scheduler.start()
     try:
         if audio:
@@ -173,7 +199,7 @@ def test_soak_concurrent_calls_with_poison(worker_factory, reader, broker):
             audio_producer.flush()
             audio_producer.close()
         while time.time() < end + 1:
-            rss_peak = max(rss_peak, rss_bytes(worker.process.pid))
+            rss_samples.append((time.time() - t0, rss_bytes(worker.process.pid)))
             time.sleep(1.0)
         scheduler.drain(timeout_s=30)
     finally:
@@ -228,7 +254,8 @@ def test_soak_concurrent_calls_with_poison(worker_factory, reader, broker):
         "poison_with_wrong_or_no_reason": len(wrong),
         "good_events_dead_lettered": len(good_letters),
         "duration_s": round(time.time() - t0, 1),
-        "peak_rss_mib": round(rss_peak / 2**20, 1),
+        "peak_rss_mib": round(max((rss for _, rss in rss_samples), default=0) / 2**20, 1),
+    } | rss_trend(rss_samples, warmup_s) | {
         "command": ".venv/bin/pytest tests/integration/test_soak.py -s" if (n_calls, span_s) == (60, 30.0)
         else f"python -m bench.faults soak --calls {n_calls} --minutes {span_s / 60:g} --poison {poison_fraction:g}",
     }
