@@ -8,8 +8,9 @@ parts). Each part-2 utterance needs what part 1 left:
 * u5 is the third negative customer final: the sentiment window (u2, u3, u4, u5) fires;
 * u6 moves the call's audio past the 30 s apology window opened by the complaint in u2: the
   missed-apology alert fires;
-* the risk score reached its first level in part 1 (escalation + sentiment) and reaches the next
-  one in part 2 (the missed window adds its points), without repeating the first.
+* the risk score reached its first level in part 1 (escalation + the customer's falling sentiment,
+  a trend over u0, u2, u3) and reaches the next one in part 2 (the missed windows add their
+  points), without repeating the first.
 
 A worker that starts part 2 from zero instead fires the manager request again (a second id),
 misses the sentiment and window alerts, and re-fires risk level 0.
