@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from streamproc.broker import free_port
-from tests.conftest import ROOT, http_get, send
+from tests.conftest import ROOT, send
+from tests.daemons import Daemon
 from tests.integration.test_prometheus import PROMETHEUS_DIR, PrometheusServer
 
 ALERTMANAGER_CONFIG = ROOT / "docker" / "alertmanager" / "alertmanager.yml"
@@ -130,9 +131,11 @@ class WebhookSink:
                 self.changed.wait(remaining)
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(Daemon):
     """The real Alertmanager (Debian prometheus-alertmanager) with the shipped routes, its receivers
     pointed at ``sink`` (same paths), grouping waits cut to a second; bound to 127.0.0.1, no cluster port."""
+
+    name = "alertmanager"
 
     def __init__(self, workdir: Path, sink: WebhookSink):
         workdir.mkdir(parents=True, exist_ok=True)
@@ -149,37 +152,18 @@ class AlertmanagerServer:
         self.config_path = workdir / "alertmanager.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "alertmanager.log"
-        self.process: subprocess.Popen | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "AlertmanagerServer":
-        self.process = subprocess.Popen(
-            [ALERTMANAGER, f"--config.file={self.config_path}", f"--storage.path={self.workdir / 'data'}",
-             f"--web.listen-address={self.address}", "--cluster.listen-address=", "--log.level=warn"],
-            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=self.workdir,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"alertmanager exited:\n{self.log_path.read_text()}"
-            try:
-                if http_get(f"http://{self.address}/-/ready", timeout=1)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"alertmanager not ready:\n{self.log_path.read_text()}")
+    @property
+    def ready_url(self) -> str:
+        return f"http://{self.address}/-/ready"
 
-    def __exit__(self, *exc: Any) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def command(self) -> list[str]:
+        return [ALERTMANAGER, f"--config.file={self.config_path}", f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address={self.address}", "--cluster.listen-address=", "--log.level=warn"]
 
 
 def immediate_rules(path: Path) -> Path:

@@ -15,6 +15,7 @@ import yaml
 
 from streamproc.broker import free_port
 from tests.conftest import ROOT, event, http_get, send
+from tests.daemons import Daemon
 
 PROMETHEUS_DIR = ROOT / "docker" / "prometheus"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -25,9 +26,11 @@ def promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProc
     return subprocess.run([PROMTOOL, *args], input=stdin, capture_output=True, timeout=60, cwd=PROMETHEUS_DIR)
 
 
-class PrometheusServer:
+class PrometheusServer(Daemon):
     """A real Prometheus on 127.0.0.1 with the shipped rules (or ``rule_files``), scraping the given targets
     every second, sending alerts to ``alertmanager`` (host:port) when given."""
+
+    name = "prometheus"
 
     def __init__(self, workdir: Path, targets: list[str], *, rule_files: list[Path] | None = None,
                  alertmanager: str | None = None):
@@ -47,44 +50,18 @@ class PrometheusServer:
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / "prometheus.log"
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "PrometheusServer":
-        self.process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=open(self.log_path, "wb"),
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"prometheus exited:\n{self.log_path.read_text()}"
-            try:
-                if http_get(self.url + "/-/ready", timeout=1)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus not ready:\n{self.log_path.read_text()}")
+    @property
+    def ready_url(self) -> str:
+        return self.url + "/-/ready"
 
-    def __exit__(self, *exc) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def command(self) -> list[str]:
+        return [PROMETHEUS, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
 
     def api(self, path: str, **params) -> dict:
         status, body = http_get(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}")
