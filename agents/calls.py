@@ -17,9 +17,9 @@ from streamproc.processing import CallProcessor, DeadlineIndex, tick_for
 from streamproc.record import RecordResult
 
 from .app import app, settings
-from .outputs import send_result
+from .outputs import send_result, send_tick
 from .shared import current_rules
-from .topics import call_inputs, call_state, ticks_topic
+from .topics import call_inputs, call_state
 
 log = logging.getLogger("streamproc.worker")
 
@@ -97,29 +97,6 @@ def owned_partitions() -> set[int]:
 
 
 _last_rebuild = {"at": 0.0, "generation": None}
-
-
-async def send_tick(key: bytes, value: bytes, partition: int | None) -> None:
-    """Send a tick so that the events agent reads it back at once, whatever the guarantee.
-
-    Under ``exactly_once`` ``ticks_topic.send`` would go through Faust's TransactionManager into the
-    open transaction of ``<app>-<group>-<partition>``, which Faust commits only together with new
-    consumer offsets of that group and partition. A hold is quiet (no event between hold_started and
-    hold_ended), so nothing commits it: the tick stays invisible to the ``read_committed`` agent, and
-    the alert never fires (docs/state-and-restarts.md, the exactly_once section).
-
-    A tick is a wake-up, not the output of a consumed record: there is no input offset to commit it
-    with, and a duplicate or lost tick is harmless (the alert's "fired" mark is in the table; the
-    timer re-ticks). So under ``exactly_once`` it goes through the app's plain idempotent producer,
-    outside any transaction. What the tick causes (the alert, the table update) is produced while
-    the agent consumes it, inside the transaction committed with the tick's offset.
-    """
-    if not app.in_transaction:
-        await ticks_topic.send(key=key, value=value, partition=partition)
-        return
-    producer = app.producer  # Faust's Kafka producer; transactional_id=None: not a transactional one
-    await producer.maybe_start()
-    await producer.send(TICKS_TOPIC, key, value, partition, None, None, transactional_id=None)
 
 
 @app.timer(interval=settings.tick_interval_s)
