@@ -35,7 +35,7 @@ from streamproc.rules import load_rules
 from streamproc.schemas import AudioEncoding
 from streamproc.scenario import load_scenario
 from streamproc.synth import render
-from streamproc.transcribe import Transcriber, TranscriberConfig, load_model, transcribe_wav
+from streamproc.transcribe import Transcriber, TranscriberConfig, file_frames, load_model
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "streamproc" / "data" / "scenarios"
 RATE = 8000
@@ -75,22 +75,16 @@ def realistic_call(path: Path, language: str, workdir: Path) -> tuple[audio.WavA
 
 
 def run(engine, wav: audio.WavAudio, gate: bool, call_id: str):
+    """The call through the live code path (transcribe_wav's frames); its decoder CPU and finals."""
     transcriber = Transcriber(engine, TranscriberConfig(speech_gate=gate))
     cpu = 0.0
-    finals = []
-    original = transcriber.process_frame
-
-    def timed(*args, **kwargs):
-        nonlocal cpu
-        result = original(*args, **kwargs)
+    segments = []
+    for meta, payload in file_frames(wav):
+        result = transcriber.process_frame(call_id, meta, payload)
         cpu += result.cpu_s
-        return result
-
-    transcriber.process_frame = timed  # type: ignore[method-assign]
-    for segment in transcribe_wav(transcriber, wav, call_id=call_id):
-        if segment.is_final:
-            finals.append(segment)
-    return cpu, finals
+        segments += result.segments
+    segments += transcriber.end_call(call_id)
+    return cpu, [s for s in segments if s.is_final]
 
 
 def alerts_of(finals) -> list[tuple[str, str]]:
