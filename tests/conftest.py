@@ -11,6 +11,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -112,7 +113,8 @@ class WorkerProcess:
         log.flush()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamproc", "worker", "--loglevel", "info", *self.extra_args],
-            env=self.env,
+            # Unbuffered: a worker that is SIGKILLed (by a test or by stop's timeout) leaves its whole log.
+            env={**self.env, "PYTHONUNBUFFERED": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -145,6 +147,12 @@ class WorkerProcess:
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
+
+    def logged_at(self, message: str) -> float | None:
+        """Wall time of the last log line of the current start that contains ``message``."""
+        current = self.log_path.read_text(errors="replace").rsplit(f"===== start #{self.starts} =====", 1)[-1]
+        stamps = [line[1:24] for line in current.splitlines() if message in line and line.startswith("[")]
+        return datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f").timestamp() if stamps else None
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
@@ -182,8 +190,18 @@ hold:
 """
 
 
+_PHASE_REPORTS = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    item.stash.setdefault(_PHASE_REPORTS, {})[report.when] = report
+    return report
+
+
 @pytest.fixture
-def worker_factory(broker, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+def worker_factory(broker, tmp_path, request) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
     def make(rules_text: str = FAST_HOLD_RULES, *, start: bool = True, shared_with: WorkerProcess | None = None, **overrides) -> WorkerProcess:
@@ -216,6 +234,10 @@ def worker_factory(broker, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
     yield make
     for worker in workers:
         worker.stop(timeout_s=10)
+    call_report = request.node.stash.get(_PHASE_REPORTS, {}).get("call")
+    if call_report is not None and call_report.failed:  # the CI log is all there is to go on
+        for worker in workers:
+            print(f"\n----- {worker.log_path.name} (last 5000 characters) -----\n{worker.log_tail(5000)}")
 
 
 class TopicReader:
