@@ -133,6 +133,9 @@ def _record_work(meta: AudioFrameMeta, result: FrameResult) -> None:
     for kind, seconds in result.decode.seconds.items():
         metrics.ASR_DECODE_SECONDS.labels(kind).inc(seconds)
         metrics.ASR_DECODES.labels(kind).inc(result.decode.count.get(kind, 0))
+    for size, decodes in result.decode.batches.items():
+        for _ in range(decodes):
+            metrics.ASR_DECODE_BATCH.observe(size)
     for gate_result, seconds in result.decode.gated.items():
         metrics.ASR_GATED_SECONDS.labels(gate_result).inc(seconds)
     if result.gap_s:
@@ -302,7 +305,10 @@ if settings.audio_enabled:
             asyncio.ensure_future(_lane(index))
         loop = asyncio.get_running_loop()
         def load_and_warm_up():
-            engine = load_model(settings.asr_model, workers=count, whisper_min_window_s=settings.whisper_min_window_s)
+            engine = load_model(
+                settings.asr_model, workers=count, whisper_min_window_s=settings.whisper_min_window_s,
+                device=settings.asr_device, whisper_batch_size=settings.whisper_batch_size,
+            )
             engine.warm_up()  # /ready means a session can decode, not only that the file was read
             return engine
 

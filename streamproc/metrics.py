@@ -98,6 +98,11 @@ ASR_DECODE_SECONDS = Counter(
     "Decoder time by kind: stream (Vosk), partial (Whisper re-decodes of an open utterance), final.",
     ["kind"],
 )
+ASR_DECODE_BATCH = Histogram(
+    "streamproc_asr_decode_batch_size",
+    "Utterances per batched Whisper model call (STREAMPROC_WHISPER_BATCH_SIZE > 1; 1 when batching is off).",
+    buckets=(1, 2, 4, 8, 16, 32),
+)
 ASR_GATED_SECONDS = Counter(
     "streamproc_asr_gated_seconds_total",
     "Speech gate (Vosk): seconds of speaker-channel audio passed to the decoder or skipped as non-speech.",

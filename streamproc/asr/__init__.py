@@ -23,10 +23,15 @@ _engines: dict[tuple, Engine] = {}
 _lock = threading.Lock()
 
 
-def load_engine(setting: str | os.PathLike | ModelSpec | None, *, workers: int = 2, whisper_min_window_s: float = 10.0) -> Engine:
-    """The process-wide engine for a model setting (loaded once, then shared). Raises ModelError."""
+def load_engine(
+    setting: str | os.PathLike | ModelSpec | None, *, workers: int = 2, whisper_min_window_s: float = 10.0,
+    device: str = "cpu", whisper_batch_size: int = 1,
+) -> Engine:
+    """The process-wide engine for a model setting (loaded once, then shared). Raises ModelError.
+
+    ``device`` and ``whisper_batch_size`` concern the Whisper engine (Vosk runs on the CPU)."""
     spec = setting if isinstance(setting, ModelSpec) else resolve_model(setting)
-    key = (str(spec.path), workers, whisper_min_window_s)
+    key = (str(spec.path), workers, whisper_min_window_s, device, whisper_batch_size)
     with _lock:
         if key in _engines:
             return _engines[key]
@@ -39,6 +44,6 @@ def load_engine(setting: str | os.PathLike | ModelSpec | None, *, workers: int =
         else:
             from .whisper import WhisperEngine
 
-            engine = WhisperEngine(spec, workers=workers, min_window_s=whisper_min_window_s)
+            engine = WhisperEngine(spec, workers=workers, min_window_s=whisper_min_window_s, device=device, batch_size=whisper_batch_size)
         _engines[key] = engine
         return engine

@@ -39,10 +39,13 @@ class DecodeStats:
     count: dict[str, int] = field(default_factory=dict)
     #: Speech gate: seconds of audio passed to the decoder ("decoded") or skipped ("skipped").
     gated: dict[str, float] = field(default_factory=dict)
+    #: Batched decoding (Whisper, STREAMPROC_WHISPER_BATCH_SIZE > 1): batch size → decodes that ran in one.
+    batches: dict[int, int] = field(default_factory=dict)
 
-    def add(self, kind: str, seconds: float) -> None:
+    def add(self, kind: str, seconds: float, batch_size: int = 1) -> None:
         self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
         self.count[kind] = self.count.get(kind, 0) + 1
+        self.batches[batch_size] = self.batches.get(batch_size, 0) + 1
 
     def merge(self, other: "DecodeStats") -> None:
         for kind, seconds in other.seconds.items():
@@ -50,6 +53,8 @@ class DecodeStats:
             self.count[kind] = self.count.get(kind, 0) + other.count.get(kind, 0)
         for result, seconds in other.gated.items():
             self.gated[result] = self.gated.get(result, 0.0) + seconds
+        for size, decodes in other.batches.items():
+            self.batches[size] = self.batches.get(size, 0) + decodes
 
     @property
     def total_s(self) -> float:

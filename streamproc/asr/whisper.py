@@ -23,17 +23,20 @@ bench/whisper_streaming.py measured the word error rate and CPU of each choice
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .. import audio
 from ..schemas import Speaker, TranscriptSegment, Word
+from .batching import DecodeBatcher
 from .base import DecodeStats, DecodeStatsMixin, SessionConfig, Timeline, make_segment
 from .models import ModelError, ModelSpec
 from .gate import SpeechHysteresis
@@ -58,6 +61,8 @@ class Decoded:
     words: list[dict]  # {"word", "start", "end", "probability"}, seconds from the window start
     no_speech_prob: float
     avg_logprob: float
+    tokens: list[int] = dataclasses.field(default_factory=list)
+    batch_size: int = 1  # how many utterances shared the model call
 
 
 def _normalise(word: str) -> str:
@@ -77,7 +82,7 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
 class WhisperEngine:
     kind = "whisper"
 
-    def __init__(self, spec: ModelSpec, *, workers: int = 2, min_window_s: float = 10.0, device: str = "cpu"):
+    def __init__(self, spec: ModelSpec, *, workers: int = 2, min_window_s: float = 10.0, device: str = "cpu", batch_size: int = 1):
         try:
             from faster_whisper import WhisperModel
             from faster_whisper.tokenizer import Tokenizer
@@ -103,7 +108,11 @@ class WhisperEngine:
         self.min_window_s = min(MAX_WINDOW_S, max(1.0, min_window_s))
         self.description = spec.description
         self._feature_lock = threading.Lock()
-        log.info("loaded Whisper model %s in %.1f s", spec.path, time.perf_counter() - started)
+        self.device = device
+        # Decodes from different decoder threads run as one batched model call (see asr/batching.py).
+        self._batcher = DecodeBatcher(self.decode_batch, max_batch=batch_size) if batch_size > 1 else None
+        log.info("loaded Whisper model %s on %s in %.1f s%s", spec.path, device, time.perf_counter() - started,
+                 f" (decodes batched up to {batch_size})" if batch_size > 1 else "")
 
     def new_session(self, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float) -> "WhisperSession":
         return WhisperSession(self, call_id, speaker, start_s, config, now)
@@ -118,31 +127,54 @@ class WhisperEngine:
         return int(window_s * FRAMES_PER_S)
 
     def decode(self, samples: np.ndarray, *, words: bool) -> Decoded:
-        """Decode one utterance (16 kHz float32, ≤ 30 s): greedy, no timestamps tokens, optional word times."""
+        """Decode one utterance (16 kHz float32, ≤ 30 s): greedy, no timestamps tokens, optional word times.
+
+        With batching on, the call waits to share one batched model call with other decoder threads."""
+        if self._batcher is None:
+            return self.decode_batch([(samples, words)])[0]
+        decoded, size = self._batcher.submit((samples, words))
+        return dataclasses.replace(decoded, batch_size=size)
+
+    def decode_batch(self, requests: Sequence[tuple[np.ndarray, bool]]) -> list[Decoded]:
+        """Decode several utterances in one encoder and one decoder call (``(samples, words)`` each).
+
+        Each utterance gets the encoder window it would get alone (``window_frames``) padded with
+        zeros to the batch's longest; word times are aligned per utterance on its own frames."""
         from faster_whisper.transcribe import get_ctranslate2_storage
 
-        samples = samples[: int(MAX_WINDOW_S * RATE)]
+        clipped = [samples[: int(MAX_WINDOW_S * RATE)] for samples, _ in requests]
         with self._feature_lock:  # the feature extractor keeps per-call state
-            features = self.model.feature_extractor(samples)
-        content_frames = min(features.shape[-1], int(MAX_WINDOW_S * FRAMES_PER_S))
-        frames = self.window_frames(len(samples))
-        window = np.zeros((features.shape[0], frames), dtype=np.float32)
-        window[:, :content_frames] = features[:, :content_frames]
-        encoder_output = self.model.model.encode(get_ctranslate2_storage(window[None]), to_cpu=False)
-        result = self.model.model.generate(
-            encoder_output, [self.prompt], beam_size=1, max_length=224, return_scores=True,
+            features = [self.model.feature_extractor(samples) for samples in clipped]
+        content = [min(f.shape[-1], int(MAX_WINDOW_S * FRAMES_PER_S)) for f in features]
+        frames = max(self.window_frames(len(samples)) for samples in clipped)
+        batch = np.zeros((len(requests), features[0].shape[0], frames), dtype=np.float32)
+        for row, (f, n) in enumerate(zip(features, content)):
+            batch[row, :, :n] = f[:, :n]
+        encoder_output = self.model.model.encode(get_ctranslate2_storage(batch), to_cpu=False)
+        results = self.model.model.generate(
+            encoder_output, [self.prompt] * len(requests), beam_size=1, max_length=224, return_scores=True,
             return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1],
-        )[0]
-        tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
-        avg_logprob = result.scores[0] / max(1, len(tokens) + 1)
-        text = self.tokenizer.decode(tokens).strip()
-        if not tokens or (result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB):
-            return Decoded("", [], result.no_speech_prob, avg_logprob)
-        timed: list[dict] = []
-        if words:
-            aligned = self.model.find_alignment(self.tokenizer, [tokens], encoder_output, content_frames)
-            timed = [w for w in (aligned[0] if aligned else []) if w["word"].strip()]
-        return Decoded(text, timed, result.no_speech_prob, avg_logprob)
+        )
+        decoded: list[Decoded] = []
+        align_rows: list[int] = []
+        for row, result in enumerate(results):
+            tokens = [t for t in result.sequences_ids[0] if t < self.tokenizer.eot]
+            avg_logprob = result.scores[0] / max(1, len(tokens) + 1)
+            if not tokens or (result.no_speech_prob > NO_SPEECH_PROB and avg_logprob < LOW_LOGPROB):
+                decoded.append(Decoded("", [], result.no_speech_prob, avg_logprob))
+                continue
+            decoded.append(Decoded(self.tokenizer.decode(tokens).strip(), [], result.no_speech_prob, avg_logprob, tokens))
+            if requests[row][1]:
+                align_rows.append(row)
+        if align_rows:
+            # One alignment call for the whole encoder batch; rows that want no word times get a
+            # one-token stand-in (re-encoding a subset would cost more than aligning it).
+            stand_in = [self.tokenizer.eot]
+            text_tokens = [decoded[row].tokens if row in align_rows else stand_in for row in range(len(requests))]
+            aligned = self.model.find_alignment(self.tokenizer, text_tokens, encoder_output, content)
+            for row in align_rows:
+                decoded[row].words = [w for w in aligned[row] if w["word"].strip()]
+        return decoded
 
 
 class WhisperSession(DecodeStatsMixin):
@@ -226,7 +258,7 @@ class WhisperSession(DecodeStatsMixin):
     def _timed_decode(self, kind: str, windows: list[np.ndarray], words: bool) -> Decoded:
         started = time.perf_counter()
         decoded = self.engine.decode(np.concatenate(windows), words=words)
-        self._stats.add(kind, time.perf_counter() - started)
+        self._stats.add(kind, time.perf_counter() - started, decoded.batch_size)
         return decoded
 
     def _partial(self, now: float) -> list[TranscriptSegment]:
