@@ -24,7 +24,7 @@ Request = TypeVar("Request")
 Result = TypeVar("Result")
 
 
-@dataclass
+@dataclass(eq=False)  # identity: requests hold numpy arrays, and each caller waits for its own
 class _Pending(Generic[Request, Result]):
     request: Request
     done: threading.Event = field(default_factory=threading.Event)
@@ -60,21 +60,16 @@ class DecodeBatcher(Generic[Request, Result]):
             deadline = time.monotonic() + self.max_wait_s
             while len(self._queue) < self.max_batch and (left := deadline - time.monotonic()) > 0:
                 self._cv.wait(left)
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            # The leader's own request always runs: one that waited longest cannot be left over.
+            batch = [pending, *[p for p in self._queue if p is not pending][: self.max_batch - 1]]
+            self._queue = [p for p in self._queue if p not in batch]
         try:
             self._run(batch)
         finally:
             with self._cv:
                 self._leading = False
                 self._cv.notify_all()  # the followers' results are in; a queued request may lead next
-        if not pending.done.is_set():  # the queue was longer than one batch and ours was left over
-            return self.submit_again(pending)
         return self._outcome(pending)
-
-    def submit_again(self, pending: _Pending[Request, Result]) -> tuple[Result, int]:
-        with self._cv:
-            self._queue.remove(pending)
-        return self.submit(pending.request)
 
     def _run(self, batch: list[_Pending[Request, Result]]) -> None:
         try:
