@@ -24,6 +24,11 @@ The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that misse
 mark must go once a later, new round shows them at the bar (docs/detection.md#quality). Do not
 tune on round 4 to remove a mark: write round 5 first.
 
+Since the fifth tuning, half of round 4 (bench/intents_dev.py round4_halves) is training lines
+and the examples were written after reading its misses, so a detector reaching the bar on round
+4 is no evidence: until round 5 replaces TEST_SPLIT the marks are not strict (an XPASS here does
+not remove a mark; the "do not fall further" test below still catches a regression).
+
     .venv/bin/python -m tests.unit.test_intents_quality      # prints the tables and the misses
 """
 
@@ -53,6 +58,8 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
+#: round 4 has been tuned on (fifth tuning): an XPASS on it must not fail the run nor remove a mark
+ROUND4_TUNED_ON = True
 #: round-4 figures (precision, recall) of the detectors below the bar; see docs/detection.md
 BELOW_BAR: dict[str, tuple[float, float]] = {
     "agent-rudeness": (0.90, 0.58),
@@ -122,7 +129,7 @@ def test_labelled_set_is_big_enough():
 @pytest.mark.parametrize(
     "detector",
     [
-        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=f"round 4: P {BELOW_BAR[d][0]:.2f} R {BELOW_BAR[d][1]:.2f}"))
+        pytest.param(d, marks=pytest.mark.xfail(strict=not ROUND4_TUNED_ON, reason=f"round 4: P {BELOW_BAR[d][0]:.2f} R {BELOW_BAR[d][1]:.2f}"))
         if d in BELOW_BAR else d
         for d in DETECTORS
     ],

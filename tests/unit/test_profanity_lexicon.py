@@ -1,0 +1,75 @@
+"""The packaged agent-profanity lexicon: the mild swears of the fifth tuning fire, their look-alikes do not.
+
+Through the real detection engine with the packaged rules (lexicon only: the profanity rule has
+no semantic examples, so no model is loaded). The look-alikes are the reason each phrase is
+written the way it is: "he'll" tokenises as "hell", "assess" contains "ass".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streamproc.detect.engine import CallInfo, DetectionEngine
+from tests.unit.test_detection_quality import _segment
+from tests.unit.test_intents_quality import lexicon_only_rules
+
+
+@pytest.fixture(scope="module")
+def engine():
+    rules = lexicon_only_rules()
+    return DetectionEngine(lambda: rules)
+
+
+def _fired(engine, text: str, speaker: str = "agent") -> bool:
+    # one call per line: the rule's cooldown would hide a second alert in the same call
+    alerts = engine.on_transcript(_segment(f"call-{text}", speaker, 0, text), CallInfo(), now=0.0).alerts
+    return any(a.rule_id == "agent-profanity" for a in alerts)
+
+
+@pytest.mark.parametrize("text", [
+    "hell no we don't charge for that",
+    "dammit the call keeps dropping",
+    "damn it the system's down again",
+    "goddammit not this again",
+    "well that's a right balls up isn't it",
+    "someone's ballsed up your order",
+    "that's a load of balls and you know it",
+    "what a load of old shite",
+    "i can't be arsed with this today",
+    "you're taking the piss now",
+    "i'm getting pissed off with this line",
+    "he's a right tosser that engineer",
+    "jesus christ how long is this going to take",
+    "for christ's sake just read the screen",
+    "it took a hell of a long time",
+    "bloody hell that's a big bill",
+    "cover your ass and read the terms",
+    "the effing system crashed again",
+])
+def test_mild_swears_fire(engine, text):
+    assert _fired(engine, text)
+
+
+@pytest.mark.parametrize("text", [
+    "he'll be with you between eight and one",
+    "oh he'll be right with you",
+    "he'll know by tomorrow",
+    "we'll assess the damage on monday",
+    "the class assessment is attached",
+    "your assets are protected",
+    "i'll pass it to the billing team",
+    "the ball is in your court now",
+    "he plays for the local club on sundays",
+    "we're based in scunthorpe",
+    "the dam on the river burst",
+    "i'm watching a show about christmas",
+    "hello is anyone there",
+    "the shell of the router is cracked",
+    "that's a cocktail of issues",
+])
+def test_look_alikes_do_not_fire(engine, text):
+    assert not _fired(engine, text)
+
+
+def test_the_customer_swearing_is_not_agent_profanity(engine):
+    assert not _fired(engine, "hell no i'm not paying that", speaker="customer")
