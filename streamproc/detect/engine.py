@@ -271,7 +271,7 @@ class DetectionEngine:
                 # kind matched this segment ("shut the f… up" is the profanity alert, not also semantic rudeness)
                 if semantic_hit is not None and semantic_hit.fired and not (
                     rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
-                ) and not self._lexicon_explains(compiled, spanned, segment, info):
+                ) and not self._lexicon_explains(compiled, spanned, segment, info, detection.semantic.lexicon_covers_kinds):
                     # a partial fires only when the previous partial agreed (or on the final): a fragment such
                     # as "that is not my" must not fire before the phrase is complete (docs/detection.md)
                     pending = state.semantic_pending
@@ -375,7 +375,10 @@ class DetectionEngine:
             self._semantic_for = detection
         return self._semantic
 
-    def _lexicon_explains(self, compiled: _Compiled, spanned: _Spanned, segment: TranscriptSegment, info: CallInfo) -> bool:
+    def _lexicon_explains(self, compiled: _Compiled, spanned: _Spanned, segment: TranscriptSegment, info: CallInfo,
+                          covers_kinds: tuple[str, ...]) -> bool:
+        if str(compiled.rule.kind) not in covers_kinds:
+            return False
         for other in self._compiled:
             rule = other.rule
             if (

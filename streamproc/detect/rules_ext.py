@@ -45,6 +45,16 @@ class SemanticOptions(_Strict):
     min_words: int = Field(3, ge=1, description="Shorter partials are not scored (too little meaning yet).")
     min_words_final: int = Field(2, ge=1, description="Shorter finals are not scored ('cancel everything' is 2 words).")
     regularization: float = Field(1.0, gt=0, description="Inverse regularisation strength C of the logistic heads.")
+    neighbours: int = Field(
+        3, ge=0, le=50, description="Nearest-example vote averaged with the logistic head: mean cosine of the k nearest "
+        "positives minus that of the k nearest negatives (0 = the head alone)."
+    )
+    neighbour_scale: float = Field(30.0, gt=0, description="Slope of the logistic that turns that cosine margin into a probability.")
+    lexicon_covers_kinds: tuple[str, ...] = Field(
+        ("rude_phrase",), description="Alert kinds in which a lexicon match of one rule stands in for a semantic hit of "
+        "another on the same segment (profanity covers rudeness); in other kinds both alert (a manager request that also "
+        "threatens to leave is two things the supervisor needs to know)."
+    )
     neutral: tuple[_Example, ...] = Field((), description="Everyday lines that match no intent: negatives for every head.")
 
 

@@ -63,10 +63,29 @@ def negated(text: str) -> bool:
     return bool(_NEGATION.search(text.lower().replace("’", "'")))
 
 
+@dataclass(frozen=True)
+class NeighbourVote:
+    """The k nearest examples' vote: mean cosine of the k nearest positives minus that of the k
+    nearest negatives, through a logistic of slope ``scale``. Averaged with the logistic head it
+    lifted recall on paraphrases that sit next to one example but off the head's hyperplane
+    (round 4's held-out half, docs/detection.md#the-fifth-tuning)."""
+
+    negative_vectors: np.ndarray
+    k: int
+    scale: float
+
+    def probability(self, vector: np.ndarray, positive_vectors: np.ndarray) -> float:
+        k = min(self.k, len(positive_vectors), len(self.negative_vectors))
+        near_positive = np.partition(positive_vectors @ vector, -k)[-k:].mean()
+        near_negative = np.partition(self.negative_vectors @ vector, -k)[-k:].mean()
+        return float(1.0 / (1.0 + np.exp(-self.scale * (near_positive - near_negative))))
+
+
 class Head:
     def __init__(self, spec: IntentSpec, weights: np.ndarray, bias: float, like_vectors: np.ndarray, not_like_vectors: np.ndarray | None = None,
-                 not_like: Sequence[str] | None = None, like: Sequence[str] | None = None):
+                 not_like: Sequence[str] | None = None, like: Sequence[str] | None = None, vote: NeighbourVote | None = None):
         self.spec = spec
+        self.vote = vote
         self.like = tuple(like if like is not None else spec.like)  # one per row of like_vectors (deduplicated)
         self.not_like = tuple(not_like if not_like is not None else spec.not_like)  # one per row of not_like_vectors
         self.weights = weights.astype(np.float32)
@@ -79,6 +98,8 @@ class Head:
         same polarity (negated or not) as the utterance."""
         logit = float(vector @ self.weights) + self.bias
         probability = float(1.0 / (1.0 + np.exp(-logit)))
+        if self.vote is not None:
+            probability = (probability + self.vote.probability(vector, self.like_vectors)) / 2
         sims = self.like_vectors @ vector
         best = int(np.argmax(sims))
         counter = None
@@ -90,7 +111,8 @@ class Head:
         return SemanticHit(round(probability, 4), self.like[best], round(float(sims[best]), 4), self.spec.threshold, counter)
 
 
-def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, encoder: "Encoder") -> Head:
+def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, encoder: "Encoder",
+           neighbours: int = 0, neighbour_scale: float = 30.0) -> Head:
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
@@ -98,7 +120,8 @@ def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, en
     own = set(positives)
     negatives = [t for t in dict.fromkeys(negatives) if t not in own]
     like_vectors = encoder.encode(positives)
-    x = np.vstack([like_vectors, encoder.encode(negatives)]) if negatives else like_vectors
+    negative_vectors = encoder.encode(negatives) if negatives else None
+    x = np.vstack([like_vectors, negative_vectors]) if negative_vectors is not None else like_vectors
     y = np.array([1] * len(positives) + [0] * len(negatives))
     if len(set(y)) < 2:  # no negatives at all: a head that fires on nothing but near-copies
         return Head(spec, like_vectors.mean(axis=0) * 10.0, -8.0, like_vectors, like=positives)
@@ -108,7 +131,8 @@ def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, en
     with threadpool_limits(limits=1):
         model.fit(x, y)
     not_like = [t for t in dict.fromkeys(spec.not_like) if t not in own]
-    return Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None, not_like, positives)
+    vote = NeighbourVote(negative_vectors.astype(np.float32), neighbours, neighbour_scale) if neighbours and negative_vectors is not None else None
+    return Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None, not_like, positives, vote)
 
 
 _CACHE: dict[str, Head] = {}
@@ -147,12 +171,14 @@ class SemanticModel:
             others = [t for other in specs if other.key.split("/")[0] != spec.key.split("/")[0] for t in other.like]
             negatives = (*spec.not_like, *neutral, *others)
             key = hashlib.sha256(
-                json.dumps([spec.key, spec.like, spec.not_like, spec.threshold, negatives, detection.semantic.regularization]).encode()
+                json.dumps([spec.key, spec.like, spec.not_like, spec.threshold, negatives, detection.semantic.regularization,
+                            detection.semantic.neighbours, detection.semantic.neighbour_scale]).encode()
             ).hexdigest()
             with _CACHE_LOCK:
                 head = _CACHE.get(key)
             if head is None:
-                head = _train(spec, negatives, detection.semantic.regularization, encoder)
+                head = _train(spec, negatives, detection.semantic.regularization, encoder,
+                              detection.semantic.neighbours, detection.semantic.neighbour_scale)
                 with _CACHE_LOCK:
                     if len(_CACHE) >= _CACHE_MAX:
                         _CACHE.pop(next(iter(_CACHE)))
