@@ -1,33 +1,33 @@
 """Precision and recall of every phrase detector on the FROZEN test split.
 
-Four rounds, each written before the tuning it measures and committed on its own:
+Five rounds, each written before the tuning it measures and committed on its own:
 
 * round 1, tests/data/intents_test.yaml: first run after the first tuning; its misses were
   then used to grow the examples, so from then on it is development data (reported, not
   asserted);
-* round 2, tests/data/intents_test2.yaml: written before that tuning and asserted on until
-  round 3 existed; its misses (and round 1's) then drove the second tuning (more examples, the
-  polarity-aware counter-example veto, per-rule thresholds), so it is development data too;
-* round 3, tests/data/intents_test3.yaml: written before the third tuning, never tuned on,
-  run once at its end; its misses drove the fourth tuning, so it is development data now;
-* round 4, tests/data/intents_test4.yaml: written blind by someone other than the author of
-  the examples, committed on its own branch, merged only after the fourth tuning was frozen
-  and committed, run once. This is the split the bar is asserted on.
+* round 2, tests/data/intents_test2.yaml: written before that tuning; its misses (and round 1's)
+  then drove the second tuning, so it is development data too;
+* round 3, tests/data/intents_test3.yaml: written before the third tuning, run once at its end;
+  its misses drove the fourth tuning: development data;
+* round 4, tests/data/intents_test4.yaml: written blind by someone other than the author of the
+  examples, run once after the fourth tuning; its misses (and its training half) drove the fifth
+  tuning: development data now (bench/intents_dev.py --round4);
+* round 5, tests/data/intents_test5.yaml: written blind by another separate session from the
+  seven definitions alone, committed on its own (a993b3c) before the fifth tuning's model was
+  frozen (589e372), run once after. This is the split the bar is asserted on. 28 of its 390
+  lines nearly copy a training string of the fifth tuning (rapidfuzz ratio >= 80, three exactly:
+  two authors wrote the same common phrasing); they are left out of the figures (LEAKED, fixed
+  before the run by a script that printed only scores and line numbers).
 
-The semantic heads are trained on the rules file's like/not_like/neutral examples, which since
-the fourth tuning include the lines of tests/data/labelled_utterances.yaml,
-tests/data/intents_dev.yaml and rounds 1-3 (bench/intents_dev.py cross-validates on them). The
-sha256s below pin all four rounds: editing one to make a rule pass fails this test.
+The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
+the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
+round 4's training half. The sha256s below pin all five rounds: editing one to make a rule pass
+fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that missed it on round
-4's one run are marked xfail(strict=True) with those figures, so the gap stays visible and the
+5's one run are marked xfail(strict=True) with those figures, so the gap stays visible and the
 mark must go once a later, new round shows them at the bar (docs/detection.md#quality). Do not
-tune on round 4 to remove a mark: write round 5 first.
-
-Since the fifth tuning, half of round 4 (bench/intents_dev.py round4_halves) is training lines
-and the examples were written after reading its misses, so a detector reaching the bar on round
-4 is no evidence: until round 5 replaces TEST_SPLIT the marks are not strict (an XPASS here does
-not remove a mark; the "do not fall further" test below still catches a regression).
+tune on round 5 to remove a mark: write round 6 first.
 
     .venv/bin/python -m tests.unit.test_intents_quality      # prints the tables and the misses
 """
@@ -52,29 +52,33 @@ ROUND2 = DATA / "intents_test2.yaml"  # development data since round 3
 ROUND2_SHA256 = "b12304f7947a4b7fdb4c880b3eb902544d4027b81588061695fe3dcc8956048e"
 ROUND3 = DATA / "intents_test3.yaml"  # development data since round 4
 ROUND3_SHA256 = "08dba3e31c492b91f3c53f114d7bb63571193d97bb632563f4e5dee4d64c4c92"
-TEST_SPLIT = DATA / "intents_test4.yaml"  # round 4: the held-out split the bar is asserted on
-TEST_SPLIT_SHA256 = "0fd1da39ace930a18cd6b8d2092a29d8dcf667a9fcc88cda5ab46dc242387b6a"
+ROUND4 = DATA / "intents_test4.yaml"  # development data since round 5 (half of it training lines)
+ROUND4_SHA256 = "0fd1da39ace930a18cd6b8d2092a29d8dcf667a9fcc88cda5ab46dc242387b6a"
+TEST_SPLIT = DATA / "intents_test5.yaml"  # round 5: the held-out split the bar is asserted on
+TEST_SPLIT_SHA256 = "319a6448f82d5382bc0e619543832b98411485cda6cd2a9b62e41e2ebc6af97e"
+#: round-5 lines (0-based) that nearly copy a training string of the fifth tuning: not scored
+LEAKED = frozenset({13, 31, 43, 66, 69, 78, 82, 97, 99, 100, 102, 111, 131, 162, 165, 190, 192, 197, 234, 248, 289, 331, 333, 334,
+                    357, 365, 375, 385})
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: round 4 has been tuned on (fifth tuning): an XPASS on it must not fail the run nor remove a mark
-ROUND4_TUNED_ON = True
-#: round-4 figures (precision, recall) of the detectors below the bar; see docs/detection.md
+#: round-5 figures (precision, recall) of the detectors below the bar; see docs/detection.md
 BELOW_BAR: dict[str, tuple[float, float]] = {
-    "agent-rudeness": (0.90, 0.58),
-    "agent-profanity": (1.00, 0.83),
-    "customer-abuse": (1.00, 0.61),
-    "churn-intent": (0.77, 0.59),
-    "legal-threat": (0.95, 0.67),
-    "repeat-contact": (0.89, 0.77),
+    "agent-rudeness": (0.92, 0.73),
+    "churn-intent": (0.86, 0.89),
+    "legal-threat": (0.86, 0.89),
+    "repeat-contact": (0.94, 0.86),
 }
 
 
-def evaluate(path: Path = TEST_SPLIT, rules=None) -> tuple[dict[str, Counter], list[str]]:
+def evaluate(path: Path = TEST_SPLIT, rules=None, exclude: frozenset[int] | None = None) -> tuple[dict[str, Counter], list[str]]:
+    """Counts and mistakes on ``path``; lines numbered in ``exclude`` (default: LEAKED for the test split) are not scored."""
     rules = rules or load_rules()
     engine = DetectionEngine(lambda: rules)
     items = yaml.safe_load(path.read_text())["utterances"]
+    exclude = LEAKED if exclude is None and path == TEST_SPLIT else exclude or frozenset()
+    items = [item for n, item in enumerate(items) if n not in exclude]
     detectors = [r.id for r in rules.detection.phrases]
     counts = {d: Counter() for d in detectors}
     mistakes = []
@@ -105,7 +109,8 @@ def results():
 
 
 def test_test_splits_are_frozen():
-    for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256), (ROUND3, ROUND3_SHA256)):
+    for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256), (ROUND3, ROUND3_SHA256),
+                         (ROUND4, ROUND4_SHA256)):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
             f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
         )
@@ -117,7 +122,7 @@ def test_labelled_set_is_big_enough():
     The development lines are also training examples since the fourth tuning, so they are counted
     once (as development data), not again as examples."""
     test = yaml.safe_load(TEST_SPLIT.read_text())["utterances"]
-    dev = [i for p in (ROUND1, ROUND2, ROUND3, DATA / "intents_dev.yaml") for i in yaml.safe_load(p.read_text())["utterances"]]
+    dev = [i for p in (ROUND1, ROUND2, ROUND3, ROUND4, DATA / "intents_dev.yaml") for i in yaml.safe_load(p.read_text())["utterances"]]
     old = yaml.safe_load((DATA / "labelled_utterances.yaml").read_text())
     old_n = sum(len(old[s]) for s in ("utterances", "holdout", "holdout2"))
     assert len(test) >= 300 and len(test) + len(dev) + old_n >= 1000
@@ -129,7 +134,7 @@ def test_labelled_set_is_big_enough():
 @pytest.mark.parametrize(
     "detector",
     [
-        pytest.param(d, marks=pytest.mark.xfail(strict=not ROUND4_TUNED_ON, reason=f"round 4: P {BELOW_BAR[d][0]:.2f} R {BELOW_BAR[d][1]:.2f}"))
+        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=f"round 5: P {BELOW_BAR[d][0]:.2f} R {BELOW_BAR[d][1]:.2f}"))
         if d in BELOW_BAR else d
         for d in DETECTORS
     ],
@@ -151,11 +156,11 @@ def test_every_detector_finds_its_intent_on_the_frozen_test_split(results, detec
 
 @pytest.mark.parametrize("detector", sorted(BELOW_BAR))
 def test_detectors_below_the_bar_do_not_fall_further(results, detector):
-    """The xfail above hides how far below the bar a detector is; this pins round 3's figures
+    """The xfail above hides how far below the bar a detector is; this pins round 5's figures
     (minus 0.05 for one utterance either way on ~20 positives) so a regression still fails."""
     precision, recall = _pr(results[0][detector])
     assert precision >= BELOW_BAR[detector][0] - 0.05 and recall >= BELOW_BAR[detector][1] - 0.05, (
-        f"{detector}: P {precision:.2f} R {recall:.2f}, round 3 had P {BELOW_BAR[detector][0]:.2f} R {BELOW_BAR[detector][1]:.2f}")
+        f"{detector}: P {precision:.2f} R {recall:.2f}, round 5 had P {BELOW_BAR[detector][0]:.2f} R {BELOW_BAR[detector][1]:.2f}")
 
 
 def lexicon_only_rules():
@@ -168,7 +173,7 @@ def lexicon_only_rules():
 
 def test_semantic_raises_recall_over_the_lexicon_alone(results):
     """Recall gain of the heads over the lexicon on the test split, and precision no worse than
-    round 4's one run showed (0.85 where it was at least that; churn was 0.77 there)."""
+    0.85 (round 5's one run: 0.86 for churn and legal, 0.92+ for the others)."""
     lexicon, _ = evaluate(rules=lexicon_only_rules())
     both, _ = results
     for detector in ("agent-rudeness", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact"):
@@ -180,6 +185,6 @@ if __name__ == "__main__":
     import sys
 
     lexicon = "--lexicon-only" in sys.argv  # the baseline: packaged rules without semantic examples
-    for path in [Path(p) for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND3, ROUND2, ROUND1]:
+    for path in [Path(p) for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND4, ROUND3, ROUND2, ROUND1]:
         counts, mistakes = evaluate(path, lexicon_only_rules() if lexicon else None)
         print(f"\n{path.name}: {sum(counts[next(iter(counts))].values())} utterances\n" + table(counts) + "\n" + "\n".join(mistakes))
