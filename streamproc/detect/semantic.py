@@ -70,15 +70,29 @@ class NeighbourVote:
     lifted recall on paraphrases that sit next to one example but off the head's hyperplane
     (round 4's held-out half, docs/detection.md#the-fifth-tuning)."""
 
-    negative_vectors: np.ndarray
+    negatives: tuple[str, ...]
     k: int
     scale: float
 
-    def probability(self, vector: np.ndarray, positive_vectors: np.ndarray) -> float:
-        k = min(self.k, len(positive_vectors), len(self.negative_vectors))
-        near_positive = np.partition(positive_vectors @ vector, -k)[-k:].mean()
-        near_negative = np.partition(self.negative_vectors @ vector, -k)[-k:].mean()
+    def probability(self, positive_sims: np.ndarray, negative_sims: np.ndarray) -> float:
+        k = min(self.k, len(positive_sims), len(negative_sims))
+        near_positive = np.partition(positive_sims, -k)[-k:].mean()
+        near_negative = np.partition(negative_sims, -k)[-k:].mean()
         return float(1.0 / (1.0 + np.exp(-self.scale * (near_positive - near_negative))))
+
+
+class ExampleBank:
+    """Every example vector of every head, once: a segment is compared with all of them in one
+    matrix-vector product, and each head reads its rows by index (the heads share most of their
+    negatives: the neutral lines and each other's positives)."""
+
+    def __init__(self, heads: Iterable["Head"], encoder: "Encoder"):
+        texts = list(dict.fromkeys(t for h in heads for t in (*h.like, *h.not_like, *(h.vote.negatives if h.vote else ()))))
+        self.row = {t: i for i, t in enumerate(texts)}
+        self.vectors = np.ascontiguousarray(encoder.encode(texts), dtype=np.float32) if texts else np.zeros((0, 384), np.float32)
+
+    def rows(self, texts: Sequence[str]) -> np.ndarray:
+        return np.fromiter((self.row[t] for t in texts), dtype=np.int64, count=len(texts))
 
 
 class Head:
@@ -92,19 +106,35 @@ class Head:
         self.bias = float(bias)
         self.like_vectors = like_vectors.astype(np.float32)
         self.not_like_vectors = not_like_vectors.astype(np.float32) if not_like_vectors is not None and len(not_like_vectors) else None
+        self.vote_vectors: np.ndarray = np.zeros((0, len(self.weights)), np.float32)  # the vote's negatives, set by _train
 
-    def score(self, vector: np.ndarray, text: str | None = None) -> SemanticHit:
+    def bank_rows(self, bank: ExampleBank) -> tuple:
+        """Where this head's like, not_like and vote examples sit in ``bank``."""
+        return bank.rows(self.like), bank.rows(self.not_like), bank.rows(self.vote.negatives) if self.vote else None
+
+    def score(self, vector: np.ndarray, text: str | None = None, bank_sims: np.ndarray | None = None, rows: tuple | None = None) -> SemanticHit:
         """The head's probability; with ``text``, a counter-example vetoes only when it has the
-        same polarity (negated or not) as the utterance."""
+        same polarity (negated or not) as the utterance. ``bank_sims`` and ``rows``: the segment's
+        similarity to every row of an ExampleBank, and this head's rows in it (bank_rows)."""
         logit = float(vector @ self.weights) + self.bias
         probability = float(1.0 / (1.0 + np.exp(-logit)))
+        if bank_sims is not None and rows is not None:
+            like_rows, not_like_rows, negative_rows = rows
+            sims = bank_sims[like_rows]
+            against_all = bank_sims[not_like_rows] if len(not_like_rows) else None
+            negative_sims = bank_sims[negative_rows] if negative_rows is not None else None
+        else:
+            sims = self.like_vectors @ vector
+            against_all = self.not_like_vectors @ vector if self.not_like_vectors is not None else None
+            negative_sims = None
         if self.vote is not None:
-            probability = (probability + self.vote.probability(vector, self.like_vectors)) / 2
-        sims = self.like_vectors @ vector
+            if negative_sims is None:
+                negative_sims = self.vote_vectors @ vector
+            probability = (probability + self.vote.probability(sims, negative_sims)) / 2
         best = int(np.argmax(sims))
         counter = None
-        if self.not_like_vectors is not None:  # counter-example veto: nearer to a not_like than to any like
-            against = self.not_like_vectors @ vector
+        if against_all is not None:  # counter-example veto: nearer to a not_like than to any like
+            against = against_all
             worst = int(np.argmax(against))
             if against[worst] > sims[best] and (text is None or negated(text) == negated(self.not_like[worst])):
                 counter = self.not_like[worst]
@@ -131,8 +161,11 @@ def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, en
     with threadpool_limits(limits=1):
         model.fit(x, y)
     not_like = [t for t in dict.fromkeys(spec.not_like) if t not in own]
-    vote = NeighbourVote(negative_vectors.astype(np.float32), neighbours, neighbour_scale) if neighbours and negative_vectors is not None else None
-    return Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None, not_like, positives, vote)
+    vote = NeighbourVote(tuple(negatives), neighbours, neighbour_scale) if neighbours and negative_vectors is not None else None
+    head = Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None, not_like, positives, vote)
+    if vote is not None and negative_vectors is not None:
+        head.vote_vectors = negative_vectors.astype(np.float32)
+    return head
 
 
 _CACHE: dict[str, Head] = {}
@@ -184,6 +217,8 @@ class SemanticModel:
                         _CACHE.pop(next(iter(_CACHE)))
                     _CACHE[key] = head
             self.heads[spec.key] = head
+        self.bank = ExampleBank(self.heads.values(), encoder)
+        self.rows = {key: head.bank_rows(self.bank) for key, head in self.heads.items()}
 
     def __bool__(self) -> bool:
         return bool(self.heads)
@@ -194,7 +229,8 @@ class SemanticModel:
         if not keys or len(text.split()) < (self.min_words_final if final else self.min_words):
             return {}
         vector = self.encoder.encode_one(text)
-        return {k: self.heads[k].score(vector, text) for k in keys}
+        bank_sims = self.bank.vectors @ vector  # one product for every head's examples
+        return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k]) for k in keys}
 
 
 def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -> SemanticModel | None:
