@@ -1,6 +1,6 @@
 """Precision and recall of every phrase detector on the FROZEN test split.
 
-Five rounds, each written before the tuning it measures and committed on its own:
+Six rounds, each written before the tuning it measures and committed on its own:
 
 * round 1, tests/data/intents_test.yaml: first run after the first tuning; its misses were
   then used to grow the examples, so from then on it is development data (reported, not
@@ -14,20 +14,25 @@ Five rounds, each written before the tuning it measures and committed on its own
   tuning: development data now (bench/intents_dev.py --round4);
 * round 5, tests/data/intents_test5.yaml: written blind by another separate session from the
   seven definitions alone, committed on its own (a993b3c) before the fifth tuning's model was
-  frozen (589e372), run once after. This is the split the bar is asserted on. 28 of its 390
-  lines nearly copy a training string of the fifth tuning (rapidfuzz ratio >= 80, three exactly:
-  two authors wrote the same common phrasing); they are left out of the figures (LEAKED, fixed
-  before the run by a script that printed only scores and line numbers).
+  frozen (589e372), run once after (3 of 7 at the bar). 28 of its 390 lines nearly copy a
+  training string of the fifth tuning (rapidfuzz ratio >= 80) and were never scored
+  (LEAKED_ROUND5). Its training half and misses drove the sixth tuning: development data now
+  (bench/intents_dev.py --round5);
+* round 6, tests/data/intents_test6.yaml: written blind by a third separate session from the
+  definitions alone (2fac838), merged before the sixth tuning's data was merged, run once after
+  the model was frozen (b5ab2af). This is the split the bar is asserted on. 2 of its 385 lines
+  nearly copy a training string of the sixth tuning (ratio >= 80, found before the run by a
+  script that printed only scores and line numbers): LEAKED, not scored.
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
-round 4's training half. The sha256s below pin all five rounds: editing one to make a rule pass
+round 4's and round 5's training halves. The sha256s below pin all six rounds: editing one to make a rule pass
 fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that missed it on round
-5's one run are marked xfail(strict=True) with those figures, so the gap stays visible and the
+6's one run are marked xfail(strict=True) with those figures, so the gap stays visible and the
 mark must go once a later, new round shows them at the bar (docs/detection.md#quality). Do not
-tune on round 5 to remove a mark: write round 6 first.
+tune on round 6 to remove a mark: write round 7 first.
 
     .venv/bin/python -m tests.unit.test_intents_quality      # prints the tables and the misses
 """
@@ -54,21 +59,27 @@ ROUND3 = DATA / "intents_test3.yaml"  # development data since round 4
 ROUND3_SHA256 = "08dba3e31c492b91f3c53f114d7bb63571193d97bb632563f4e5dee4d64c4c92"
 ROUND4 = DATA / "intents_test4.yaml"  # development data since round 5 (half of it training lines)
 ROUND4_SHA256 = "0fd1da39ace930a18cd6b8d2092a29d8dcf667a9fcc88cda5ab46dc242387b6a"
-TEST_SPLIT = DATA / "intents_test5.yaml"  # round 5: the held-out split the bar is asserted on
-TEST_SPLIT_SHA256 = "319a6448f82d5382bc0e619543832b98411485cda6cd2a9b62e41e2ebc6af97e"
-#: round-5 lines (0-based) that nearly copy a training string of the fifth tuning: not scored
-LEAKED = frozenset({13, 31, 43, 66, 69, 78, 82, 97, 99, 100, 102, 111, 131, 162, 165, 190, 192, 197, 234, 248, 289, 331, 333, 334,
-                    357, 365, 375, 385})
+ROUND5 = DATA / "intents_test5.yaml"  # development data since round 6 (half of it training lines)
+ROUND5_SHA256 = "319a6448f82d5382bc0e619543832b98411485cda6cd2a9b62e41e2ebc6af97e"
+#: round-5 lines (0-based) that nearly copy a training string of the fifth tuning: never scored nor trained on
+LEAKED_ROUND5 = frozenset({13, 31, 43, 66, 69, 78, 82, 97, 99, 100, 102, 111, 131, 162, 165, 190, 192, 197, 234, 248, 289, 331, 333,
+                           334, 357, 365, 375, 385})
+TEST_SPLIT = DATA / "intents_test6.yaml"  # round 6: the held-out split the bar is asserted on
+TEST_SPLIT_SHA256 = "2dd45190832e36bbca8223ad3bf1d07f4ac864f644b6be949584ffa6add8794b"
+#: round-6 lines (0-based) that nearly copy a training string of the sixth tuning: not scored
+LEAKED = frozenset({177, 187})
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: round-5 figures (precision, recall) of the detectors below the bar; see docs/detection.md
+#: round-6 figures (precision, recall) of the detectors below the bar; see docs/detection.md
 BELOW_BAR: dict[str, tuple[float, float]] = {
-    "agent-rudeness": (0.92, 0.73),
-    "churn-intent": (0.86, 0.89),
-    "legal-threat": (0.86, 0.89),
-    "repeat-contact": (0.94, 0.86),
+    "agent-rudeness": (0.93, 0.71),
+    "customer-abuse": (1.00, 0.87),
+    "manager-request": (1.00, 0.89),
+    "churn-intent": (0.85, 0.89),
+    "legal-threat": (0.84, 0.84),
+    "repeat-contact": (0.85, 0.74),
 }
 
 
@@ -110,7 +121,7 @@ def results():
 
 def test_test_splits_are_frozen():
     for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256), (ROUND3, ROUND3_SHA256),
-                         (ROUND4, ROUND4_SHA256)):
+                         (ROUND4, ROUND4_SHA256), (ROUND5, ROUND5_SHA256)):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
             f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
         )
@@ -122,7 +133,7 @@ def test_labelled_set_is_big_enough():
     The development lines are also training examples since the fourth tuning, so they are counted
     once (as development data), not again as examples."""
     test = yaml.safe_load(TEST_SPLIT.read_text())["utterances"]
-    dev = [i for p in (ROUND1, ROUND2, ROUND3, ROUND4, DATA / "intents_dev.yaml") for i in yaml.safe_load(p.read_text())["utterances"]]
+    dev = [i for p in (ROUND1, ROUND2, ROUND3, ROUND4, ROUND5, DATA / "intents_dev.yaml") for i in yaml.safe_load(p.read_text())["utterances"]]
     old = yaml.safe_load((DATA / "labelled_utterances.yaml").read_text())
     old_n = sum(len(old[s]) for s in ("utterances", "holdout", "holdout2"))
     assert len(test) >= 300 and len(test) + len(dev) + old_n >= 1000
@@ -156,11 +167,11 @@ def test_every_detector_finds_its_intent_on_the_frozen_test_split(results, detec
 
 @pytest.mark.parametrize("detector", sorted(BELOW_BAR))
 def test_detectors_below_the_bar_do_not_fall_further(results, detector):
-    """The xfail above hides how far below the bar a detector is; this pins round 5's figures
+    """The xfail above hides how far below the bar a detector is; this pins round 6's figures
     (minus 0.05 for one utterance either way on ~20 positives) so a regression still fails."""
     precision, recall = _pr(results[0][detector])
     assert precision >= BELOW_BAR[detector][0] - 0.05 and recall >= BELOW_BAR[detector][1] - 0.05, (
-        f"{detector}: P {precision:.2f} R {recall:.2f}, round 5 had P {BELOW_BAR[detector][0]:.2f} R {BELOW_BAR[detector][1]:.2f}")
+        f"{detector}: P {precision:.2f} R {recall:.2f}, round 6 had P {BELOW_BAR[detector][0]:.2f} R {BELOW_BAR[detector][1]:.2f}")
 
 
 def lexicon_only_rules():
@@ -173,18 +184,19 @@ def lexicon_only_rules():
 
 def test_semantic_raises_recall_over_the_lexicon_alone(results):
     """Recall gain of the heads over the lexicon on the test split, and precision no worse than
-    0.85 (round 5's one run: 0.86 for churn and legal, 0.92+ for the others)."""
+    0.85, or the round-6 figure where that was lower (legal 0.84)."""
     lexicon, _ = evaluate(rules=lexicon_only_rules())
     both, _ = results
     for detector in ("agent-rudeness", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact"):
         assert _pr(both[detector])[1] > _pr(lexicon[detector])[1] + 0.2, detector
-        assert _pr(both[detector])[0] >= min(0.85, BELOW_BAR.get(detector, (1.0, 1.0))[0]), detector
+        # BELOW_BAR holds two-decimal figures: half a hundredth of slack for the rounding
+        assert _pr(both[detector])[0] >= min(0.85, BELOW_BAR.get(detector, (1.0, 1.0))[0] - 0.005), detector
 
 
 if __name__ == "__main__":
     import sys
 
     lexicon = "--lexicon-only" in sys.argv  # the baseline: packaged rules without semantic examples
-    for path in [Path(p) for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND4, ROUND3, ROUND2, ROUND1]:
+    for path in [Path(p) for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND5, ROUND4, ROUND3, ROUND2, ROUND1]:
         counts, mistakes = evaluate(path, lexicon_only_rules() if lexicon else None)
         print(f"\n{path.name}: {sum(counts[next(iter(counts))].values())} utterances\n" + table(counts) + "\n" + "\n".join(mistakes))
