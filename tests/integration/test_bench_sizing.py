@@ -48,7 +48,9 @@ def test_sizing_quick(language: str, tmp_path: Path) -> None:
             done, sent = map(int, step["alerts"].split("/"))
             assert sent == step["calls"] and 0 <= done <= sent
             alert_bound = figures["bounds"]["alert_p95_s"]  # None: not a bound for this engine (Korean)
+            assert step["behind_p95_s"] is not None and 0 <= step["behind_p95_s"] <= step["behind_max_s"]
             within = (step["drain_s"] is not None and step["drain_s"] <= figures["bounds"]["drain_s"]
+                      and step["behind_p95_s"] <= figures["bounds"]["behind_p95_s"]
                       and step["lag_p95_s"] <= figures["bounds"]["lag_p95_s"]
                       and (alert_bound is None or (done == sent and step["alert_p95_s"] <= alert_bound)))
             assert step["passed"] == within, step
