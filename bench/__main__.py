@@ -19,6 +19,7 @@ QUICK: dict[str, list[str]] = {
     "transcription": ["--repeat", "1", "--backlog-calls", "1", "--max-calls", "1"],
     "latency": ["--calls", "4", "--concurrent", "2"],
     "whisper_streaming": ["--quick"],
+    "sizing": ["--quick"],
     "faults": ["fuzz", "--fuzz-examples", "200"],
 }
 
