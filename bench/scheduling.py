@@ -70,7 +70,7 @@ def dump_backlog(producer, topic: str, variant, repeats: int) -> float:
     return len(variant.data) * repeats / variant.bytes_per_second * 2
 
 
-def wait_decoded(worker: Worker, total_s: float, timeout_s: float = 900) -> None:
+def wait_decoded(worker: Worker, total_s: float, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while worker.audio_seconds() < total_s - 1e-6:
         if time.monotonic() > deadline:
@@ -106,7 +106,7 @@ def fairness_run(broker, tmp: Path, variant, scheduling: str, args) -> dict:
             player.join()
         producer.flush()
         producer.close()
-        total += args.live_calls * len(live_chunks) * FRAME_MS / 1000 * 2
+        total += args.live_calls * sum(len(chunk) for chunk in live_chunks) / variant.bytes_per_second * 2
         wait_decoded(worker, total)
         cpu = process_cpu_s(worker.process.pid) - cpu0
         time.sleep(1.0)  # the last segments leave the worker

@@ -8,11 +8,13 @@ Policy (``fair``, the default):
 
 * **Per-call FIFO queues.** A call's jobs (audio frames, then control jobs such as "the call
   ended") leave in the order they came in, so a call's audio is decoded strictly in order.
-* **Live before catch-up.** A call whose oldest queued frame was *sent* (producer clock) within
-  ``live_window_s`` of now is *live*; a call further behind (e.g. the backlog a new owner reads
-  after a rebalance) is *catching up*. Live calls are served first: their partials are what
-  phrase alerts fire on. So that catch-up still progresses when live calls alone keep the lane
-  busy, at most ``live_streak`` live batches are served in a row while a catch-up call waits.
+* **Live before catch-up.** A call whose newest queued frame was *sent* (producer clock) within
+  ``live_window_s`` of now is *live*: it is producing audio now. A call whose queued audio is all
+  older (a backlog dumped at once, read before it reaches the present) is *catching up*. Live
+  calls are served first: their partials are what phrase alerts fire on. A live call that fell a
+  few seconds behind stays live (its newest frame is fresh), so it cannot lose its priority to
+  the backlog that delayed it. So that catch-up still progresses when live calls alone keep the
+  lane busy, at most ``live_streak`` live batches are served in a row while a catch-up call waits.
 * **Round robin by audio seconds** (deficit round robin) within each class: each visit adds
   ``quantum_s`` seconds of speaker-channel audio to the call's credit and serves its queued
   frames up to that credit, so a long monologue or a 60 s backlog gets the same share of the
@@ -73,6 +75,7 @@ class Batch(Generic[T]):
 class _Call(Generic[T]):
     queue: deque = field(default_factory=deque)
     credit_s: float = 0.0
+    newest_sent_at: float | None = None  # newest producer send time among the queued frames (None: none known)
 
 
 class LaneScheduler(Generic[T]):
@@ -116,6 +119,8 @@ class LaneScheduler(Generic[T]):
         if call is None:
             call = self._calls[call_id] = _Call()
         call.queue.append(job)
+        if job.sent_at is not None:
+            call.newest_sent_at = job.sent_at if call.newest_sent_at is None else max(call.newest_sent_at, job.sent_at)
         self.queued_s += job.cost_s
         self.queued_jobs += 1
 
@@ -132,8 +137,11 @@ class LaneScheduler(Generic[T]):
 
     def _live(self, call: _Call[T], now: float) -> bool:
         head: Job[T] = call.queue[0]
-        # A control job is cheap and finishes the call's sessions: it never waits behind catch-up.
-        return head.sent_at is None or now - head.sent_at <= self.live_window_s
+        # A control job is cheap and finishes the call's sessions: it never waits behind catch-up. So is a frame
+        # whose headers could not be read (no send time): it is rejected at once.
+        if head.sent_at is None or call.newest_sent_at is None:
+            return True
+        return now - call.newest_sent_at <= self.live_window_s
 
     # -- output
     def pop(self, now: float) -> Batch[T] | None:
