@@ -5,8 +5,8 @@ Two measurements, each a pair of configurations run back to back in the same pro
 
 * **fairness** — one real ``streamproc worker`` with one decoder lane (``STREAMPROC_TRANSCRIPTION_THREADS=1``,
   Vosk ``lang:ko``). A backlog call (``--backlog-repeats`` × the ~7 s stereo μ-law speech, captured two minutes
-  ago) is dumped on partition 0 at once; ``--live-calls`` stereo calls then stream ``--live-repeats`` × the
-  speech in real time behind it on the same partition. Live-call lag, per partial segment: emitted → the
+  ago) is dumped on partition 0 at once; ``--live-calls`` calls (one speaker stream each, ``--live-channels 2``
+  for stereo) then stream ``--live-repeats`` × the speech in real time behind it on the same partition. Live-call lag, per partial segment: emitted → the
   moment the audio it covers was captured (the producer sends each 250 ms frame once it is captured), so
   queueing in the worker is included. ``fifo`` (the lane before: arrival order, one frame per executor call)
   is the baseline; ``fair`` is the default. Also: when the backlog's last audio was decoded.
@@ -14,7 +14,7 @@ Two measurements, each a pair of configurations run back to back in the same pro
   (baseline: one executor call per frame) and with the default batches; worker-process CPU seconds per
   speaker-channel second of audio.
 
-Run: ``python -m bench.scheduling [--runs 3] [--backlog-repeats 6] [--live-calls 1] [--live-repeats 2]``.
+Run: ``python -m bench.scheduling [--runs 3] [--backlog-repeats 4] [--live-calls 1] [--live-repeats 2] [--live-channels 1]``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def frame_headers(seq: int, sent_at: float) -> list:
-    return AudioFrameMeta(encoding="mulaw", rate=8000, channels=2, layout="agent_customer", seq=seq,
+def frame_headers(seq: int, sent_at: float, channels: int = 2) -> list:
+    layout = dict(layout="agent_customer") if channels == 2 else dict(layout="mono", speaker="agent")
+    return AudioFrameMeta(encoding="mulaw", rate=8000, channels=channels, **layout, seq=seq,
                           offset_ms=seq * FRAME_MS, sent_at_ms=int(sent_at * 1000)).to_headers()
 
 
@@ -78,7 +79,7 @@ def wait_decoded(worker: Worker, total_s: float, timeout_s: float = 600) -> None
         time.sleep(0.2)
 
 
-def fairness_run(broker, tmp: Path, variant, scheduling: str, args) -> dict:
+def fairness_run(broker, tmp: Path, variant, live_variant, scheduling: str, args) -> dict:
     from kafka import KafkaProducer
 
     worker = Worker(broker, tmp, threads=1, extra_env={"STREAMPROC_TRANSCRIPTION_SCHEDULING": scheduling})
@@ -88,7 +89,7 @@ def fairness_run(broker, tmp: Path, variant, scheduling: str, args) -> dict:
         cpu0 = process_cpu_s(worker.process.pid)
         total = dump_backlog(producer, topic, variant, args.backlog_repeats)
         dumped_at = time.time()
-        live_chunks = cut(variant.data * args.live_repeats, variant.bytes_per_second)
+        live_chunks = cut(live_variant.data * args.live_repeats, live_variant.bytes_per_second)
         starts: dict[str, float] = {}
 
         def play(call_id: str, delay: float) -> None:
@@ -97,7 +98,8 @@ def fairness_run(broker, tmp: Path, variant, scheduling: str, args) -> dict:
             for seq, payload in enumerate(live_chunks):
                 captured = started + (seq + 1) * FRAME_MS / 1000  # a frame is sent once its audio is captured
                 time.sleep(max(0.0, captured - time.time()))
-                producer.send(topic, key=call_id.encode(), value=payload, headers=frame_headers(seq, captured), partition=0)
+                producer.send(topic, key=call_id.encode(), value=payload, headers=frame_headers(seq, captured, live_variant.channels),
+                              partition=0)
 
         players = [threading.Thread(target=play, args=(f"live-{i}", 0.1 * i)) for i in range(args.live_calls)]
         for player in players:
@@ -106,7 +108,7 @@ def fairness_run(broker, tmp: Path, variant, scheduling: str, args) -> dict:
             player.join()
         producer.flush()
         producer.close()
-        total += args.live_calls * sum(len(chunk) for chunk in live_chunks) / variant.bytes_per_second * 2
+        total += args.live_calls * sum(len(chunk) for chunk in live_chunks) / live_variant.bytes_per_second * live_variant.channels
         wait_decoded(worker, total)
         cpu = process_cpu_s(worker.process.pid) - cpu0
         time.sleep(1.0)  # the last segments leave the worker
@@ -152,14 +154,18 @@ def spread(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--backlog-repeats", type=int, default=6, help="~7 s of stereo speech each (backlog call)")
+    parser.add_argument("--backlog-repeats", type=int, default=4, help="~7 s of stereo speech each (backlog call)")
     parser.add_argument("--live-calls", type=int, default=1)
     parser.add_argument("--live-repeats", type=int, default=2)
+    parser.add_argument("--live-channels", type=int, choices=(1, 2), default=1,
+                        help="1: each live call is one speaker stream (agent side, mono); 2: stereo calls")
     parser.add_argument("--skip-batching", action="store_true")
     parser.add_argument("--skip-fairness", action="store_true")
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args()
-    variant = speech_corpus().get("mulaw", 8000, 2)
+    corpus = speech_corpus()
+    variant = corpus.get("mulaw", 8000, 2)
+    live_variant = corpus.get("mulaw", 8000, args.live_channels)
     loads: list[float] = [os.getloadavg()[0]]
     fairness: list[tuple[dict, dict]] = []
     batching: list[tuple[dict, dict]] = []
@@ -169,7 +175,7 @@ def main() -> None:
             flip = run % 2 == 1  # alternate which side runs first
             if not args.skip_fairness:
                 order = ["fair", "fifo"] if flip else ["fifo", "fair"]
-                got = {s: fairness_run(broker, tmp, variant, s, args) for s in order}
+                got = {s: fairness_run(broker, tmp, variant, live_variant, s, args) for s in order}
                 fairness.append((got["fifo"], got["fair"]))
                 print("fairness", run, json.dumps(got), flush=True)
                 loads.append(os.getloadavg()[0])
@@ -181,7 +187,8 @@ def main() -> None:
                 loads.append(os.getloadavg()[0])
     print(f"\nload average (1 min) sampled between runs: {' '.join(f'{x:.2f}' for x in loads)}")
     if fairness:
-        print(f"\nfairness: 1 lane, backlog {args.backlog_repeats} × speech dumped at once + {args.live_calls} live stereo call(s) "
+        print(f"\nfairness: 1 lane, backlog {args.backlog_repeats} × speech dumped at once + {args.live_calls} live "
+              f"{'stereo' if args.live_channels == 2 else 'mono'} call(s) "
               f"of {args.live_repeats} × speech; {len(fairness)} run(s); min / median / max")
         print("| figure | fifo (baseline) | fair | fair / fifo |")
         print("|---|---|---|---|")
