@@ -216,7 +216,11 @@ async def _run_frames(jobs: list[_Job], loop: asyncio.AbstractEventLoop, executo
         metrics.DECODER_BUSY_SECONDS.inc(time.perf_counter() - started)
     metrics.DECODE_BATCH_FRAMES.observe(len(jobs))
     for job, outcome in zip(jobs, outcomes):
-        await _finish_frame(job, outcome)
+        try:
+            await _finish_frame(job, outcome)
+        except Exception:  # one frame's outputs failing must not cost its neighbours theirs
+            log.exception("audio outputs failed for a frame of call %s", job.call_id)
+            await _ack(job.event)  # nothing more will happen to it: do not hold the partition's commits
 
 
 async def _finish_frame(job: _Job, outcome: _Decoded | Exception) -> None:
@@ -356,7 +360,7 @@ async def _lane(index: int) -> None:
                 await _run_frames(batch.items, loop, executor)  # acks each frame once its audio is final
             else:
                 await _run_close(batch.items[0], loop, executor)
-        except Exception:
+        except Exception:  # the executor itself failed (a frame's own failure is handled in _run_frames)
             log.exception("audio lane %d failed on a batch of %d job(s) for call %s", index, len(batch.items), batch.call_id)
             for job in batch.items:  # nothing more will happen to them: do not hold the partition's commits
                 await _ack(job.event)
