@@ -5,13 +5,20 @@ Record path (the shape of streamproc/record.py): parse the key and headers
 call's lane), then outputs: transcript segments, audio features for acoustic detection
 (agents/shared.py), dead letters (agents/outputs.py).
 
-Ordering and concurrency: every call is pinned to one of ``transcription_threads``
-lanes (crc32 of the call id). A lane is an asyncio queue drained by one task that runs
-each frame on the lane's own single-thread executor, then sends the results. So one
-call's frames are decoded and its segments sent strictly in order, different calls
+Ordering and concurrency: every call is pinned to one of ``transcription_threads`` lanes
+(crc32 of the call id; one lane per core by default). A lane has per-call queues
+(streamproc.scheduling.LaneScheduler: live calls before catch-up, round robin by audio seconds)
+drained by one task that decodes a *batch* (the run of one call's queued frames the scheduler
+hands out) in one call on the lane's own single-thread executor, then sends each frame's
+results in order. So one call's frames are decoded and its segments sent strictly in order,
+one call's backlog cannot hold the lane's other calls back for more than a batch, different calls
 decode in parallel (Vosk and CTranslate2 release the GIL; so do the two channels of a stereo
 frame, on a shared channel pool), and the event loop never runs a decoder: timers
 (the hold timer) and Kafka heartbeats keep running under decode load.
+
+Backpressure: at most ``transcription_max_queued_audio_s`` of audio waits for the lanes; at the
+bound the agent stops reading (Kafka keeps the audio) and ``streamproc_audio_backpressure_seconds_total``
+counts the wait. Nothing is dropped.
 
 Records are acked (manual acks) only once their audio is in a *final* segment: a frame
 of an utterance still open is held until the utterance ends (``Transcriber.pending_since_s``).
@@ -39,10 +46,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamproc import metrics
-from streamproc.audio import CALL_END_GRACE_S
+from streamproc.audio import CALL_END_GRACE_S, bytes_per_sample
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.record import RecordRef, RecordResult, check_key, guarded_async, parse_audio_frame, rejected
 from streamproc.redact import redact_segment
+from streamproc.scheduling import Batch, LaneScheduler, lane_count
 from streamproc.schemas import AudioFrameMeta, TranscriptSegment, from_epoch
 from streamproc.transcribe import (
     FrameResult, ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path,
@@ -55,7 +63,6 @@ from .topics import audio_topic, transcripts_topic
 
 log = logging.getLogger("streamproc.audio")
 
-LANE_QUEUE = 32  # frames buffered per lane before the agent waits (backpressure)
 RTF_WINDOW_AUDIO_S = 30.0
 # A call that ended is finalised after no frame of it was read for this long (its backlog drained).
 END_DRAIN_S = 1.0
@@ -79,7 +86,9 @@ class _Job:
 class _State:
     transcriber: Transcriber | None = None
     ready: asyncio.Event | None = None
-    lanes: list[asyncio.Queue] = []
+    lanes: list[LaneScheduler[_Job]] = []
+    wakeups: list[asyncio.Event] = []  # set when the lane has work
+    room: asyncio.Event | None = None  # set while queued audio is below the bound
     executors: list[ThreadPoolExecutor] = []
     stream: Any = None
     closing: set[str] = set()
@@ -158,32 +167,78 @@ async def _forward_features(call_id: str, result: RecordResult) -> None:
         log.exception("on_audio_features failed for call %s", call_id)
 
 
-async def _decide_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> RecordResult:
+@dataclass
+class _Decoded:
+    """What the lane's thread made of one frame of a batch."""
+
+    result: RecordResult
+    frame: FrameResult | None = None
+    meta: AudioFrameMeta | None = None
+    pending_since_s: float | None = None  # the call's oldest non-final audio right after this frame
+
+
+def _decide_frame(job: _Job) -> _Decoded:
+    """Decide one frame, on the lane's thread (blocking). Raises for a bad frame."""
     message = job.event.message
     transcriber = state.transcriber
     call_id, meta = parse_audio_frame(message.key, message.headers)
     sent_wall = meta.sent_at_ms / 1000.0 if meta.sent_at_ms is not None else message.timestamp
     if job.ended_wall is not None and sent_wall > job.ended_wall + CALL_END_GRACE_S:
         # Sent after the call was over (not merely read late because decoding lags): flush, reject.
-        ended_segments = await loop.run_in_executor(executor, transcriber.end_call, call_id)
+        ended_segments = transcriber.end_call(call_id)
         rejection = InputRejected(
             RejectReason.call_ended,
             f"audio frame seq {meta.seq} sent {sent_wall - job.ended_wall:.1f} s after call_ended",
         )
         result = rejected(_ref(message), rejection)
         result.segments = ended_segments
-        return result
-    frame: FrameResult = await loop.run_in_executor(
-        executor, transcriber.process_frame, call_id, meta, message.value or b"", job.received_at
+        return _Decoded(result)
+    frame = transcriber.process_frame(call_id, meta, message.value or b"", job.received_at)
+    return _Decoded(
+        RecordResult(call_id, segments=frame.segments, features=frame.levels, stage="accepted"),
+        frame, meta, transcriber.pending_since_s(call_id),
     )
-    _record_work(meta, frame)
-    job.end_s = frame.end_s if frame.end_s is not None else float("-inf")
-    return RecordResult(call_id, segments=frame.segments, features=frame.levels, stage="accepted")
 
 
-async def _run_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+def _decode_batch(jobs: list[_Job]) -> list[_Decoded | Exception]:
+    """One executor call for a batch of one call's frames; a bad frame fails alone, its neighbours go on."""
+    outcomes: list[_Decoded | Exception] = []
+    for job in jobs:
+        try:
+            outcomes.append(_decide_frame(job))
+        except Exception as exc:  # classified on the loop by guarded_async, like any record's error
+            outcomes.append(exc)
+    return outcomes
+
+
+async def _run_frames(jobs: list[_Job], loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+    started = time.perf_counter()
+    try:
+        outcomes = await loop.run_in_executor(executor, _decode_batch, jobs)
+    finally:
+        metrics.DECODER_BUSY_SECONDS.inc(time.perf_counter() - started)
+    metrics.DECODE_BATCH_FRAMES.observe(len(jobs))
+    for job, outcome in zip(jobs, outcomes):
+        try:
+            await _finish_frame(job, outcome)
+        except Exception:  # one frame's outputs failing must not cost its neighbours theirs
+            log.exception("audio outputs failed for a frame of call %s", job.call_id)
+            await _ack(job.event)  # nothing more will happen to it: do not hold the partition's commits
+
+
+async def _finish_frame(job: _Job, outcome: _Decoded | Exception) -> None:
+    """Outputs of one decoded frame, in the call's order: segments, dead letters, features, then acks."""
     message = job.event.message
-    result = await guarded_async(_ref(message), lambda: _decide_frame(job, loop, executor))
+
+    async def decided() -> RecordResult:
+        if isinstance(outcome, Exception):
+            raise outcome
+        if outcome.frame is not None and outcome.meta is not None:
+            _record_work(outcome.meta, outcome.frame)
+            job.end_s = outcome.frame.end_s if outcome.frame.end_s is not None else float("-inf")
+        return outcome.result
+
+    result = await guarded_async(_ref(message), decided)
     if result.rejection is None:
         metrics.ACTIVE_SESSIONS.set(state.transcriber.active_sessions)
     await _send_segments(result.segments, message.partition)
@@ -192,8 +247,9 @@ async def _run_frame(job: _Job, loop: asyncio.AbstractEventLoop, executor: Threa
     if job.end_s is None:  # rejected: nothing of it is pending
         await _ack(job.event)
         return
+    assert isinstance(outcome, _Decoded)
     state.unacked.setdefault(job.call_id, collections.deque()).append((job.end_s, job.event))
-    await _ack_final(job.call_id, state.transcriber.pending_since_s(job.call_id))
+    await _ack_final(job.call_id, outcome.pending_since_s)
 
 
 async def _ack(event) -> None:
@@ -246,7 +302,7 @@ async def release_held_audio() -> None:
     loop = asyncio.get_running_loop()
     jobs = [_Job("flush", call_id, done=loop.create_future()) for call_id in list(state.unacked)]
     for job in jobs:
-        await state.lanes[lane_of(job.call_id)].put(job)
+        _push_control(job)
     try:
         await asyncio.wait_for(asyncio.gather(*(job.done for job in jobs)), RELEASE_TIMEOUT_S)
     except asyncio.TimeoutError:
@@ -256,21 +312,61 @@ async def release_held_audio() -> None:
     log.info("released held audio of %d call(s) before a rebalance or stop", len(jobs))
 
 
+def _queued_s() -> float:
+    return sum(lane.queued_s for lane in state.lanes)
+
+
+def _queue_changed() -> None:
+    """Keep the queued-audio gauge and the agent's room signal current."""
+    queued = _queued_s()
+    metrics.AUDIO_QUEUED_SECONDS.set(queued)
+    if state.room is not None:
+        if queued < settings.transcription_max_queued_audio_s:
+            state.room.set()
+        else:
+            state.room.clear()
+
+
+def _push_control(job: _Job) -> None:
+    index = lane_of(job.call_id)
+    state.lanes[index].push_control(job.call_id, job)
+    state.wakeups[index].set()
+
+
+def _frame_cost(message) -> tuple[float, float | None]:
+    """Speaker-channel seconds of a frame and when its producer sent it, from the headers (0, None if unreadable:
+    the lane rejects such a frame at once)."""
+    try:
+        _, meta = parse_audio_frame(message.key, message.headers)
+    except Exception:
+        return 0.0, None
+    seconds = len(message.value or b"") / (bytes_per_sample(meta.encoding) * meta.rate)
+    sent_at = meta.sent_at_ms / 1000.0 if meta.sent_at_ms is not None else message.timestamp
+    return seconds, sent_at
+
+
 async def _lane(index: int) -> None:
-    queue = state.lanes[index]
+    scheduler = state.lanes[index]
+    wakeup = state.wakeups[index]
     executor = state.executors[index]
     loop = asyncio.get_running_loop()
     await state.ready.wait()
     while True:
-        job: _Job = await queue.get()
+        batch: Batch[_Job] | None = scheduler.pop(time.time())
+        if batch is None:
+            wakeup.clear()
+            await wakeup.wait()
+            continue
+        _queue_changed()
         try:
-            if job.kind == "frame":
-                await _run_frame(job, loop, executor)  # acks its frame once the frame's audio is final
+            if batch.frames:
+                await _run_frames(batch.items, loop, executor)  # acks each frame once its audio is final
             else:
-                await _run_close(job, loop, executor)
-        except Exception:
-            log.exception("audio lane %d failed on %s job for call %s", index, job.kind, job.call_id)
-            await _ack(job.event)  # nothing more will happen to it: do not hold the partition's commits
+                await _run_close(batch.items[0], loop, executor)
+        except Exception:  # the executor itself failed (a frame's own failure is handled in _run_frames)
+            log.exception("audio lane %d failed on a batch of %d job(s) for call %s", index, len(batch.items), batch.call_id)
+            for job in batch.items:  # nothing more will happen to them: do not hold the partition's commits
+                await _ack(job.event)
 
 
 def _ended_wall(call_id: str) -> float | None:
@@ -298,9 +394,22 @@ if settings.audio_enabled:
     async def start_transcription() -> None:
         """Load the model off the event loop and start the lanes (once per worker process)."""
         state.ready = asyncio.Event()
-        count = settings.transcription_threads
+        count = lane_count(settings.transcription_threads)
         state.executors = [ThreadPoolExecutor(1, thread_name_prefix=f"asr-{i}") for i in range(count)]
-        state.lanes = [asyncio.Queue(LANE_QUEUE) for _ in range(count)]
+        state.lanes = [
+            LaneScheduler(
+                policy=settings.transcription_scheduling,
+                quantum_s=settings.transcription_batch_max_s,
+                max_batch_frames=settings.transcription_batch_max_frames,
+                live_window_s=settings.transcription_live_window_s,
+            )
+            for _ in range(count)
+        ]
+        state.wakeups = [asyncio.Event() for _ in range(count)]
+        state.room = asyncio.Event()
+        state.room.set()
+        metrics.DECODER_LANES.set(count)
+        metrics.AUDIO_QUEUE_CAPACITY_SECONDS.set(settings.transcription_max_queued_audio_s)
         for index in range(count):
             asyncio.ensure_future(_lane(index))
         loop = asyncio.get_running_loop()
@@ -353,19 +462,23 @@ if settings.audio_enabled:
             state.partitions[call_id] = message.partition
             call_partitions[call_id] = message.partition  # where the call's detection state is written
             state.last_frame_at[call_id] = received_at
-            while not state.lanes:  # the start task has not run yet
+            while not state.lanes or state.room is None:  # the start task has not run yet
                 await asyncio.sleep(0.05)
             job = _Job("frame", call_id, event=event, received_at=received_at, ended_wall=_ended_wall(call_id))
-            lane = state.lanes[lane_of(call_id)]
-            if lane.full():  # backpressure: see _drained
+            if not state.room.is_set():  # backpressure: the decoders are behind; Kafka keeps the audio (see _drained)
                 state.blocked = True
+                waited_from = time.time()
                 try:
-                    await lane.put(job)
+                    await state.room.wait()
                 finally:
                     state.blocked = False
                     state.unblocked_at = time.time()
-            else:
-                lane.put_nowait(job)
+                    metrics.AUDIO_BACKPRESSURE_SECONDS.inc(state.unblocked_at - waited_from)
+            cost_s, sent_at = _frame_cost(message)
+            index = lane_of(call_id)
+            state.lanes[index].push_frame(call_id, job, cost_s, sent_at)
+            state.wakeups[index].set()
+            _queue_changed()
 
     @app.timer(interval=0.5)
     async def close_sessions() -> None:
@@ -385,9 +498,5 @@ if settings.audio_enabled:
             if kind is None:
                 continue
             state.closing.add(call_id)
-            queue = state.lanes[lane_of(call_id)]
-            try:
-                queue.put_nowait(_Job(kind, call_id))
-            except asyncio.QueueFull:
-                state.closing.discard(call_id)  # lane busy: try again on the next tick
+            _push_control(_Job(kind, call_id))  # after the call's queued frames
         metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)

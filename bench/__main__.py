@@ -18,6 +18,7 @@ QUICK: dict[str, list[str]] = {
     "events": ["--events", "2000"],
     "transcription": ["--repeat", "1", "--backlog-calls", "1", "--max-calls", "1"],
     "latency": ["--calls", "4", "--concurrent", "2"],
+    "scheduling": ["--runs", "1", "--backlog-repeats", "2", "--live-repeats", "1"],
     "whisper_streaming": ["--quick"],
     "sizing": ["--quick"],
     "faults": ["fuzz", "--fuzz-examples", "200"],

