@@ -45,15 +45,19 @@ def in_training_half(text: str) -> bool:
     return hashlib.sha256(text.strip().lower().encode()).digest()[0] % 2 == 0
 
 
-def round4_halves() -> tuple[Path, Path]:
-    """Round 4's training half and held-out half, each as an utterance file for ``evaluate``."""
-    items = yaml.safe_load(ROUND4.read_text())["utterances"]
+def _halves(items: list[dict], stem: str) -> tuple[Path, Path]:
+    """A round's training half and held-out half (``in_training_half``), each as an utterance file for ``evaluate``."""
     out = []
     for name, keep in (("train", True), ("heldout", False)):
-        path = Path("/tmp") / f"streamproc_round4_{name}.yaml"
+        path = Path("/tmp") / f"streamproc_{stem}_{name}.yaml"
         path.write_text(yaml.safe_dump({"utterances": [i for i in items if in_training_half(i["text"]) == keep]}))
         out.append(path)
     return out[0], out[1]
+
+
+def round4_halves() -> tuple[Path, Path]:
+    """Round 4's training half and held-out half."""
+    return _halves(yaml.safe_load(ROUND4.read_text())["utterances"], "round4")
 
 
 def round5_halves() -> tuple[Path, Path]:
@@ -61,12 +65,7 @@ def round5_halves() -> tuple[Path, Path]:
     lines in LEAKED_ROUND5 (near-copies of strings that were already training examples) are in neither:
     not added as examples, not scored."""
     items = [i for n, i in enumerate(yaml.safe_load(ROUND5.read_text())["utterances"]) if n not in LEAKED_ROUND5]
-    out = []
-    for name, keep in (("train", True), ("heldout", False)):
-        path = Path("/tmp") / f"streamproc_round5_{name}.yaml"
-        path.write_text(yaml.safe_dump({"utterances": [i for i in items if in_training_half(i["text"]) == keep]}))
-        out.append(path)
-    return out[0], out[1]
+    return _halves(items, "round5")
 
 
 def _labelled() -> Path:

@@ -70,7 +70,6 @@ import heapq
 import json
 import math
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -78,13 +77,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from bench.transcription import scrape, stop_worker, wait_transcription_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO_DIR = Path(__file__).resolve().parent / "sizing_calls"
@@ -309,12 +309,6 @@ def raw_throughput(language: str, gate: bool, scenarios: list[str], cores: set[i
 # --------------------------------------------------------------------------- the worker
 
 
-def scrape(url: str, name: str) -> float:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return sum(float(v) for v in re.findall(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", text, re.M))
-
-
 def rss_mb(pid: int) -> float:
     """VmRSS of the worker and its children (Faust runs in one process; children would count too)."""
     total = 0.0
@@ -366,29 +360,16 @@ class Worker:
             [sys.executable, "-m", "streamproc", "worker", "--loglevel", "warning"], env=env, cwd=ROOT,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lambda: os.sched_setaffinity(0, cores),
         )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as response:
-                    if response.status == 200 and scrape(self.metrics_url, "streamproc_transcription_ready") == 1:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("worker did not become ready")
+        try:
+            wait_transcription_ready(self.process, self.port, self.metrics_url, timeout_s=180)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {self.log_path}") from None
 
     def audio_seconds(self) -> float:
         return scrape(self.metrics_url, "streamproc_audio_seconds_total")
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        stop_worker(self.process)
         self.log.close()
 
 

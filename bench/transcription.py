@@ -115,6 +115,32 @@ def scrape(url: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+-]+)$", text, re.M))
 
 
+def wait_transcription_ready(process: subprocess.Popen, port: int, metrics_url: str, timeout_s: float = 120.0) -> None:
+    """A worker subprocess serves /ready and reports its speech model loaded (bench/sizing.py uses it too)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+                if response.status == 200 and scrape(metrics_url, "streamproc_transcription_ready") == 1:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("worker did not become ready")
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """SIGTERM to the worker's process group; SIGKILL after 30 s."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 class Worker:
     def __init__(self, broker: EmbeddedBroker, tmp: Path, threads: int, extra_env: dict[str, str] | None = None):
         suffix = uuid.uuid4().hex[:6]
@@ -134,28 +160,14 @@ class Worker:
             [sys.executable, "-m", "streamproc", "worker", "--loglevel", "warning"],
             env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as response:
-                    ready = response.status == 200
-                if ready and scrape(self.metrics_url, "streamproc_transcription_ready") == 1:
-                    time.sleep(1)  # let the consumer group settle
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("worker did not become ready")
+        wait_transcription_ready(self.process, self.port, self.metrics_url)
+        time.sleep(1)  # let the consumer group settle
 
     def audio_seconds(self) -> float:
         return scrape(self.metrics_url, "streamproc_audio_seconds_total")
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_worker(self.process)
 
 
 def frames_of(variant, call_id: str, repeat: int):
