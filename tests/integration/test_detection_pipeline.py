@@ -48,7 +48,9 @@ def test_manager_request_and_rude_agent_yield_exactly_those_alerts(worker_factor
 
     script = [
         ("agent", 0, "thank you for calling how can I help", 0.0),
-        ("customer", 0, "my bill is wrong again", 3.0),
+        # Neutral: not "my bill is wrong again", which since the sixth tuning reads as a recurring
+        # problem (a repeat-contact info alert, like the training line "you've overcharged me again").
+        ("customer", 0, "my bill looks wrong", 3.0),
         ("agent", 1, "that is not my problem", 6.0),  # rude: words at 6.0 … 7.5
         ("customer", 1, "I want to speak to your manager", 9.0),  # manager request: words at 10.2 … 11.7
         ("agent", 2, "one moment please", 13.0),
