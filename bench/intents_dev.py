@@ -160,26 +160,23 @@ def cross_validate() -> None:
     print(f"\n{ROUND5.name} left out (all of it but LEAKED, both halves): {len(mistakes)} mistakes\n" + table(counts) + "\n" + "\n".join(mistakes))
 
 
-def round4() -> None:
-    """Round 4's held-out half with the shipped rules (none of its lines is an example), and its
-    training half (which is: a check that the lines went in, not a quality figure)."""
+def _report_halves(label: str, halves: tuple[Path, Path]) -> None:
+    """A round's held-out half with the shipped rules (none of its lines is an example), and its
+    training half (a check that the lines went in, not a quality figure)."""
     rules = load_rules()
-    train, held = round4_halves()
+    train, held = halves
     for name, path in (("held-out half", held), ("training half", train)):
         counts, mistakes = evaluate(path, rules)
         n = sum(counts[next(iter(counts))].values())
-        print(f"\nround 4 {name} ({n} lines): {len(mistakes)} mistakes\n" + table(counts) + "\n" + "\n".join(mistakes))
+        print(f"\n{label} {name} ({n} lines): {len(mistakes)} mistakes\n" + table(counts) + "\n" + "\n".join(mistakes))
+
+
+def round4() -> None:
+    _report_halves("round 4", round4_halves())
 
 
 def round5() -> None:
-    """Round 5's held-out half through the whole engine with the shipped rules (none of its lines is
-    an example), and its training half (a check that the lines went in, not a quality figure)."""
-    rules = load_rules()
-    train, held = round5_halves()
-    for name, path in (("held-out half", held), ("training half", train)):
-        counts, mistakes = evaluate(path, rules)
-        n = sum(counts[next(iter(counts))].values())
-        print(f"\nround 5 {name} ({n} lines): {len(mistakes)} mistakes\n" + table(counts) + "\n" + "\n".join(mistakes))
+    _report_halves("round 5", round5_halves())
 
 
 if __name__ == "__main__":
