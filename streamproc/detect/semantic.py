@@ -96,45 +96,36 @@ class ExampleBank:
 
 
 class Head:
-    def __init__(self, spec: IntentSpec, weights: np.ndarray, bias: float, like_vectors: np.ndarray, not_like_vectors: np.ndarray | None = None,
-                 not_like: Sequence[str] | None = None, like: Sequence[str] | None = None, vote: NeighbourVote | None = None):
+    """A trained intent: its logistic weights and the example texts it compares a segment with
+    (their vectors live in the SemanticModel's ExampleBank)."""
+
+    def __init__(self, spec: IntentSpec, weights: np.ndarray, bias: float, like: Sequence[str], not_like: Sequence[str] = (),
+                 vote: NeighbourVote | None = None):
         self.spec = spec
         self.vote = vote
-        self.like = tuple(like if like is not None else spec.like)  # one per row of like_vectors (deduplicated)
-        self.not_like = tuple(not_like if not_like is not None else spec.not_like)  # one per row of not_like_vectors
+        self.like = tuple(like)  # deduplicated
+        self.not_like = tuple(not_like)
         self.weights = weights.astype(np.float32)
         self.bias = float(bias)
-        self.like_vectors = like_vectors.astype(np.float32)
-        self.not_like_vectors = not_like_vectors.astype(np.float32) if not_like_vectors is not None and len(not_like_vectors) else None
-        self.vote_vectors: np.ndarray = np.zeros((0, len(self.weights)), np.float32)  # the vote's negatives, set by _train
 
     def bank_rows(self, bank: ExampleBank) -> tuple:
         """Where this head's like, not_like and vote examples sit in ``bank``."""
         return bank.rows(self.like), bank.rows(self.not_like), bank.rows(self.vote.negatives) if self.vote else None
 
-    def score(self, vector: np.ndarray, text: str | None = None, bank_sims: np.ndarray | None = None, rows: tuple | None = None) -> SemanticHit:
+    def score(self, vector: np.ndarray, text: str | None, bank_sims: np.ndarray, rows: tuple) -> SemanticHit:
         """The head's probability; with ``text``, a counter-example vetoes only when it has the
         same polarity (negated or not) as the utterance. ``bank_sims`` and ``rows``: the segment's
         similarity to every row of an ExampleBank, and this head's rows in it (bank_rows)."""
         logit = float(vector @ self.weights) + self.bias
         probability = float(1.0 / (1.0 + np.exp(-logit)))
-        if bank_sims is not None and rows is not None:
-            like_rows, not_like_rows, negative_rows = rows
-            sims = bank_sims[like_rows]
-            against_all = bank_sims[not_like_rows] if len(not_like_rows) else None
-            negative_sims = bank_sims[negative_rows] if negative_rows is not None else None
-        else:
-            sims = self.like_vectors @ vector
-            against_all = self.not_like_vectors @ vector if self.not_like_vectors is not None else None
-            negative_sims = None
+        like_rows, not_like_rows, negative_rows = rows
+        sims = bank_sims[like_rows]
         if self.vote is not None:
-            if negative_sims is None:
-                negative_sims = self.vote_vectors @ vector
-            probability = (probability + self.vote.probability(sims, negative_sims)) / 2
+            probability = (probability + self.vote.probability(sims, bank_sims[negative_rows])) / 2
         best = int(np.argmax(sims))
         counter = None
-        if against_all is not None:  # counter-example veto: nearer to a not_like than to any like
-            against = against_all
+        if len(not_like_rows):  # counter-example veto: nearer to a not_like than to any like
+            against = bank_sims[not_like_rows]
             worst = int(np.argmax(against))
             if against[worst] > sims[best] and (text is None or negated(text) == negated(self.not_like[worst])):
                 counter = self.not_like[worst]
@@ -150,22 +141,18 @@ def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, en
     own = set(positives)
     negatives = [t for t in dict.fromkeys(negatives) if t not in own]
     like_vectors = encoder.encode(positives)
-    negative_vectors = encoder.encode(negatives) if negatives else None
-    x = np.vstack([like_vectors, negative_vectors]) if negative_vectors is not None else like_vectors
+    x = np.vstack([like_vectors, encoder.encode(negatives)]) if negatives else like_vectors
     y = np.array([1] * len(positives) + [0] * len(negatives))
     if len(set(y)) < 2:  # no negatives at all: a head that fires on nothing but near-copies
-        return Head(spec, like_vectors.mean(axis=0) * 10.0, -8.0, like_vectors, like=positives)
+        return Head(spec, like_vectors.mean(axis=0) * 10.0, -8.0, positives)
     model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=2000)
     # One BLAS thread: the fit is small (≈0.05 s), and OpenBLAS's default of one thread per core
     # made it 100× slower on a busy machine (12.6 s for six heads at load average 12, 0.3 s with one).
     with threadpool_limits(limits=1):
         model.fit(x, y)
     not_like = [t for t in dict.fromkeys(spec.not_like) if t not in own]
-    vote = NeighbourVote(tuple(negatives), neighbours, neighbour_scale) if neighbours and negative_vectors is not None else None
-    head = Head(spec, model.coef_[0], model.intercept_[0], like_vectors, encoder.encode(not_like) if not_like else None, not_like, positives, vote)
-    if vote is not None and negative_vectors is not None:
-        head.vote_vectors = negative_vectors.astype(np.float32)
-    return head
+    vote = NeighbourVote(tuple(negatives), neighbours, neighbour_scale) if neighbours else None
+    return Head(spec, model.coef_[0], model.intercept_[0], positives, not_like, vote)
 
 
 _CACHE: dict[str, Head] = {}
