@@ -429,16 +429,7 @@ if settings.audio_enabled:
             return
         state.transcriber = Transcriber(
             engine,
-            TranscriberConfig(
-                max_sessions=settings.transcription_max_sessions,
-                idle_timeout_s=settings.transcription_idle_timeout_s,
-                partial_interval_s=settings.transcription_partial_interval_s,
-                partial_words=settings.transcription_partial_words,
-                max_gap_fill_s=settings.audio_max_gap_fill_s,
-                endpoint_silence_s=settings.transcription_endpoint_silence_s,
-                max_utterance_s=settings.transcription_max_utterance_s,
-                speech_gate=settings.transcription_speech_gate,
-            ),
+            TranscriberConfig.from_settings(settings),
             channel_pool=ThreadPoolExecutor(count, thread_name_prefix="asr-channel") if count > 1 else None,
         )
         state.ready.set()

@@ -48,13 +48,7 @@ def worker_transcriber():
     settings = Settings()
     engine = load_model(settings.asr_model, workers=1, whisper_min_window_s=settings.whisper_min_window_s)
     engine.warm_up()
-    config = TranscriberConfig(
-        max_sessions=2, idle_timeout_s=settings.transcription_idle_timeout_s,
-        partial_interval_s=settings.transcription_partial_interval_s, partial_words=settings.transcription_partial_words,
-        max_gap_fill_s=settings.audio_max_gap_fill_s, endpoint_silence_s=settings.transcription_endpoint_silence_s,
-        max_utterance_s=settings.transcription_max_utterance_s, speech_gate=settings.transcription_speech_gate,
-    )
-    return Transcriber(engine, config), engine.description
+    return Transcriber(engine, TranscriberConfig.from_settings(settings, max_sessions=2)), engine.description
 
 
 def transcribe_all(items, limit: int | None) -> tuple[list[dict], str]:

@@ -20,10 +20,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import audio
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import Settings
 from .asr import DecodeStats, Engine, ModelError, SessionConfig, SpeechSession, load_engine, resolve_model
 from .detect.acoustic import AudioFeatures
 from .errors import InputRejected, RejectReason
@@ -83,6 +87,21 @@ class TranscriberConfig:
     endpoint_silence_s: float = 0.5  # Whisper: silence that ends an utterance
     max_utterance_s: float = 12.0  # Whisper: forced cut at a pause beyond this
     speech_gate: bool = True  # Vosk: decode speech only (streamproc.asr.gate); Whisper always endpoints on the VAD
+
+    @classmethod
+    def from_settings(cls, settings: "Settings", **overrides) -> "TranscriberConfig":
+        """The worker's configuration (its STREAMPROC_* settings), with ``overrides``."""
+        return cls(**{
+            "max_sessions": settings.transcription_max_sessions,
+            "idle_timeout_s": settings.transcription_idle_timeout_s,
+            "partial_interval_s": settings.transcription_partial_interval_s,
+            "partial_words": settings.transcription_partial_words,
+            "max_gap_fill_s": settings.audio_max_gap_fill_s,
+            "endpoint_silence_s": settings.transcription_endpoint_silence_s,
+            "max_utterance_s": settings.transcription_max_utterance_s,
+            "speech_gate": settings.transcription_speech_gate,
+            **overrides,
+        })
 
     def session_config(self, engine: Engine) -> SessionConfig:
         interval = default_partial_interval(engine) if self.partial_interval_s is None else self.partial_interval_s
