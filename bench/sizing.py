@@ -191,9 +191,11 @@ def rule_phrases(language: str, calls: list[Call]) -> list[str]:
 
 def decode_offline(engine, call: Call, gate: bool, call_id: str = "offline"):
     """The call through the worker's decoder in-process, as fast as it goes: (finals, wall s, CPU s)."""
+    from streamproc.config import Settings
     from streamproc.transcribe import Transcriber, TranscriberConfig
 
-    transcriber = Transcriber(engine, TranscriberConfig(speech_gate=gate))
+    # The worker's configuration (STREAMPROC_* from the environment, as the worker child gets it).
+    transcriber = Transcriber(engine, TranscriberConfig.from_settings(Settings(), speech_gate=gate))
     frames = list(zip(call.metas(), call.payloads()))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     finals = []
@@ -724,12 +726,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scenarios", nargs="*", help="bench/sizing_calls names (default: the three long calls; --quick: short_complaint)")
     parser.add_argument("--quick", action="store_true", help="smoke-test scale: one short call, 1 repeat, at most 2 calls")
     parser.add_argument("--json", type=Path, help="write the figures here instead of test-artifacts/figures/sizing.json")
+    parser.add_argument("--idle-recognizers", type=int,
+                        help="Vosk: STREAMPROC_VOSK_IDLE_RECOGNIZERS for the worker and the raw runs (0: no recogniser pool)")
     parser.add_argument("--_raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.gate is None:
         args.gate = "both" if args.language == "ko" else "on"
     if args.scenarios is None:
         args.scenarios = QUICK_SCENARIOS if args.quick else FULL_SCENARIOS
+    if args.idle_recognizers is not None:
+        os.environ["STREAMPROC_VOSK_IDLE_RECOGNIZERS"] = str(args.idle_recognizers)  # inherited by worker and raw child
     if args._raw:
         raw_main(args)
         return
@@ -769,7 +775,9 @@ def main(argv: list[str] | None = None) -> None:
     figures["rule_phrases"] = rule_phrases(args.language, calls)
     figures["scenarios"] = {c.name: {"duration_s": round(c.duration_s, 1), "chunk_ms": c.chunk_ms,
                                      "phrase_end_s": {g: r["phrase_end_s"] for g, r in c.reference.items()}} for c in calls}
-    path = write_figures(f"{args.language}{':quick' if args.quick else ''}", figures, args.json)
+    figures["idle_recognizers"] = args.idle_recognizers
+    pool = "" if args.idle_recognizers is None else f":pool{args.idle_recognizers}"
+    path = write_figures(f"{args.language}{pool}{':quick' if args.quick else ''}", figures, args.json)
     print_table(figures)
     print(f"\nfigures: {path}; {figures['duration_s']} s")
 

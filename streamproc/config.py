@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     transcription_speech_gate: bool = Field(
         True, description="Vosk: decode only speech (Silero VAD) plus 1 s of trailing silence; off: decode every sample."
     )
+    vosk_idle_recognizers: int = Field(
+        8, ge=0, le=1024,
+        description="Vosk: warm recognisers kept for reuse after an utterance or call (0: a new recogniser per session).",
+    )
     whisper_min_window_s: float = Field(
         10.0, ge=1, le=30, description="Whisper: shortest encoder window (the utterance plus 2 s, never below this; 30 = stock)."
     )

@@ -87,6 +87,7 @@ class TranscriberConfig:
     endpoint_silence_s: float = 0.5  # Whisper: silence that ends an utterance
     max_utterance_s: float = 12.0  # Whisper: forced cut at a pause beyond this
     speech_gate: bool = True  # Vosk: decode speech only (streamproc.asr.gate); Whisper always endpoints on the VAD
+    idle_recognizers: int = 8  # Vosk: warm recognisers kept for reuse (streamproc.asr.vosk.RecognizerPool)
 
     @classmethod
     def from_settings(cls, settings: "Settings", **overrides) -> "TranscriberConfig":
@@ -100,6 +101,7 @@ class TranscriberConfig:
             "endpoint_silence_s": settings.transcription_endpoint_silence_s,
             "max_utterance_s": settings.transcription_max_utterance_s,
             "speech_gate": settings.transcription_speech_gate,
+            "idle_recognizers": settings.vosk_idle_recognizers,
             **overrides,
         })
 
@@ -108,7 +110,7 @@ class TranscriberConfig:
         return SessionConfig(
             partial_interval_s=interval, partial_words=self.partial_words,
             endpoint_silence_s=self.endpoint_silence_s, max_utterance_s=self.max_utterance_s,
-            speech_gate=self.speech_gate,
+            speech_gate=self.speech_gate, idle_recognizers=self.idle_recognizers,
         )
 
 

