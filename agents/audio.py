@@ -177,8 +177,11 @@ class _Decoded:
     pending_since_s: float | None = None  # the call's oldest non-final audio right after this frame
 
 
-def _decide_frame(job: _Job) -> _Decoded:
-    """Decide one frame, on the lane's thread (blocking). Raises for a bad frame."""
+def _decide_frame(job: _Job, newest: bool = True) -> _Decoded:
+    """Decide one frame, on the lane's thread (blocking). Raises for a bad frame.
+
+    ``newest``: no later frame of the call is in this batch; only then is a partial worth making.
+    """
     message = job.event.message
     transcriber = state.transcriber
     call_id, meta = parse_audio_frame(message.key, message.headers)
@@ -193,7 +196,7 @@ def _decide_frame(job: _Job) -> _Decoded:
         result = rejected(_ref(message), rejection)
         result.segments = ended_segments
         return _Decoded(result)
-    frame = transcriber.process_frame(call_id, meta, message.value or b"", job.received_at)
+    frame = transcriber.process_frame(call_id, meta, message.value or b"", job.received_at, partial=newest)
     return _Decoded(
         RecordResult(call_id, segments=frame.segments, features=frame.levels, stage="accepted"),
         frame, meta, transcriber.pending_since_s(call_id),
@@ -203,9 +206,10 @@ def _decide_frame(job: _Job) -> _Decoded:
 def _decode_batch(jobs: list[_Job]) -> list[_Decoded | Exception]:
     """One executor call for a batch of one call's frames; a bad frame fails alone, its neighbours go on."""
     outcomes: list[_Decoded | Exception] = []
-    for job in jobs:
+    for index, job in enumerate(jobs):
         try:
-            outcomes.append(_decide_frame(job))
+            # The batch's outputs are published together after it: only the newest frame's partial is seen.
+            outcomes.append(_decide_frame(job, newest=index == len(jobs) - 1))
         except Exception as exc:  # classified on the loop by guarded_async, like any record's error
             outcomes.append(exc)
     return outcomes

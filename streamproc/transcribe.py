@@ -178,9 +178,15 @@ class Transcriber:
             return [self._sessions[(call_id, s)] for s in speakers], len(missing)
 
     def process_frame(
-        self, call_id: str, meta: AudioFrameMeta, payload: bytes, received_at: float | None = None
+        self, call_id: str, meta: AudioFrameMeta, payload: bytes, received_at: float | None = None, *, partial: bool = True
     ) -> FrameResult:
-        """Validate, decode and recognise one frame. Raises InputRejected for a bad frame."""
+        """Validate, decode and recognise one frame. Raises InputRejected for a bad frame.
+
+        ``partial=False``: the caller decodes a newer frame of this call right after this one and
+        publishes both together (a backlog batch), so no partial is made for this frame: it would
+        be stale on arrival. Under load batches grow, and the partial re-decodes that Whisper pays
+        for shrink with them.
+        """
         cpu_started = time.thread_time()
         now = self.clock()
         received_at = now if received_at is None else received_at
@@ -201,9 +207,9 @@ class Transcriber:
             segments: list[TranscriptSegment] = []
             if frame.gap_fill_s > 0:
                 silence = np.zeros(int(round(frame.gap_fill_s * meta.rate)), dtype=np.int16)
-                segments += session.feed(self._to_16k(session, silence, meta.rate), received_at, now)
+                segments += session.feed(self._to_16k(session, silence, meta.rate), received_at, now, partial=False)
             session.skip(frame.gap_skip_s)
-            segments += session.feed(self._to_16k(session, pcm, meta.rate), received_at, now, speech)
+            segments += session.feed(self._to_16k(session, pcm, meta.rate), received_at, now, speech, partial=partial)
             return segments, time.thread_time() - started
 
         for speaker, pcm in zip(speakers, channels):

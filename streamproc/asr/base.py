@@ -79,8 +79,15 @@ class SpeechSession(Protocol):
     utterance: int
     last_activity: float
 
-    def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False) -> list[TranscriptSegment]:
-        """Recognise the next chunk of this speaker's audio."""
+    def feed(
+        self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False, partial: bool = True
+    ) -> list[TranscriptSegment]:
+        """Recognise the next chunk of this speaker's audio.
+
+        ``partial=False``: newer audio of this speaker follows at once (the rest of a decode batch),
+        so a partial hypothesis now would be superseded before it is published: do not make one.
+        Finals are decided as always.
+        """
 
     def skip(self, seconds: float) -> None:
         """Audio lost and not fed: the call's timeline moves on."""

@@ -159,16 +159,18 @@ class VoskSession(DecodeStatsMixin):
         # Kaldi keeps the whole open utterance in its lattice: everything since the last endpoint.
         return self.utterance_start_s if self.timeline.now_s > self.utterance_start_s else None
 
-    def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False) -> list[TranscriptSegment]:
+    def feed(
+        self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False, partial: bool = True
+    ) -> list[TranscriptSegment]:
         self.last_activity = now
         self.received_at = received_at
         if self.gate is None:
-            return self._decode(samples16k, now, speech)
+            return self._decode(samples16k, now, speech, partial)
         segments: list[TranscriptSegment] = []
         for step in self.gate.process(samples16k):
             if step.action is GateAction.feed and step.samples is not None:
                 self._stats.gated["decoded"] = self._stats.gated.get("decoded", 0.0) + len(step.samples) / audio.RECOGNIZER_RATE
-                segments += self._decode(step.samples, now, speech)
+                segments += self._decode(step.samples, now, speech, partial)
             elif step.action is GateAction.skip:
                 self._stats.gated["skipped"] = self._stats.gated.get("skipped", 0.0) + step.seconds
                 self.timeline.skip(step.seconds)
@@ -211,7 +213,7 @@ class VoskSession(DecodeStatsMixin):
             return []
         return self._final(self._final_result(), now)
 
-    def _decode(self, samples16k: np.ndarray, now: float, speech: bool) -> list[TranscriptSegment]:
+    def _decode(self, samples16k: np.ndarray, now: float, speech: bool, partial: bool = True) -> list[TranscriptSegment]:
         if speech and self.speech_start_s is None:
             self.speech_start_s = self.timeline.now_s
         recognizer = self.recognizer
@@ -222,17 +224,17 @@ class VoskSession(DecodeStatsMixin):
         try:
             if recognizer.AcceptWaveform(samples16k.astype("<i2").tobytes()):
                 return self._final(json.loads(recognizer.Result()), now)
-            if now - self.last_partial_at < self.partial_interval_s:
+            if not partial or now - self.last_partial_at < self.partial_interval_s:
                 return []
-            partial = json.loads(recognizer.PartialResult())
+            hypothesis = json.loads(recognizer.PartialResult())
         finally:
             self._stats.add("stream", time.thread_time() - started)
-        text = partial.get("partial", "").strip()
+        text = hypothesis.get("partial", "").strip()
         if not text or text == self.last_partial_text:
             return []
         self.last_partial_text = text
         self.last_partial_at = now
-        words = self._words(partial.get("partial_result", []))
+        words = self._words(hypothesis.get("partial_result", []))
         start = self.speech_start_s if self.speech_start_s is not None else self.utterance_start_s
         segment = make_segment(
             call_id=self.call_id, speaker=self.speaker, utterance=self.utterance, revision=self.revision,

@@ -212,7 +212,9 @@ class WhisperSession(DecodeStatsMixin):
         # The pre-roll may hold the start of speech the VAD has not confirmed yet.
         return self.timeline.now_s - len(self._preroll) * WINDOW_S if self._preroll else None
 
-    def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False) -> list[TranscriptSegment]:
+    def feed(
+        self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False, partial: bool = True
+    ) -> list[TranscriptSegment]:
         self.last_activity = now
         self.received_at = received_at
         windows, probs = self.vad.process(samples16k.astype(np.float32) / 32768.0)
@@ -239,7 +241,8 @@ class WhisperSession(DecodeStatsMixin):
                 segments += self._finalise(len(self._windows), now)
             elif len(self._windows) >= max_windows:
                 segments += self._finalise(self._cut_point(), now)
-        if self._utterance_start_s is not None and self._since_partial * WINDOW_S >= self.config.partial_interval_s:
+        due = self._since_partial * WINDOW_S >= self.config.partial_interval_s
+        if partial and due and self._utterance_start_s is not None:
             segments += self._partial(now)
         return segments
 

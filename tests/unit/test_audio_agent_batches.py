@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from unittest import mock
 
@@ -30,8 +30,10 @@ class CountingSession:
     last_activity: float = 0.0
     fed_s: float = 0.0
     open_since: float | None = None
+    partials_wanted: list[bool] = field(default_factory=list)
 
-    def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False):
+    def feed(self, samples16k: np.ndarray, received_at: float, now: float, speech: bool = False, partial: bool = True):
+        self.partials_wanted.append(partial)
         begin = self.start_s + self.fed_s
         self.fed_s += len(samples16k) / 16000
         if self.open_since is None:
@@ -86,7 +88,8 @@ async def test_a_bad_frame_in_a_batch_is_dead_lettered_alone_and_its_neighbours_
     async def ack(event):
         acked.append(event.message.offset)
 
-    monkeypatch.setattr(audio.state, "transcriber", Transcriber(CountingEngine(), TranscriberConfig(speech_gate=False)))
+    transcriber = Transcriber(CountingEngine(), TranscriberConfig(speech_gate=False))
+    monkeypatch.setattr(audio.state, "transcriber", transcriber)
     monkeypatch.setattr(audio.state, "stream", SimpleNamespace(ack=ack))
     monkeypatch.setattr(audio.state, "unacked", {})
     events = [
@@ -119,3 +122,6 @@ async def test_a_bad_frame_in_a_batch_is_dead_lettered_alone_and_its_neighbours_
     # Acked: the rejected frame at once, the others once their audio is final; the last frame's utterance is open.
     assert sorted(acked) == [10, 11, 12, 13, 14]
     assert [event.message.offset for _, event in audio.state.unacked["b1"]] == [15]
+    # The batch's segments are published together: only its newest frame may make a partial.
+    session = transcriber._sessions[("b1", Speaker.agent)]
+    assert session.partials_wanted == [False, False, False, False, True]
