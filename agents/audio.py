@@ -177,6 +177,14 @@ class _Decoded:
     pending_since_s: float | None = None  # the call's oldest non-final audio right after this frame
 
 
+def _set_session_gauges(transcriber: Transcriber) -> None:
+    metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
+    recognizers = transcriber.recognizers()
+    if recognizers is not None:
+        metrics.VOSK_RECOGNIZERS.labels("in_use").set(recognizers["in_use"])
+        metrics.VOSK_RECOGNIZERS.labels("idle").set(recognizers["idle"])
+
+
 def _decide_frame(job: _Job, newest: bool = True) -> _Decoded:
     """Decide one frame, on the lane's thread (blocking). Raises for a bad frame.
 
@@ -244,7 +252,7 @@ async def _finish_frame(job: _Job, outcome: _Decoded | Exception) -> None:
 
     result = await guarded_async(_ref(message), decided)
     if result.rejection is None:
-        metrics.ACTIVE_SESSIONS.set(state.transcriber.active_sessions)
+        _set_session_gauges(state.transcriber)
     await _send_segments(result.segments, message.partition)
     await _send_rejection(result, message.partition)
     await _forward_features(job.call_id, result)
@@ -276,7 +284,7 @@ async def _run_close(job: _Job, loop: asyncio.AbstractEventLoop, executor: Threa
     try:
         segments = await loop.run_in_executor(executor, lambda: transcriber.end_call(job.call_id, ended=job.kind == "end"))
         metrics.SESSIONS_CLOSED.labels({"end": "call_ended", "idle": "idle", "flush": "handover"}[job.kind]).inc()
-        metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
+        _set_session_gauges(transcriber)
         partition = state.partitions.get(job.call_id)
         if job.kind == "end":  # kept after an idle close: the call may resume
             state.partitions.pop(job.call_id, None)

@@ -13,7 +13,7 @@ also decoded once offline (same chunks) to find where the escalation phrase's la
 the recogniser's own word timings: the reference point of the alert latency.
 
 **Live capacity (ramp).** One real ``streamproc worker`` (embedded Tansu broker) pinned with
-``sched_setaffinity`` to ``--cores`` cores with as many decoder threads (default 1 core, 1
+``sched_setaffinity`` to ``--cores`` cores with ``--lanes-per-core`` decoder threads each (default 1 core, 1
 thread; the bench process and the broker are pinned to the other cores when there are any).
 Step N plays N calls at once (staggered starts, drawn round-robin from the scenarios): stereo
 8 kHz μ-law frames of 250, 320, 400 or 500 ms (by call) sent in real time as a telephony bridge
@@ -91,6 +91,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "sizing_calls"
 CACHE = ROOT / "test-artifacts" / "cache" / "sizing"
 FIGURES = ROOT / "test-artifacts" / "figures"
 RATE = 8000
+LANES_PER_CORE = 1  # --lanes-per-core
 CHUNKS_MS = (250, 320, 400, 500)  # by call index: bridges send 20 ms to 500 ms; 250–500 ms is the common range
 LAG_BOUND_S = 1.0
 ALERT_BOUND_S = 1.5
@@ -335,7 +336,7 @@ def process_cpu_s(pid: int) -> float:
 
 
 class Worker:
-    """A real ``streamproc worker`` pinned to ``cores``, one decoder thread per core."""
+    """A real ``streamproc worker`` pinned to ``cores``, LANES_PER_CORE decoder threads per core."""
 
     def __init__(self, broker, tmp: Path, language: str, gate: bool, cores: set[int], phrases: list[str]):
         from streamproc.broker import free_port
@@ -350,7 +351,7 @@ class Worker:
             os.environ, STREAMPROC_BROKER=broker.url, STREAMPROC_APP_ID=f"size-{suffix}", STREAMPROC_TOPIC_PREFIX=f"z{suffix}.",
             STREAMPROC_WEB_PORT=str(self.port), STREAMPROC_DATA_DIR=str(tmp / f"data-{suffix}"), STREAMPROC_RULES_FILE=str(rules),
             STREAMPROC_DASHBOARD_ENABLED="false", STREAMPROC_ASR_MODEL=MODELS[language],
-            STREAMPROC_TRANSCRIPTION_THREADS=str(len(cores)), STREAMPROC_TRANSCRIPTION_SPEECH_GATE="true" if gate else "false",
+            STREAMPROC_TRANSCRIPTION_THREADS=str(LANES_PER_CORE * len(cores)), STREAMPROC_TRANSCRIPTION_SPEECH_GATE="true" if gate else "false",
             STREAMPROC_SUMMARIES_ENABLED="false",
         )
         self.settings = Settings(broker=broker.url, topic_prefix=f"z{suffix}.")
@@ -637,7 +638,7 @@ def fmt(s: dict, digits: int = 2) -> str:
 
 
 def summarise(language: str, cores: set[int], gates: list[bool], raws: dict, ramps: dict, loads: list[float]) -> dict:
-    out: dict = {"language": language, "engine": MODELS[language], "cores": len(cores), "decoder_threads": len(cores),
+    out: dict = {"language": language, "engine": MODELS[language], "cores": len(cores), "decoder_threads": LANES_PER_CORE * len(cores),
                  "bounds": {"lag_p95_s": LAG_BOUND_S, "behind_p95_s": DRAIN_BOUND_S, "alert_p95_s": ALERT_BOUND_S if ALERT_BOUND_APPLIES[language] else None,
                             "drain_s": DRAIN_BOUND_S},
                  "loadavg": spread(loads), "by_gate": {}}
@@ -671,7 +672,7 @@ def summarise(language: str, cores: set[int], gates: list[bool], raws: dict, ram
 
 
 def print_table(figures: dict) -> None:
-    print(f"\n{figures['language']} ({figures['engine']}), {figures['cores']} core(s) / decoder thread(s), "
+    print(f"\n{figures['language']} ({figures['engine']}), {figures['cores']} core(s), {figures['decoder_threads']} decoder thread(s), "
           f"load average {fmt(figures['loadavg'], 1)}; median (min–max) over repeats")
     print("| speech gate | live calls per core (latency-bound ramp) | raw calls per core (wall, same core) | live / raw | "
           "live calls per CPU s | raw calls per CPU s | live / raw (CPU) | memory per call MB | marginal MB per call | idle RSS MB |")
@@ -721,19 +722,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--language", choices=sorted(MODELS), default="ko")
     parser.add_argument("--gate", choices=("both", "on", "off"), help="default: both for ko (Vosk), on for en (Whisper)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--cores", type=int, default=1, help="cores the worker is pinned to (= its decoder threads)")
+    parser.add_argument("--cores", type=int, default=1, help="cores the worker is pinned to (× --lanes-per-core decoder threads)")
     parser.add_argument("--max-calls", type=int, default=16)
     parser.add_argument("--scenarios", nargs="*", help="bench/sizing_calls names (default: the three long calls; --quick: short_complaint)")
     parser.add_argument("--quick", action="store_true", help="smoke-test scale: one short call, 1 repeat, at most 2 calls")
     parser.add_argument("--json", type=Path, help="write the figures here instead of test-artifacts/figures/sizing.json")
     parser.add_argument("--idle-recognizers", type=int,
                         help="Vosk: STREAMPROC_VOSK_IDLE_RECOGNIZERS for the worker and the raw runs (0: no recogniser pool)")
+    parser.add_argument("--lanes-per-core", type=int, default=1,
+                        help="decoder lanes (threads) per core the worker is pinned to: >1 lets the OS time-slice a long "
+                             "decode with short ones (default 1)")
     parser.add_argument("--_raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.gate is None:
         args.gate = "both" if args.language == "ko" else "on"
     if args.scenarios is None:
         args.scenarios = QUICK_SCENARIOS if args.quick else FULL_SCENARIOS
+    global LANES_PER_CORE
+    LANES_PER_CORE = args.lanes_per_core
     if args.idle_recognizers is not None:
         os.environ["STREAMPROC_VOSK_IDLE_RECOGNIZERS"] = str(args.idle_recognizers)  # inherited by worker and raw child
     if args._raw:
@@ -777,6 +783,7 @@ def main(argv: list[str] | None = None) -> None:
                                      "phrase_end_s": {g: r["phrase_end_s"] for g, r in c.reference.items()}} for c in calls}
     figures["idle_recognizers"] = args.idle_recognizers
     pool = "" if args.idle_recognizers is None else f":pool{args.idle_recognizers}"
+    pool += "" if LANES_PER_CORE == 1 else f":lanes{LANES_PER_CORE}"
     path = write_figures(f"{args.language}{pool}{':quick' if args.quick else ''}", figures, args.json)
     print_table(figures)
     print(f"\nfigures: {path}; {figures['duration_s']} s")

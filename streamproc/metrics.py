@@ -136,6 +136,11 @@ DECODE_BATCH_FRAMES = Histogram(
     "Frames decoded per executor call (a batch of one call's queued frames).",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+VOSK_RECOGNIZERS = Gauge(
+    "streamproc_vosk_recognizers",
+    "Vosk recognisers of this worker's pool: lent to a session (in_use) or kept warm (idle); each holds its graph cache.",
+    ["state"],
+)
 ACTIVE_SESSIONS = Gauge("streamproc_transcription_active_sessions", "Vosk recogniser sessions (call × speaker) open on this worker.")
 SESSIONS_REJECTED = Counter(
     "streamproc_transcription_sessions_rejected_total", "Frames dead-lettered because the session cap was reached."

@@ -142,6 +142,11 @@ class Transcriber:
         with self._lock:
             return {call_id for call_id, _ in self._sessions}
 
+    def recognizers(self) -> dict[str, int] | None:
+        """The engine's recogniser pool counters (Vosk: in_use, idle, created, reused); None without a pool."""
+        pool = getattr(self.engine, "pool", None)
+        return None if pool is None else pool.stats()
+
     def idle_calls(self, now: float | None = None) -> set[str]:
         now = self.clock() if now is None else now
         with self._lock:

@@ -192,6 +192,9 @@ def test_live_stereo_calls_are_transcribed_in_order_while_timers_keep_ticking(wo
     assert metric("streamproc_decode_cpu_seconds_total") > 0
     assert 0 < metric("streamproc_transcription_real_time_factor") < 2
     assert metric("streamproc_transcription_active_sessions") == 0
+    # Every call ended: each recogniser is back in the pool, warm for the next call.
+    assert metric("streamproc_vosk_recognizers", 'state="in_use"') == 0
+    assert metric("streamproc_vosk_recognizers", 'state="idle"') >= 1
     assert metric("streamproc_transcription_lag_seconds_count") >= len(values)
     assert metric("streamproc_audio_frames_total", 'outcome="duplicate"') >= 2
 
