@@ -112,16 +112,21 @@ class Head:
         """Where this head's like, not_like and vote examples sit in ``bank``."""
         return bank.rows(self.like), bank.rows(self.not_like), bank.rows(self.vote.negatives) if self.vote else None
 
-    def score(self, vector: np.ndarray, text: str | None, bank_sims: np.ndarray, rows: tuple) -> SemanticHit:
+    def score(self, vector: np.ndarray, text: str | None, bank_sims: np.ndarray, rows: tuple,
+              sparse: float | None = None, sparse_weight: float = 0.0) -> SemanticHit:
         """The head's probability; with ``text``, a counter-example vetoes only when it has the
         same polarity (negated or not) as the utterance. ``bank_sims`` and ``rows``: the segment's
-        similarity to every row of an ExampleBank, and this head's rows in it (bank_rows)."""
+        similarity to every row of an ExampleBank, and this head's rows in it (bank_rows).
+        ``sparse``: the intent's SparseHeads probability, weighted ``sparse_weight`` against the
+        dense score (the logistic head, averaged with the neighbour vote)."""
         logit = float(vector @ self.weights) + self.bias
         probability = float(1.0 / (1.0 + np.exp(-logit)))
         like_rows, not_like_rows, negative_rows = rows
         sims = bank_sims[like_rows]
         if self.vote is not None:
             probability = (probability + self.vote.probability(sims, bank_sims[negative_rows])) / 2
+        if sparse is not None:
+            probability = (1.0 - sparse_weight) * probability + sparse_weight * sparse
         best = int(np.argmax(sims))
         counter = None
         if len(not_like_rows):  # counter-example veto: nearer to a not_like than to any like
@@ -155,7 +160,65 @@ def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, en
     return Head(spec, model.coef_[0], model.intercept_[0], positives, not_like, vote)
 
 
+class SparseHeads:
+    """A logistic regression per intent on TF-IDF features of the text itself: word 1–2-grams and
+    character 2–5-grams within words. Sentence embeddings blur the exact words that carry some
+    intents ("third time", "ombudsman", "mate", "whatever") and misspellings the recogniser makes
+    ("super visor", "can sell"); sparse n-grams keep them. One vectorizer for every intent (fitted
+    on all their training texts), so a segment is vectorized once; each intent is one column of
+    ``weights``. Costs well under a millisecond per segment."""
+
+    def __init__(self, vectorizer, weights: np.ndarray, bias: np.ndarray, keys: Sequence[str]):
+        self.vectorizer = vectorizer
+        self.weights = weights  # features × intents
+        self.bias = bias
+        self.column = {k: i for i, k in enumerate(keys)}
+
+    def probabilities(self, text: str) -> np.ndarray:
+        logits = np.asarray(self.vectorizer.transform([_sparse_text(text)]) @ self.weights).ravel() + self.bias
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _sparse_text(text: str) -> str:
+    return text.lower().replace("’", "'")
+
+
+def _train_sparse(training: Sequence[tuple[str, Sequence[str], Sequence[str]]], regularization: float) -> SparseHeads:
+    """``training``: (key, positives, negatives) per intent, the same lines as its dense head."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion
+    from threadpoolctl import threadpool_limits
+
+    texts = list(dict.fromkeys(_sparse_text(t) for _, pos, neg in training for t in (*pos, *neg)))
+    vectorizer = FeatureUnion([
+        ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b", dtype=np.float32)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32)),
+    ])
+    matrix = vectorizer.fit(texts).transform(texts).tocsr()
+    row = {t: i for i, t in enumerate(texts)}
+    columns, biases = [], []
+    with threadpool_limits(limits=1):
+        for _, positives, negatives in training:
+            pos = list(dict.fromkeys(_sparse_text(t) for t in positives))
+            own = set(pos)
+            neg = [t for t in dict.fromkeys(_sparse_text(t) for t in negatives) if t not in own]
+            if not neg:  # no negatives: a column that never fires (the dense head still judges)
+                columns.append(np.zeros(matrix.shape[1], np.float32))
+                biases.append(-8.0)
+                continue
+            x = matrix[[row[t] for t in (*pos, *neg)]]
+            y = np.array([1] * len(pos) + [0] * len(neg))
+            model = LogisticRegression(C=regularization, class_weight="balanced", max_iter=2000)
+            model.fit(x, y)
+            columns.append(model.coef_[0].astype(np.float32))
+            biases.append(float(model.intercept_[0]))
+    return SparseHeads(vectorizer, np.ascontiguousarray(np.stack(columns, axis=1)), np.array(biases, np.float32),
+                       [key for key, _, _ in training])
+
+
 _CACHE: dict[str, Head] = {}
+_SPARSE_CACHE: dict[str, SparseHeads] = {}
 _CACHE_LOCK = threading.Lock()
 _CACHE_MAX = 256
 
@@ -187,9 +250,12 @@ class SemanticModel:
         specs = specs_of(detection)
         neutral = tuple(detection.semantic.neutral)
         self.heads: dict[str, Head] = {}
+        self.sparse_weight = detection.semantic.sparse_weight
+        training: list[tuple[str, Sequence[str], Sequence[str]]] = []
         for spec in specs:
             others = [t for other in specs if other.key.split("/")[0] != spec.key.split("/")[0] for t in other.like]
             negatives = (*spec.not_like, *neutral, *others)
+            training.append((spec.key, spec.like, negatives))
             key = hashlib.sha256(
                 json.dumps([spec.key, spec.like, spec.not_like, spec.threshold, negatives, detection.semantic.regularization,
                             detection.semantic.neighbours, detection.semantic.neighbour_scale]).encode()
@@ -204,6 +270,18 @@ class SemanticModel:
                         _CACHE.pop(next(iter(_CACHE)))
                     _CACHE[key] = head
             self.heads[spec.key] = head
+        self.sparse: SparseHeads | None = None
+        if self.sparse_weight > 0 and training:
+            key = hashlib.sha256(json.dumps([training, detection.semantic.sparse_regularization]).encode()).hexdigest()
+            with _CACHE_LOCK:
+                sparse = _SPARSE_CACHE.get(key)
+            if sparse is None:
+                sparse = _train_sparse(training, detection.semantic.sparse_regularization)
+                with _CACHE_LOCK:
+                    if len(_SPARSE_CACHE) >= 8:  # one per recent version of the rules
+                        _SPARSE_CACHE.pop(next(iter(_SPARSE_CACHE)))
+                    _SPARSE_CACHE[key] = sparse
+            self.sparse = sparse
         self.bank = ExampleBank(self.heads.values(), encoder)
         self.rows = {key: head.bank_rows(self.bank) for key, head in self.heads.items()}
 
@@ -217,7 +295,11 @@ class SemanticModel:
             return {}
         vector = self.encoder.encode_one(text)
         bank_sims = self.bank.vectors @ vector  # one product for every head's examples
-        return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k]) for k in keys}
+        if self.sparse is None:
+            return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k]) for k in keys}
+        sparse = self.sparse.probabilities(text)
+        return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k], float(sparse[self.sparse.column[k]]), self.sparse_weight)
+                for k in keys}
 
 
 def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -> SemanticModel | None:

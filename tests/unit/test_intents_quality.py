@@ -68,6 +68,7 @@ TEST_SPLIT = DATA / "intents_test6.yaml"  # round 6: the held-out split the bar 
 TEST_SPLIT_SHA256 = "2dd45190832e36bbca8223ad3bf1d07f4ac864f644b6be949584ffa6add8794b"
 #: round-6 lines (0-based) that nearly copy a training string of the sixth tuning: not scored
 LEAKED = frozenset({177, 187})
+LEAKED_ROUND6 = LEAKED
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
