@@ -51,7 +51,7 @@ class SemanticOptions(_Strict):
     )
     neighbour_scale: float = Field(30.0, gt=0, description="Slope of the logistic that turns that cosine margin into a probability.")
     sparse_weight: float = Field(
-        0.0, ge=0, lt=1, description="Weight of the sparse head (logistic regression on TF-IDF word and character n-grams of "
+        0.5, ge=0, lt=1, description="Weight of the sparse head (logistic regression on TF-IDF word and character n-grams of "
         "the text) against the embedding score; 0 = embeddings alone (no sparse head is trained)."
     )
     sparse_regularization: float = Field(4.0, gt=0, description="Inverse regularisation strength C of the sparse heads.")
