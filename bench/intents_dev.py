@@ -7,11 +7,13 @@
                                                      # training line) and its training half
     .venv/bin/python -m bench.intents_dev --round5               # round 5's held-out half (the
                                                      # sixth tuning's split, LEAKED lines left out)
-    .venv/bin/python -m bench.intents_dev --loro [--set NAME=VALUE ...]
+    .venv/bin/python -m bench.intents_dev --loro [--rules FILE] [--set NAME=VALUE ...]
         # the seventh tuning's measure: leave one round out over rounds 4, 5 and 6 (train without
         # round k's lines, their ASR transcripts and near copies of either; score round k but its
         # LEAKED lines), per round and pooled; --set overrides a detection.semantic option (e.g.
-        # --set sparse_weight=0) or, as RULE.threshold=VALUE, one rule's threshold
+        # --set sparse_weight=0) or, as RULE.threshold=VALUE, one rule's threshold; --rules: another
+        # rules file (before the seventh tuning: `git show 4959b87:streamproc/data/default_rules.yaml`
+        # with --set sparse_weight=0)
     .venv/bin/python -m bench.intents_dev --augment RULES [--veto]
         # the experiment that led to shipping the development lines: an older rules file (e.g.
         # `git show 50f278d:streamproc/data/default_rules.yaml`) as it was, and with the other
@@ -46,7 +48,7 @@ ROUND4 = DATA / "intents_test4.yaml"  # seen since the fifth tuning: half traini
 ROUND5 = DATA / "intents_test5.yaml"  # seen since the sixth tuning: split the same way
 ROUND6 = DATA / "intents_test6.yaml"  # seen since the seventh tuning: all of it training lines
 #: the rounds the seventh tuning measures by leaving one out: (round, its ASR transcripts, lines not scored)
-LORO_ROUNDS = ((ROUND4, DATA / "intents_test4_asr.yaml", frozenset()), (ROUND5, DATA / "intents_test5_asr.yaml", LEAKED_ROUND5),
+LORO_ROUNDS: tuple[tuple[Path, Path, frozenset[int]], ...] = ((ROUND4, DATA / "intents_test4_asr.yaml", frozenset()), (ROUND5, DATA / "intents_test5_asr.yaml", LEAKED_ROUND5),
                (ROUND6, DATA / "intents_test6_asr.yaml", LEAKED_ROUND6))
 
 
@@ -259,7 +261,8 @@ if __name__ == "__main__":
         augment_experiment(Path(sys.argv[sys.argv.index("--augment") + 1]), "--veto" in sys.argv)
     elif "--loro" in sys.argv:
         overrides = dict(a.split("=", 1) for n, a in enumerate(sys.argv) if n and sys.argv[n - 1] == "--set")
-        leave_one_round_out(with_settings(load_rules(), overrides), verbose="--quiet" not in sys.argv)
+        rules_file = sys.argv[sys.argv.index("--rules") + 1] if "--rules" in sys.argv else None
+        leave_one_round_out(with_settings(load_rules(rules_file), overrides), verbose="--quiet" not in sys.argv)
     elif "--cv" in sys.argv:
         cross_validate()
     elif "--round4" in sys.argv:
