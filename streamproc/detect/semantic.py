@@ -162,7 +162,7 @@ def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, en
 
 class SparseHeads:
     """A logistic regression per intent on TF-IDF features of the text itself: word 1–2-grams and
-    character 2–5-grams within words. Sentence embeddings blur the exact words that carry some
+    character 2–5-grams (across word boundaries). Sentence embeddings blur the exact words that carry some
     intents ("third time", "ombudsman", "mate", "whatever") and misspellings the recogniser makes
     ("super visor", "can sell"); sparse n-grams keep them. One vocabulary for every intent (fitted
     on all their training texts), so a segment is featurized once; each intent is one column of
@@ -223,7 +223,8 @@ def _train_sparse(training: Sequence[tuple[str, Sequence[str], Sequence[str]]], 
     texts = list(dict.fromkeys(_sparse_text(t) for _, pos, neg in training for t in (*pos, *neg)))
     vectorizer = FeatureUnion([
         ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"(?u)\b\w[\w']*\b", dtype=np.float32)),
-        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32)),
+        # "char", not "char_wb": n-grams across the space see the recogniser's split words ("super visor", "can sell")
+        ("chars", TfidfVectorizer(analyzer="char", ngram_range=(2, 5), sublinear_tf=True, min_df=2, dtype=np.float32)),
     ])
     matrix = vectorizer.fit(texts).transform(texts).tocsr()
     row = {t: i for i, t in enumerate(texts)}
