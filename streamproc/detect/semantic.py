@@ -179,7 +179,7 @@ class SparseHeads:
         self.vectorizers = tuple(vectorizers)
         self.weights = weights  # features × intents, the vectorizers' features one after the other
         self.bias = bias
-        self.column = {k: i for i, k in enumerate(keys)}
+        self.column = {k: i for i, k in enumerate(keys)}  # intents without negatives have none: their dense score stands
         self._blocks = []
         offset = 0
         for vectorizer in self.vectorizers:
@@ -233,15 +233,15 @@ def _train_sparse(training: Sequence[tuple[str, Sequence[str], Sequence[str]]], 
     ])
     matrix = vectorizer.fit(texts).transform(texts).tocsr()
     row = {t: i for i, t in enumerate(texts)}
-    columns, biases = [], []
+    columns: list[np.ndarray] = []
+    biases: list[float] = []
+    keys: list[str] = []
     with threadpool_limits(limits=1):
-        for _, positives, negatives in training:
+        for key, positives, negatives in training:
             pos = list(dict.fromkeys(_sparse_text(t) for t in positives))
             own = set(pos)
             neg = [t for t in dict.fromkeys(_sparse_text(t) for t in negatives) if t not in own]
-            if not neg:  # no negatives: a column that never fires (the dense head still judges)
-                columns.append(np.zeros(matrix.shape[1], np.float32))
-                biases.append(-8.0)
+            if not neg:  # no negatives, nothing to learn: the intent has no column and its dense head judges alone
                 continue
             x = matrix[[row[t] for t in (*pos, *neg)]]
             y = np.array([1] * len(pos) + [0] * len(neg))
@@ -249,8 +249,9 @@ def _train_sparse(training: Sequence[tuple[str, Sequence[str], Sequence[str]]], 
             model.fit(x, y)
             columns.append(model.coef_[0].astype(np.float32))
             biases.append(float(model.intercept_[0]))
-    return SparseHeads([v for _, v in vectorizer.transformer_list], np.ascontiguousarray(np.stack(columns, axis=1)), np.array(biases, np.float32),
-                       [key for key, _, _ in training])
+            keys.append(key)
+    weights = np.stack(columns, axis=1) if columns else np.zeros((matrix.shape[1], 0), np.float32)
+    return SparseHeads([v for _, v in vectorizer.transformer_list], np.ascontiguousarray(weights), np.array(biases, np.float32), keys)
 
 
 _CACHE: dict[str, Head] = {}
@@ -307,7 +308,7 @@ class SemanticModel:
                     _CACHE[key] = head
             self.heads[spec.key] = head
         self.sparse: SparseHeads | None = None
-        if self.sparse_weight > 0 and training:
+        if self.sparse_weight > 0 and any(negatives for _, _, negatives in training):
             key = hashlib.sha256(json.dumps([training, detection.semantic.sparse_regularization]).encode()).hexdigest()
             with _CACHE_LOCK:
                 sparse = _SPARSE_CACHE.get(key)
@@ -334,7 +335,9 @@ class SemanticModel:
         if self.sparse is None:
             return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k]) for k in keys}
         sparse = self.sparse.probabilities(text)
-        return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k], float(sparse[self.sparse.column[k]]), self.sparse_weight)
+        column = self.sparse.column
+        return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k], float(sparse[column[k]]) if k in column else None,
+                                       self.sparse_weight)
                 for k in keys}
 
 

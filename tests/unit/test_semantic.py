@@ -204,3 +204,23 @@ def test_a_reload_retrains_the_sparse_head_only_when_its_examples_change():
     assert retrained is not first and retrained.weights.shape[1] == 2
     text = "i want to port my number out"
     assert retrained.probabilities(text)[retrained.column["churn"]] > first.probabilities(text)[first.column["churn"]]
+
+
+def test_an_intent_without_negatives_is_judged_by_its_dense_head_alone():
+    """Nothing to learn a sparse head from (no neutral lines, no not_like, no other intent): its
+    score must not be dragged towards zero by an empty sparse head."""
+    from streamproc.detect.semantic import build_model
+
+    lonely = """
+version: 1
+detection:
+  semantic: {threshold: 0.6, sparse_weight: 0.5}
+  phrases:
+    - {id: pets, kind: escalation, severity: info, speaker: customer,
+       like: ["do you allow dogs", "can i bring my cat", "are pets welcome", "is my dog allowed in the room"]}
+    - {id: greet, kind: escalation, severity: info, speaker: agent, phrases: ["good morning"]}
+"""
+    sparse, dense = build_model(parse_rules(lonely).detection), build_model(parse_rules(lonely.replace("0.5}", "0}")).detection)
+    assert sparse.sparse is None
+    for text in ("can i bring my dog", "can i bring my cat"):
+        assert sparse.score(text, ["pets"])["pets"].probability == dense.score(text, ["pets"])["pets"].probability
