@@ -1,6 +1,9 @@
 """Per-segment cost of semantic detection vs lexicon-only detection, measured in the same run.
 
-    .venv/bin/python -m bench.semantic [--utterances N]
+    .venv/bin/python -m bench.semantic [--utterances N] [--rules FILE] [--sparse-weight W]
+
+(``--rules`` and ``--sparse-weight``: another rules file, or the sparse head's weight overridden,
+e.g. ``--sparse-weight 0`` for the embeddings alone, the cost before the seventh tuning.)
 
 Feeds the same stream of transcript segments — every utterance of the labelled sets as a
 recogniser would send it, partials growing word by word, then the final — through two
@@ -72,9 +75,14 @@ def measure(engine: DetectionEngine, stream) -> tuple[list[float], list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--utterances", type=int, default=300)
+    parser.add_argument("--rules", default=None, help="rules file (default: the packaged rules)")
+    parser.add_argument("--sparse-weight", type=float, default=None, help="override detection.semantic.sparse_weight")
     args = parser.parse_args()
-    rules = load_rules()
+    rules = load_rules(args.rules)
     detection = rules.detection
+    if args.sparse_weight is not None:
+        detection = detection.model_copy(update={"semantic": detection.semantic.model_copy(update={"sparse_weight": args.sparse_weight})})
+        rules = rules.model_copy(update={"detection": detection})
     lexicon = rules.model_copy(update={"detection": detection.model_copy(update={
         "phrases": tuple(p.model_copy(update={"like": (), "not_like": ()}) for p in detection.phrases if p.phrases),
         "windows": (), "risk": ()})})

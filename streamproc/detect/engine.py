@@ -268,7 +268,8 @@ class DetectionEngine:
                     semantic_hits = self._semantic_hits(detection, segment, info)
                 semantic_hit = semantic_hits.get(rule.id)
                 # ... unless the speaker negated a listed phrase of the rule, or a lexicon rule of the same
-                # kind matched this segment ("shut the f… up" is the profanity alert, not also semantic rudeness)
+                # kind in lexicon_covers_kinds matched this segment (with [rude_phrase]: "shut the f… up" is the profanity
+                # alert, not also semantic rudeness; the packaged rules cover no kind since the seventh tuning)
                 if semantic_hit is not None and semantic_hit.fired and not (
                     rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
                 ) and not self._lexicon_explains(compiled, spanned, segment, info, detection.semantic.lexicon_covers_kinds):

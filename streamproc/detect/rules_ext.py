@@ -50,6 +50,11 @@ class SemanticOptions(_Strict):
         "positives minus that of the k nearest negatives (0 = the head alone)."
     )
     neighbour_scale: float = Field(30.0, gt=0, description="Slope of the logistic that turns that cosine margin into a probability.")
+    sparse_weight: float = Field(
+        0.5, ge=0, lt=1, description="Weight of the sparse head (logistic regression on TF-IDF word and character n-grams of "
+        "the text) against the embedding score; 0 = embeddings alone (no sparse head is trained)."
+    )
+    sparse_regularization: float = Field(4.0, gt=0, description="Inverse regularisation strength C of the sparse heads.")
     lexicon_covers_kinds: tuple[str, ...] = Field(
         ("rude_phrase",), description="Alert kinds in which a lexicon match of one rule stands in for a semantic hit of "
         "another on the same segment (profanity covers rudeness); in other kinds both alert (a manager request that also "

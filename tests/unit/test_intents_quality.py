@@ -22,11 +22,14 @@ Six rounds, each written before the tuning it measures and committed on its own:
   definitions alone (2fac838), merged before the sixth tuning's data was merged, run once after
   the model was frozen (b5ab2af). This is the split the bar is asserted on. 2 of its 385 lines
   nearly copy a training string of the sixth tuning (ratio >= 80, found before the run by a
-  script that printed only scores and line numbers): LEAKED, not scored.
+  script that printed only scores and line numbers): LEAKED, not scored. Since the seventh tuning
+  all of round 6 (but LEAKED) is training examples: development data (bench/intents_dev.py --loro).
+  Until round 7 is merged TEST_SPLIT still points at it and BELOW_BAR is empty, since every detector
+  meets the bar on its own training lines — a check that the lines went in, not a quality figure.
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
-round 4's and round 5's training halves. The sha256s below pin all six rounds: editing one to make a rule pass
+round 4's and round 5's training halves and (since the seventh tuning) round 6. The sha256s below pin all six rounds: editing one to make a rule pass
 fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that missed it on round
@@ -64,23 +67,21 @@ ROUND5_SHA256 = "319a6448f82d5382bc0e619543832b98411485cda6cd2a9b62e41e2ebc6af97
 #: round-5 lines (0-based) that nearly copy a training string of the fifth tuning: never scored nor trained on
 LEAKED_ROUND5 = frozenset({13, 31, 43, 66, 69, 78, 82, 97, 99, 100, 102, 111, 131, 162, 165, 190, 192, 197, 234, 248, 289, 331, 333,
                            334, 357, 365, 375, 385})
-TEST_SPLIT = DATA / "intents_test6.yaml"  # round 6: the held-out split the bar is asserted on
-TEST_SPLIT_SHA256 = "2dd45190832e36bbca8223ad3bf1d07f4ac864f644b6be949584ffa6add8794b"
-#: round-6 lines (0-based) that nearly copy a training string of the sixth tuning: not scored
-LEAKED = frozenset({177, 187})
+ROUND6 = DATA / "intents_test6.yaml"  # development data since the seventh tuning (all of it training lines)
+ROUND6_SHA256 = "2dd45190832e36bbca8223ad3bf1d07f4ac864f644b6be949584ffa6add8794b"
+#: round-6 lines (0-based) that nearly copy a training string of the sixth tuning: never scored nor trained on
+LEAKED_ROUND6 = frozenset({177, 187})
+TEST_SPLIT = ROUND6  # still round 6 until round 7 is merged (then: round 7, its sha256, its LEAKED, BELOW_BAR from its one run)
+TEST_SPLIT_SHA256 = ROUND6_SHA256
+LEAKED = LEAKED_ROUND6
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: round-6 figures (precision, recall) of the detectors below the bar; see docs/detection.md
-BELOW_BAR: dict[str, tuple[float, float]] = {
-    "agent-rudeness": (0.93, 0.71),
-    "customer-abuse": (1.00, 0.87),
-    "manager-request": (1.00, 0.89),
-    "churn-intent": (0.85, 0.89),
-    "legal-threat": (0.84, 0.84),
-    "repeat-contact": (0.85, 0.74),
-}
+#: test-split figures (precision, recall) of the detectors below the bar; see docs/detection.md. Empty while
+#: TEST_SPLIT is round 6, which is training data since the seventh tuning (round 6's one run had rudeness
+#: 0.93/0.71, abuse 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74)
+BELOW_BAR: dict[str, tuple[float, float]] = {}
 
 
 def evaluate(path: Path = TEST_SPLIT, rules=None, exclude: frozenset[int] | None = None) -> tuple[dict[str, Counter], list[str]]:
@@ -121,7 +122,7 @@ def results():
 
 def test_test_splits_are_frozen():
     for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256), (ROUND3, ROUND3_SHA256),
-                         (ROUND4, ROUND4_SHA256), (ROUND5, ROUND5_SHA256)):
+                         (ROUND4, ROUND4_SHA256), (ROUND5, ROUND5_SHA256), (ROUND6, ROUND6_SHA256)):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
             f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
         )
@@ -145,7 +146,7 @@ def test_labelled_set_is_big_enough():
 @pytest.mark.parametrize(
     "detector",
     [
-        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=f"round 5: P {BELOW_BAR[d][0]:.2f} R {BELOW_BAR[d][1]:.2f}"))
+        pytest.param(d, marks=pytest.mark.xfail(strict=True, reason=f"test split: P {BELOW_BAR[d][0]:.2f} R {BELOW_BAR[d][1]:.2f}"))
         if d in BELOW_BAR else d
         for d in DETECTORS
     ],

@@ -171,3 +171,56 @@ def _packaged(name: str):
     from importlib import resources
 
     return str(resources.files("streamproc.data").joinpath(name))
+
+
+SPARSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0.6,")
+DENSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0,")  # embeddings alone
+
+
+def test_the_sparse_head_is_trained_weighted_in_and_can_decide():
+    """The TF-IDF head sees the recogniser's split word ("super visor") that the embedding blurs:
+    the same segment does not fire on embeddings alone and fires with the sparse head weighted in."""
+    from streamproc.detect.semantic import build_model
+
+    dense, hybrid = build_model(parse_rules(DENSE_RULES).detection), build_model(parse_rules(SPARSE_RULES).detection)
+    assert dense.sparse is None and hybrid.sparse is not None and set(hybrid.sparse.column) == {"mgr", "churn"}
+    text = "get me your super visor"
+    alone, both = dense.score(text, ["mgr"])["mgr"], hybrid.score(text, ["mgr"])["mgr"]
+    sparse = float(hybrid.sparse.probabilities(text)[hybrid.sparse.column["mgr"]])
+    assert both.probability == pytest.approx(0.4 * alone.probability + 0.6 * sparse, abs=1e-3)
+    assert sparse > 0.8 and not alone.fired and both.fired
+    assert fire(DetectionEngine(lambda: parse_rules(DENSE_RULES)), text) == []
+    assert [a.rule_id for a in fire(DetectionEngine(lambda: parse_rules(SPARSE_RULES)), text)] == ["mgr"]
+
+
+def test_a_reload_retrains_the_sparse_head_only_when_its_examples_change():
+    current = {"rules": parse_rules(SPARSE_RULES)}
+    engine = DetectionEngine(lambda: current["rules"])
+    first = engine.semantic_model(current["rules"].detection).sparse
+    current["rules"] = parse_rules(SPARSE_RULES.replace("threshold: 0.6,", "threshold: 0.55,"))  # no example changed
+    assert engine.semantic_model(current["rules"].detection).sparse is first
+    current["rules"] = parse_rules(SPARSE_RULES.replace('"end my contract",', '"end my contract", "port my number out",'))
+    retrained = engine.semantic_model(current["rules"].detection).sparse
+    assert retrained is not first and retrained.weights.shape[1] == 2
+    text = "i want to port my number out"
+    assert retrained.probabilities(text)[retrained.column["churn"]] > first.probabilities(text)[first.column["churn"]]
+
+
+def test_an_intent_without_negatives_is_judged_by_its_dense_head_alone():
+    """Nothing to learn a sparse head from (no neutral lines, no not_like, no other intent): its
+    score must not be dragged towards zero by an empty sparse head."""
+    from streamproc.detect.semantic import build_model
+
+    lonely = """
+version: 1
+detection:
+  semantic: {threshold: 0.6, sparse_weight: 0.5}
+  phrases:
+    - {id: pets, kind: escalation, severity: info, speaker: customer,
+       like: ["do you allow dogs", "can i bring my cat", "are pets welcome", "is my dog allowed in the room"]}
+    - {id: greet, kind: escalation, severity: info, speaker: agent, phrases: ["good morning"]}
+"""
+    sparse, dense = build_model(parse_rules(lonely).detection), build_model(parse_rules(lonely.replace("0.5}", "0}")).detection)
+    assert sparse.sparse is None
+    for text in ("can i bring my dog", "can i bring my cat"):
+        assert sparse.score(text, ["pets"])["pets"].probability == dense.score(text, ["pets"])["pets"].probability
