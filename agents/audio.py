@@ -430,7 +430,9 @@ if settings.audio_enabled:
                 settings.asr_model, workers=count, whisper_min_window_s=settings.whisper_min_window_s,
                 device=settings.asr_device, whisper_batch_size=settings.whisper_batch_size,
             )
-            engine.warm_up()  # /ready means a session can decode, not only that the file was read
+            # /ready means a session can decode, not only that the file was read. Vosk: two warm
+            # recognisers per lane, so calls arriving together (a rebalance) do not stall the lanes.
+            engine.warm_up(recognizers=min(settings.vosk_idle_recognizers, 2 * count))
             return engine
 
         try:

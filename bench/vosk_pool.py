@@ -54,7 +54,7 @@ def main() -> None:
     for gate in (True, False):
         results = {}
         for idle in (0, 8):
-            engine.pool = RecognizerPool(engine.model)  # each configuration starts from the warm-up's one recogniser
+            engine.pool = RecognizerPool(engine.model, spares=1 if idle else 0)  # each configuration starts from the warm-up
             engine.warm_up()
             before = engine.pool.stats()
             results[idle] = decode_all(engine, calls, args.rounds, gate, idle)

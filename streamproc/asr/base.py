@@ -113,8 +113,11 @@ class Engine(Protocol):
     def new_session(self, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float) -> SpeechSession:
         """A session for one speaker of one call whose audio starts at ``start_s`` on the call's timeline."""
 
-    def warm_up(self) -> None:
-        """Decode a little audio once, so the first real call pays no first-use cost."""
+    def warm_up(self, recognizers: int = 1) -> None:
+        """Decode a little audio once, so the first real call pays no first-use cost.
+
+        ``recognizers``: engines that keep per-stream decoders (Vosk) build this many ready ones.
+        """
 
 
 def utc(epoch: float) -> datetime:

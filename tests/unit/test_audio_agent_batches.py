@@ -67,7 +67,7 @@ class CountingEngine:
     def new_session(self, call_id, speaker, start_s, config, now):
         return CountingSession(call_id, speaker, start_s)
 
-    def warm_up(self) -> None:
+    def warm_up(self, recognizers: int = 1) -> None:
         pass
 
 

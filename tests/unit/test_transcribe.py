@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -278,7 +279,7 @@ def test_transcribe_cli_prints_both_speakers(corpus):
 def test_pooled_recognisers_are_reused_across_calls_and_keep_word_times_on_each_calls_timeline(model, corpus):
     """A recogniser that decoded other calls (its clock far along) puts words where a new one does."""
     engine = copy.copy(model)  # the loaded model with a pool of its own: the lending history is this test's alone
-    engine.pool = RecognizerPool(model.model)
+    engine.pool = RecognizerPool(model.model, spares=0)
     variant = corpus.get("pcm16", 16000, 2)
     fresh = run(engine, variant, call_id="fresh", config=TranscriberConfig(partial_interval_s=0.5, idle_recognizers=0))[1]
     assert engine.pool.stats() == {"in_use": 0, "idle": 0, "created": 2, "reused": 0}  # no pool: none kept
@@ -295,3 +296,23 @@ def test_pooled_recognisers_are_reused_across_calls_and_keep_word_times_on_each_
         assert [s.start_s for s in b] == pytest.approx([s.start_s for s in a], abs=0.1)
         assert [s.end_s for s in b] == pytest.approx([s.end_s for s in a], abs=0.1)
     check_sane_timings(pooled, len(variant.data) / variant.bytes_per_second)
+
+
+def test_warm_up_builds_ready_recognisers_and_a_spare_is_kept_in_the_background(model, corpus):
+    """A new recogniser's one-time initialisation (~0.7 s on its first audio) happens off the lanes."""
+    engine = copy.copy(model)
+    engine.pool = RecognizerPool(model.model, spares=1)
+    engine.warm_up(recognizers=2)
+    assert engine.pool.stats() == {"in_use": 0, "idle": 2, "created": 2, "reused": 0}
+    transcriber = Transcriber(engine, TranscriberConfig(speech_gate=False))  # a session borrows at its first audio
+    variant = corpus.get("pcm16", 16000, 2)
+    meta = AudioFrameMeta(encoding="pcm16", rate=16000, channels=2, layout="agent_customer", seq=0)
+    first = next(iter(frames(variant, 500)))[2]
+    transcriber.process_frame("c", meta, first)  # both speakers start talking: both warm ones are lent
+    deadline = time.monotonic() + 30
+    while engine.pool.stats()["idle"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the spare is built on a background thread
+    stats = engine.pool.stats()
+    assert stats["in_use"] == 2 and stats["idle"] == 1 and stats["created"] == 3
+    transcriber.end_call("c")
+    assert engine.pool.stats()["in_use"] == 0
