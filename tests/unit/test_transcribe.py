@@ -292,9 +292,10 @@ def test_pooled_recognisers_are_reused_across_calls_and_keep_word_times_on_each_
     for speaker in (Speaker.agent, Speaker.customer):
         a, b = finals(fresh, speaker), finals(pooled, speaker)
         assert a and b
-        # Utterance boundaries come from the gate; words may differ where Kaldi's pruning is near a tie.
-        assert [s.start_s for s in b] == pytest.approx([s.start_s for s in a], abs=0.1)
-        assert [s.end_s for s in b] == pytest.approx([s.end_s for s in a], abs=0.1)
+        # Words may differ where Kaldi's pruning is near a tie (measured: a last word ending 0.11 s
+        # apart); a recogniser clock not mapped to the call would be off by seconds (each call is ~8 s).
+        assert [s.start_s for s in b] == pytest.approx([s.start_s for s in a], abs=0.3)
+        assert [s.end_s for s in b] == pytest.approx([s.end_s for s in a], abs=0.3)
     check_sane_timings(pooled, len(variant.data) / variant.bytes_per_second)
 
 
