@@ -449,6 +449,7 @@ if settings.audio_enabled:
         state.ready.set()
         speech_ready.set()
         metrics.TRANSCRIPTION_READY.set(1)
+        _set_session_gauges(state.transcriber)  # a Vosk worker shows its warm recognisers from the start
         log.info("transcription ready: %s, %d decoder thread(s), cap %d sessions",
                  engine.description, count, settings.transcription_max_sessions)
 

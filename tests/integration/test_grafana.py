@@ -163,6 +163,7 @@ APPEAR_AFTER_TRAFFIC = {
     "streamproc_audio_seconds_total": "audio flowed",
     "streamproc_asr_decode_seconds_total": "audio was decoded",
     "streamproc_asr_gated_seconds_total": "a Vosk model decoded audio with the speech gate on",
+    "streamproc_vosk_recognizers": "a Vosk model was loaded (an English worker has no recogniser pool)",
     "streamproc_detection_segments_total": "a transcript reached the detectors",
     "streamproc_faust_topic_partition_end_offset": "the agents consumed a record",
     "streamproc_faust_topic_partition_offset_commited": "the agents committed an offset",
