@@ -98,7 +98,9 @@ def assert_nothing_left(demo: DemoProcess) -> None:
 #: warning 8 s, critical 16 s, + the default detection rules): (severity, kind, title words).
 EXPECTED_EN = {
     "long_hold": [("WARNING", "hold_breach", r"on hold over 8s"), ("CRITICAL", "hold_breach", r"on hold over 16s")],
-    "rude_agent": [("WARNING", "rude_phrase", r"Agent rudeness \(rudeness\): agent said “not my problem”")],
+    # The agent's curt opener ("Yeah, orders, what do you want?") is rude too: since the seventh tuning the
+    # semantic head alerts on it, and the rule's cooldown then keeps "not my problem" from alerting again.
+    "rude_agent": [("WARNING", "rude_phrase", r"Agent rudeness \(rudeness\): agent said “(not my problem|[^”]*what do you want)")],
     "angry_customer": [("WARNING", "escalation", r"\(manager request\): customer said “want to speak to a manager”")],
     # The semantic heads may fire on a partial ("this is the third time I am", "I have had enough, I want
     # to cancel") before the lexicon phrase completes: the alert is earlier, its quote shorter.
