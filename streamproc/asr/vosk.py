@@ -74,8 +74,7 @@ class RecognizerPool:
 
     def _replenish(self) -> None:
         try:
-            while self.idle < self.spares:
-                self.prewarm(self.idle + 1)
+            self.prewarm(self.spares)
         except Exception:  # a spare is an optimisation: a lane builds its own recogniser if this fails
             log.exception("could not build a spare Vosk recogniser")
         finally:
@@ -213,9 +212,8 @@ class VoskSession(DecodeStatsMixin):
                 segments += self._close(now)
         return segments
 
-    @property
-    def recognizer(self):
-        """The borrowed recogniser (borrowed now if none is): only called to decode audio."""
+    def _borrow(self) -> Any:
+        """The borrowed recogniser, borrowing one now if none is (only to decode audio)."""
         if self.borrowed is None:
             if self.finished:
                 raise RuntimeError(f"the Vosk session of {self.call_id}/{self.speaker.value} is finished")
@@ -250,7 +248,7 @@ class VoskSession(DecodeStatsMixin):
     def _decode(self, samples16k: np.ndarray, now: float, speech: bool, partial: bool = True) -> list[TranscriptSegment]:
         if speech and self.speech_start_s is None:
             self.speech_start_s = self.timeline.now_s
-        recognizer = self.recognizer
+        recognizer = self._borrow()
         assert self.borrowed is not None
         self.timeline.advance(len(samples16k), audio.RECOGNIZER_RATE)
         self.borrowed.fed_samples += len(samples16k)
