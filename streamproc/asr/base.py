@@ -131,9 +131,9 @@ class Timeline:
     with silence) adds an anchor.
     """
 
-    def __init__(self, start_s: float, origin_s: float = 0.0):
-        self.fed_s = origin_s
-        self._anchors: list[tuple[float, float]] = [(origin_s, start_s)]
+    def __init__(self, start_s: float):
+        self.fed_s = 0.0
+        self._anchors: list[tuple[float, float]] = [(0.0, start_s)]
 
     def at(self, recognizer_s: float) -> float:
         for fed, at in reversed(self._anchors):
