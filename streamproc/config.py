@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         8, ge=0, le=1024,
         description="Vosk: warm recognisers kept for reuse after an utterance or call (0: a new recogniser per session).",
     )
+    vosk_recognizer_max_audio_s: float = Field(
+        600.0, gt=0, le=86400,
+        description="Vosk: a pooled recogniser that has decoded this much audio is freed (its graph cache only grows).",
+    )
     whisper_min_window_s: float = Field(
         10.0, ge=1, le=30, description="Whisper: shortest encoder window (the utterance plus 2 s, never below this; 30 = stock)."
     )

@@ -88,6 +88,7 @@ class TranscriberConfig:
     max_utterance_s: float = 12.0  # Whisper: forced cut at a pause beyond this
     speech_gate: bool = True  # Vosk: decode speech only (streamproc.asr.gate); Whisper always endpoints on the VAD
     idle_recognizers: int = 8  # Vosk: warm recognisers kept for reuse (streamproc.asr.vosk.RecognizerPool)
+    recognizer_max_audio_s: float = 600.0  # Vosk: a pooled recogniser is freed after decoding this much audio
 
     @classmethod
     def from_settings(cls, settings: "Settings", **overrides) -> "TranscriberConfig":
@@ -102,6 +103,7 @@ class TranscriberConfig:
             "max_utterance_s": settings.transcription_max_utterance_s,
             "speech_gate": settings.transcription_speech_gate,
             "idle_recognizers": settings.vosk_idle_recognizers,
+            "recognizer_max_audio_s": settings.vosk_recognizer_max_audio_s,
             **overrides,
         })
 
@@ -111,6 +113,7 @@ class TranscriberConfig:
             partial_interval_s=interval, partial_words=self.partial_words,
             endpoint_silence_s=self.endpoint_silence_s, max_utterance_s=self.max_utterance_s,
             speech_gate=self.speech_gate, idle_recognizers=self.idle_recognizers,
+            recognizer_max_audio_s=self.recognizer_max_audio_s,
         )
 
 

@@ -31,6 +31,8 @@ class SessionConfig:
     gate_preroll_s: float = 0.3
     # Vosk: warm recognisers kept for reuse (streamproc.asr.vosk.RecognizerPool); 0 = a new one per session.
     idle_recognizers: int = 8
+    #: Vosk: a pooled recogniser that has decoded this much audio is freed instead of lent again.
+    recognizer_max_audio_s: float = 600.0
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import ctypes
+import weakref
 import os
 import time
 import subprocess
@@ -13,7 +15,7 @@ import pytest
 from rapidfuzz import fuzz
 
 from streamproc import audio
-from streamproc.asr.vosk import RecognizerPool
+from streamproc.asr.vosk import RecognizerPool, release_freed_heap
 from streamproc.errors import InputRejected, RejectReason
 from streamproc.schemas import AudioFrameMeta, Speaker, TranscriptSegment
 from streamproc.transcribe import ModelError, Transcriber, TranscriberConfig, load_model, resolve_model_path
@@ -282,7 +284,7 @@ def test_pooled_recognisers_are_reused_across_calls_and_keep_word_times_on_each_
     engine.pool = RecognizerPool(model.model, spares=0)
     variant = corpus.get("pcm16", 16000, 2)
     fresh = run(engine, variant, call_id="fresh", config=TranscriberConfig(partial_interval_s=0.5, idle_recognizers=0))[1]
-    assert engine.pool.stats() == {"in_use": 0, "idle": 0, "created": 2, "reused": 0}  # no pool: none kept
+    assert engine.pool.stats() == {"in_use": 0, "idle": 0, "created": 2, "reused": 0, "dropped": 2}  # no pool: none kept
     for call in ("first", "second", "third"):
         pooled = run(engine, variant, call_id=call)[1]
     stats = engine.pool.stats()
@@ -304,7 +306,7 @@ def test_warm_up_builds_ready_recognisers_and_a_spare_is_kept_in_the_background(
     engine = copy.copy(model)
     engine.pool = RecognizerPool(model.model, spares=1)
     engine.warm_up(recognizers=2)
-    assert engine.pool.stats() == {"in_use": 0, "idle": 2, "created": 2, "reused": 0}
+    assert engine.pool.stats() == {"in_use": 0, "idle": 2, "created": 2, "reused": 0, "dropped": 0}
     transcriber = Transcriber(engine, TranscriberConfig(speech_gate=False))  # a session borrows at its first audio
     variant = corpus.get("pcm16", 16000, 2)
     meta = AudioFrameMeta(encoding="pcm16", rate=16000, channels=2, layout="agent_customer", seq=0)
@@ -317,3 +319,68 @@ def test_warm_up_builds_ready_recognisers_and_a_spare_is_kept_in_the_background(
     assert stats["in_use"] == 2 and stats["idle"] == 1 and stats["created"] == 3
     transcriber.end_call("c")
     assert engine.pool.stats()["in_use"] == 0
+
+
+class Trims:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def test_the_pool_frees_a_recogniser_it_does_not_keep_and_hands_its_heap_back(model):
+    """Over the idle cap or past its audio budget a recogniser is freed at once, then the heap is trimmed."""
+    trims = Trims()
+    pool = RecognizerPool(model.model, spares=0, trim=trims)
+    first, second = pool.acquire(False, keep=1), pool.acquire(False, keep=1)
+    first.fed_samples = 599 * audio.RECOGNIZER_RATE
+    second_recognizer = weakref.ref(second.recognizer)
+    pool.release(first, keep=1, max_audio_s=600.0)
+    assert pool.stats()["idle"] == 1 and trims.calls == 0  # kept: under both caps
+    pool.release(second, keep=1, max_audio_s=600.0)
+    assert second_recognizer() is None and second.recognizer is None  # over the idle cap: freed now, not at GC
+    assert trims.calls == 1
+    again = pool.acquire(False, keep=1)
+    assert again is first
+    again.fed_samples = 600 * audio.RECOGNIZER_RATE
+    first_recognizer = weakref.ref(again.recognizer)
+    pool.release(again, keep=1, max_audio_s=600.0)  # decoded its budget: its cache is not lent again
+    assert first_recognizer() is None and trims.calls == 2
+    assert pool.stats() == {"in_use": 0, "idle": 0, "created": 2, "reused": 1, "dropped": 2}
+
+
+def test_a_session_passes_the_audio_budget_to_the_pool(model, corpus):
+    """STREAMPROC_VOSK_RECOGNIZER_MAX_AUDIO_S reaches the pool: a tiny budget frees every recogniser after its utterance."""
+    engine = copy.copy(model)
+    trims = Trims()
+    engine.pool = RecognizerPool(model.model, spares=0, trim=trims)
+    variant = corpus.get("pcm16", 16000, 2)
+    segments = run(engine, variant, config=TranscriberConfig(partial_interval_s=0.5, recognizer_max_audio_s=0.5))[1]
+    assert any(s.is_final and s.text for s in segments)
+    stats = engine.pool.stats()
+    assert stats["idle"] == 0 and stats["reused"] == 0 and stats["dropped"] == stats["created"] >= 2
+    assert trims.calls == stats["dropped"]
+
+
+def test_release_freed_heap_returns_pages_glibc_would_hold():
+    """Freed chunks below a live one stay mapped until malloc_trim (how a freed graph cache lingers in RSS)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page / 2**20
+
+    chunks = [libc.malloc(32 * 1024) for _ in range(4000)]  # 125 MB in heap chunks (below the mmap threshold)
+    for chunk in chunks:
+        ctypes.memset(chunk, 1, 32 * 1024)
+    pin = libc.malloc(32 * 1024)  # a live chunk above them: glibc cannot shrink the heap's top past it
+    for chunk in chunks:
+        libc.free(chunk)
+    held = rss_mb()
+    assert release_freed_heap()
+    assert rss_mb() < held - 80
+    libc.free(pin)
