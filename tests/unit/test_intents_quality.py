@@ -73,10 +73,13 @@ ROUND6 = DATA / "intents_test6.yaml"  # development data since the seventh tunin
 ROUND6_SHA256 = "2dd45190832e36bbca8223ad3bf1d07f4ac864f644b6be949584ffa6add8794b"
 #: round-6 lines (0-based) that nearly copy a training string of the sixth tuning: never scored nor trained on
 LEAKED_ROUND6 = frozenset({177, 187})
-TEST_SPLIT = DATA / "intents_test7.yaml"  # round 7: the held-out split the bar is asserted on
-TEST_SPLIT_SHA256 = "02894b1f2faa067b1bc38ae779bfea952f218e49bc2e853f937575bafae5b6b1"
-#: round-7 lines (0-based) that nearly copy a training string of the seventh tuning: not scored
-LEAKED = frozenset({130, 363})
+ROUND7 = DATA / "intents_test7.yaml"  # development data since the eighth tuning (all of it training lines)
+ROUND7_SHA256 = "02894b1f2faa067b1bc38ae779bfea952f218e49bc2e853f937575bafae5b6b1"
+#: round-7 lines (0-based) that nearly copy a training string of the seventh tuning: never scored nor trained on
+LEAKED_ROUND7 = frozenset({130, 363})
+TEST_SPLIT = ROUND7  # still round 7 until round 8 is merged (then: round 8, its sha256, its LEAKED, BELOW_BAR from its one run)
+TEST_SPLIT_SHA256 = ROUND7_SHA256
+LEAKED = LEAKED_ROUND7
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
@@ -129,7 +132,8 @@ def results():
 
 def test_test_splits_are_frozen():
     for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256), (ROUND3, ROUND3_SHA256),
-                         (ROUND4, ROUND4_SHA256), (ROUND5, ROUND5_SHA256), (ROUND6, ROUND6_SHA256)):
+                         (ROUND4, ROUND4_SHA256), (ROUND5, ROUND5_SHA256), (ROUND6, ROUND6_SHA256),
+                         (ROUND7, ROUND7_SHA256)):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
             f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
         )
