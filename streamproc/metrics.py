@@ -51,7 +51,7 @@ DETECTION_SEGMENTS = Counter(
 )
 DETECTION_SUPPRESSED = Counter(
     "streamproc_detection_suppressed_total",
-    "Detector matches not alerted: already alerted (partial then final), cooldown.",
+    "Detector matches not alerted: already alerted (partial then final), cooldown, semantic veto (lexicon_veto).",
     ["reason"],
 )
 DETECTION_UNCONFIRMED = Counter(

@@ -263,7 +263,15 @@ class DetectionEngine:
             key = (segment.speaker, segment.utterance, rule.id)
             handled = state.handled.get(key, 0)
             semantic_hit = None
-            if not matches and rule.semantic and spanned.tokens:  # the intent said another way
+            if matches and rule.semantic and detection.semantic.lexicon_veto > 0:
+                # a listed phrase in a look-alike ("my sister works for ofcom"): the head, trained on those, vetoes
+                if semantic_hits is None:
+                    semantic_hits = self._semantic_hits(detection, segment, info)
+                vetting = semantic_hits.get(rule.id)
+                if vetting is not None and vetting.probability < detection.semantic.lexicon_veto:
+                    matches = []
+                    metrics.DETECTION_SUPPRESSED.labels("semantic_veto").inc()
+            elif not matches and rule.semantic and spanned.tokens:  # the intent said another way
                 if semantic_hits is None:  # one embedding per segment, shared by every head
                     semantic_hits = self._semantic_hits(detection, segment, info)
                 semantic_hit = semantic_hits.get(rule.id)

@@ -60,6 +60,11 @@ class SemanticOptions(_Strict):
         "another on the same segment (profanity covers rudeness); in other kinds both alert (a manager request that also "
         "threatens to leave is two things the supervisor needs to know)."
     )
+    lexicon_veto: float = Field(
+        0.0, ge=0, lt=1, description="A lexicon match of a rule with a semantic head alerts only if that head's probability "
+        "for the segment is at least this (0 = every lexicon match alerts): the head has seen the look-alikes the phrase "
+        "cannot tell apart ('my sister works for ofcom', 'i asked for a manager earlier but it's fine now')."
+    )
     neutral: tuple[_Example, ...] = Field((), description="Everyday lines that match no intent: negatives for every head.")
 
 

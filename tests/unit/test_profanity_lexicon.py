@@ -45,6 +45,16 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "bloody hell that's a big bill",
     "cover your ass and read the terms",
     "the effing system crashed again",
+    # eighth tuning: mild swears and the recogniser's spellings of them
+    "oh balls the payment bounced",
+    "balls to it i'll do it by hand",
+    "the delivery driver's a total dick",
+    "what a knob that courier is",
+    "dam it the screen froze",
+    "ah sh it wrong customer",
+    "holy shid look at that balance",
+    "this feckin system",
+    "the friggin page won't load",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -66,6 +76,9 @@ def test_mild_swears_fire(engine, text):
     "hello is anyone there",
     "the shell of the router is cracked",
     "that's a cocktail of issues",
+    "we sell tennis balls and rackets",
+    "your order from dick's sporting goods has shipped",
+    "the knob on the boiler is stiff",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)

@@ -224,3 +224,17 @@ detection:
     assert sparse.sparse is None
     for text in ("can i bring my dog", "can i bring my cat"):
         assert sparse.score(text, ["pets"])["pets"].probability == dense.score(text, ["pets"])["pets"].probability
+
+
+def test_lexicon_veto_lets_the_head_silence_a_listed_phrase_in_a_look_alike(rules):
+    """With ``lexicon_veto`` a lexicon match alerts only when the rule's head gives the segment at
+    least that probability: the look-alike (the caller's own manager) is silenced, the request is not."""
+    look_alike, request = "i talked to my manager about the bill and he says it's fine", "i want to speak to a manager"
+    assert any(a.rule_id == "mgr" for a in fire(DetectionEngine(lambda: rules), look_alike))  # veto off: the phrase alerts
+    d = rules.detection
+    vetoing = rules.model_copy(update={"detection": d.model_copy(update={"semantic": d.semantic.model_copy(update={"lexicon_veto": 0.3})})})
+    engine = DetectionEngine(lambda: vetoing)
+    model = engine.semantic_model(vetoing.detection)
+    assert model.score(look_alike, ["mgr"])["mgr"].probability < 0.3 <= model.score(request, ["mgr"])["mgr"].probability
+    assert not any(a.rule_id == "mgr" for a in fire(engine, look_alike, call="a"))
+    assert [a.rule_id for a in fire(engine, request, call="b")] == ["mgr"]
