@@ -65,6 +65,7 @@ into test-artifacts/figures/sizing.json under ``<language>`` (``<language>:quick
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import heapq
 import json
@@ -298,7 +299,7 @@ def raw_throughput(language: str, gate: bool, scenarios: list[str], cores: set[i
     argv = [sys.executable, "-m", "bench.sizing", "--language", language, "--gate", "on" if gate else "off",
             "--scenarios", *scenarios, "--_raw"]
     children = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}))
+                                 preexec_fn=functools.partial(os.sched_setaffinity, 0, {core}))
                 for core in sorted(cores)]
     runs = []
     for child in children:
