@@ -1,4 +1,4 @@
-"""The ninth tuning's lexicon entries for legal threat, repeat contact and churn: they fire on the
+"""The ninth tuning's lexicon entries for legal threat, repeat contact, churn and abuse: they fire on the
 kinds they were written for, and the words around them keep their look-alikes out.
 
 Through the real detection engine with the packaged rules' lexicons alone (``lexicon_only_rules``:
@@ -43,6 +43,12 @@ def _fired(engine, rule: str, text: str) -> bool:
     ("churn-intent", "can cell my account please"),
     ("churn-intent", "can sell the a count"),
     ("churn-intent", "please terminate the hire purchase"),
+    ("customer-abuse", "you gormless twit"),
+    ("customer-abuse", "you're clearly clueless"),
+    ("customer-abuse", "why do i always get a muppet like you"),
+    ("customer-abuse", "you're just too thick to understand it"),
+    ("customer-abuse", "ask the village idiot next to you"),
+    ("customer-abuse", "you are such a more on"),
 ])
 def test_fires(engine, rule, text):
     assert _fired(engine, rule, text)
@@ -55,6 +61,9 @@ def test_fires(engine, rule, text):
     ("repeat-contact", "is that the first attempt at delivery or the second"),
     ("churn-intent", "we can sell you a bigger bundle if you like"),
     ("churn-intent", "i need to hand the keys back to the letting agent"),
+    ("customer-abuse", "the walls are too thick to get a signal"),
+    ("customer-abuse", "i'm clueless with this app"),
+    ("customer-abuse", "tell me more on the new tariff"),
 ])
 def test_look_alikes_do_not_fire(engine, rule, text):
     assert not _fired(engine, rule, text)
