@@ -84,26 +84,24 @@ ROUND7 = DATA / "intents_test7.yaml"  # development data since the eighth tuning
 ROUND7_SHA256 = "02894b1f2faa067b1bc38ae779bfea952f218e49bc2e853f937575bafae5b6b1"
 #: round-7 lines (0-based) that nearly copy a training string of the seventh tuning: never scored nor trained on
 LEAKED_ROUND7 = frozenset({130, 363})
-TEST_SPLIT = DATA / "intents_test8.yaml"  # round 8: the held-out split the bar is asserted on
-TEST_SPLIT_SHA256 = "5dd556090566277c6cda7fa4b0b1170584156552469d1893f17d042af6a3ad79"
-#: test-split lines (0-based) that nearly copy a training string of the eighth tuning: never scored
-LEAKED = frozenset({31})
+ROUND8 = DATA / "intents_test8.yaml"  # development data since the ninth tuning (all of it training lines)
+ROUND8_SHA256 = "5dd556090566277c6cda7fa4b0b1170584156552469d1893f17d042af6a3ad79"
+#: round-8 lines (0-based) that nearly copy a training string of the eighth tuning: never scored nor trained on
+LEAKED_ROUND8 = frozenset({31})
+TEST_SPLIT = ROUND8  # still round 8 until round 9 is merged (then: round 9, its sha256, its LEAKED, BELOW_BAR from its one run)
+TEST_SPLIT_SHA256 = ROUND8_SHA256
+LEAKED = LEAKED_ROUND8
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: test-split figures (precision, recall) of the detectors below the bar on round 8's one run, as the
-#: counts they come from (abuse and churn miss by one line: 35 of 39 is 0.897); see docs/detection.md.
-#: At the bar there: rudeness 0.92/0.92, profanity 1.00/1.00, manager 0.97/0.95. (Round 7's one run,
-#: before the eighth tuning: rudeness 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00 below the bar.
-#: Round 6's, before the seventh: rudeness 0.93/0.71, abuse 1.00/0.87, manager 1.00/0.89, churn
-#: 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
-BELOW_BAR: dict[str, tuple[float, float]] = {
-    "customer-abuse": (35 / 35, 35 / 39),
-    "churn-intent": (35 / 35, 35 / 39),
-    "legal-threat": (34 / 34, 34 / 39),
-    "repeat-contact": (33 / 35, 33 / 38),
-}
+#: test-split figures (precision, recall) of the detectors below the bar on the split's one run; none
+#: while the split is round 8, training data since the ninth tuning. (Round 8's one run, before the
+#: ninth tuning: abuse 1.00/0.897, churn 1.00/0.897, legal 1.00/0.87, repeat 0.94/0.87 below the bar;
+#: rudeness 0.92/0.92, profanity 1.00/1.00, manager 0.97/0.95 at it. Round 7's, before the eighth:
+#: rudeness 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00 below the bar. Round 6's, before the seventh:
+#: rudeness 0.93/0.71, abuse 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
+BELOW_BAR: dict[str, tuple[float, float]] = {}
 
 
 def evaluate(path: Path = TEST_SPLIT, rules=None, exclude: frozenset[int] | None = None) -> tuple[dict[str, Counter], list[str]]:
@@ -145,7 +143,7 @@ def results():
 def test_test_splits_are_frozen():
     for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256), (ROUND3, ROUND3_SHA256),
                          (ROUND4, ROUND4_SHA256), (ROUND5, ROUND5_SHA256), (ROUND6, ROUND6_SHA256),
-                         (ROUND7, ROUND7_SHA256)):
+                         (ROUND7, ROUND7_SHA256), (ROUND8, ROUND8_SHA256)):
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
             f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
         )
