@@ -506,3 +506,11 @@ if settings.audio_enabled:
             state.closing.add(call_id)
             _push_control(_Job(kind, call_id))  # after the call's queued frames
         metrics.ACTIVE_SESSIONS.set(transcriber.active_sessions)
+
+    @app.timer(interval=30.0)
+    async def release_idle_recognizers() -> None:
+        """Free pooled Vosk recognisers idle past STREAMPROC_VOSK_IDLE_RECOGNIZER_TTL_S: off the loop, since
+        freeing one returns its heap to the OS (malloc_trim, ~40 ms); not on a lane, which may be decoding."""
+        transcriber = state.transcriber
+        if transcriber is not None:
+            await asyncio.get_running_loop().run_in_executor(None, transcriber.release_idle_recognizers)

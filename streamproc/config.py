@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         8, ge=0, le=1024,
         description="Vosk: warm recognisers kept for reuse after an utterance or call (0: a new recogniser per session).",
     )
+    vosk_idle_recognizer_ttl_s: float = Field(
+        300.0, ge=0, description="Vosk: an idle pooled recogniser not lent for this long is freed (the warm-up's stay), "
+        "so a worker's memory follows its load after a busy spell; 0: never.",
+    )
     vosk_recognizer_max_audio_s: float = Field(
         600.0, gt=0, le=86400,
         description="Vosk: a pooled recogniser that has decoded this much audio is freed (its graph cache only grows).",

@@ -89,6 +89,7 @@ class TranscriberConfig:
     speech_gate: bool = True  # Vosk: decode speech only (streamproc.asr.gate); Whisper always endpoints on the VAD
     idle_recognizers: int = 8  # Vosk: warm recognisers kept for reuse (streamproc.asr.vosk.RecognizerPool)
     recognizer_max_audio_s: float = 600.0  # Vosk: a pooled recogniser is freed after decoding this much audio
+    idle_recognizer_ttl_s: float = 300.0  # Vosk: an idle pooled recogniser not lent for this long is freed (0: never)
 
     @classmethod
     def from_settings(cls, settings: "Settings", **overrides) -> "TranscriberConfig":
@@ -104,6 +105,7 @@ class TranscriberConfig:
             "speech_gate": settings.transcription_speech_gate,
             "idle_recognizers": settings.vosk_idle_recognizers,
             "recognizer_max_audio_s": settings.vosk_recognizer_max_audio_s,
+            "idle_recognizer_ttl_s": settings.vosk_idle_recognizer_ttl_s,
             **overrides,
         })
 
@@ -149,6 +151,13 @@ class Transcriber:
         """The engine's recogniser pool counters (Vosk: in_use, idle, created, reused); None without a pool."""
         pool = getattr(self.engine, "pool", None)
         return None if pool is None else pool.stats()
+
+    def release_idle_recognizers(self, now: float | None = None) -> int:
+        """Free the engine's pooled recognisers idle past ``idle_recognizer_ttl_s`` (blocking: run it off the loop)."""
+        pool = getattr(self.engine, "pool", None)
+        if pool is None or self.config.idle_recognizer_ttl_s <= 0:
+            return 0
+        return pool.expire_idle(self.config.idle_recognizer_ttl_s, now)
 
     def idle_calls(self, now: float | None = None) -> set[str]:
         now = self.clock() if now is None else now

@@ -50,6 +50,7 @@ def release_freed_heap() -> bool:
 class PooledRecognizer:
     recognizer: Any  # vosk.KaldiRecognizer (vosk ships no type hints)
     fed_samples: int = 0  # 16 kHz samples since creation: Vosk's word times count from there
+    idle_since: float = 0.0  # time.monotonic() when it last went back to the pool
 
     @property
     def clock_s(self) -> float:
@@ -81,6 +82,8 @@ class RecognizerPool:
         #: does not pay the first-audio stall itself while other calls wait behind it.
         self.spares = spares
         self._replenishing = False
+        #: The newest this many idle recognisers are never expired (the worker's warm-up count).
+        self.floor = 0
 
     def _build(self, warm: bool) -> PooledRecognizer:
         import vosk
@@ -97,6 +100,7 @@ class RecognizerPool:
         """Build ``count`` idle recognisers and take their first-audio stall now (at worker start)."""
         while self.idle < count:
             pooled = self._build(warm=True)
+            pooled.idle_since = time.monotonic()
             with self._lock:
                 self.created += 1
                 self._idle.append(pooled)
@@ -148,13 +152,33 @@ class RecognizerPool:
             self.in_use -= 1
             kept = len(self._idle) < keep and pooled.clock_s < max_audio_s
             if kept:
+                pooled.idle_since = time.monotonic()
                 self._idle.append(pooled)
             else:
                 self.dropped += 1
         if not kept:
+            self._free([pooled])
+
+    def expire_idle(self, max_idle_s: float, now: float | None = None) -> int:
+        """Free the idle recognisers not lent for ``max_idle_s``, all but the newest ``floor``: after a busy
+        spell each idle one holds its grown graph cache (100-280 MB) until it is lent again."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            expirable = self._idle[: max(0, len(self._idle) - self.floor)]  # the bottom: least recently used
+            expired = [p for p in expirable if now - p.idle_since >= max_idle_s]
+            if expired:
+                self._idle = [p for p in self._idle if all(p is not e for e in expired)]
+                self.dropped += len(expired)
+        self._free(expired)
+        return len(expired)
+
+    def _free(self, recognizers: list[PooledRecognizer]) -> None:
+        if not recognizers:
+            return
+        for pooled in recognizers:
             pooled.recognizer = None  # the last reference: Vosk frees the recogniser and its cache now
-            if self._trim is not None:
-                self._trim()
+        if self._trim is not None:
+            self._trim()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -184,7 +208,8 @@ class VoskEngine:
 
     def warm_up(self, recognizers: int = 1) -> None:
         """Leave ``recognizers`` (at least one) recognisers in the pool that have decoded a second of audio."""
-        self.pool.prewarm(max(1, recognizers))
+        self.pool.floor = max(1, recognizers)
+        self.pool.prewarm(self.pool.floor)
 
 
 class VoskSession(DecodeStatsMixin):

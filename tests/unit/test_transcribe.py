@@ -350,6 +350,35 @@ def test_the_pool_frees_a_recogniser_it_does_not_keep_and_hands_its_heap_back(mo
     assert pool.stats() == {"in_use": 0, "idle": 0, "created": 2, "reused": 1, "dropped": 2}
 
 
+def test_idle_recognisers_expire_least_recently_used_first_down_to_the_warm_up_count(model):
+    """After a busy spell the pool frees what has sat idle past the TTL, oldest first, but keeps the newest ``floor``."""
+    trims = Trims()
+    pool = RecognizerPool(model.model, spares=0, trim=trims)
+    pool.floor = 1
+    lent = [pool.acquire(False, keep=8) for _ in range(3)]
+    for pooled in lent:
+        pool.release(pooled, keep=8)
+    oldest, middle, newest = lent
+    oldest.idle_since, middle.idle_since, newest.idle_since = 0.0, 50.0, 90.0
+    oldest_recognizer = weakref.ref(oldest.recognizer)
+    assert pool.expire_idle(60.0, now=100.0) == 1  # only the oldest has been idle 60 s
+    assert oldest_recognizer() is None and trims.calls == 1
+    assert pool.expire_idle(60.0, now=1000.0) == 1  # all past the TTL now, but the newest one stays (floor)
+    assert pool.acquire(False, keep=8) is newest
+    assert pool.stats()["dropped"] == 2 and trims.calls == 2
+    assert pool.expire_idle(60.0, now=1000.0) == 0 and trims.calls == 2  # nothing idle: no trim either
+
+
+def test_the_transcriber_expires_idle_recognisers_only_with_a_ttl(model):
+    engine = copy.copy(model)
+    engine.pool = RecognizerPool(model.model, spares=0, trim=Trims())
+    engine.pool.release(engine.pool.acquire(False, keep=8), keep=8)
+    later = time.monotonic() + 10_000
+    assert Transcriber(engine, TranscriberConfig(idle_recognizer_ttl_s=0)).release_idle_recognizers(now=later) == 0
+    assert Transcriber(engine, TranscriberConfig(idle_recognizer_ttl_s=300)).release_idle_recognizers(now=later) == 1
+    assert engine.pool.idle == 0
+
+
 def test_a_session_passes_the_audio_budget_to_the_pool(model, corpus):
     """STREAMPROC_VOSK_RECOGNIZER_MAX_AUDIO_S reaches the pool: a tiny budget frees every recogniser after its utterance."""
     engine = copy.copy(model)
