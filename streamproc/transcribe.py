@@ -148,7 +148,7 @@ class Transcriber:
             return {call_id for call_id, _ in self._sessions}
 
     def recognizers(self) -> dict[str, int] | None:
-        """The engine's recogniser pool counters (Vosk: in_use, idle, created, reused); None without a pool."""
+        """The engine's recogniser pool counters (Vosk: in_use, idle, created, reused, dropped); None without a pool."""
         pool = getattr(self.engine, "pool", None)
         return None if pool is None else pool.stats()
 

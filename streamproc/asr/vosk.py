@@ -141,7 +141,7 @@ class RecognizerPool:
         pooled.recognizer.SetPartialWords(partial_words)
         return pooled
 
-    def release(self, pooled: PooledRecognizer, keep: int, max_audio_s: float = 600.0) -> None:
+    def release(self, pooled: PooledRecognizer, keep: int, max_audio_s: float) -> None:
         """Take back a recogniser that has just given its FinalResult.
 
         At most ``keep`` are kept idle, and none that has decoded ``max_audio_s`` of audio: its graph

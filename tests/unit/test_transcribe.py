@@ -357,7 +357,7 @@ def test_idle_recognisers_expire_least_recently_used_first_down_to_the_warm_up_c
     pool.floor = 1
     lent = [pool.acquire(False, keep=8) for _ in range(3)]
     for pooled in lent:
-        pool.release(pooled, keep=8)
+        pool.release(pooled, keep=8, max_audio_s=600.0)
     oldest, middle, newest = lent
     oldest.idle_since, middle.idle_since, newest.idle_since = 0.0, 50.0, 90.0
     oldest_recognizer = weakref.ref(oldest.recognizer)
@@ -372,7 +372,7 @@ def test_idle_recognisers_expire_least_recently_used_first_down_to_the_warm_up_c
 def test_the_transcriber_expires_idle_recognisers_only_with_a_ttl(model):
     engine = copy.copy(model)
     engine.pool = RecognizerPool(model.model, spares=0, trim=Trims())
-    engine.pool.release(engine.pool.acquire(False, keep=8), keep=8)
+    engine.pool.release(engine.pool.acquire(False, keep=8), keep=8, max_audio_s=600.0)
     later = time.monotonic() + 10_000
     assert Transcriber(engine, TranscriberConfig(idle_recognizer_ttl_s=0)).release_idle_recognizers(now=later) == 0
     assert Transcriber(engine, TranscriberConfig(idle_recognizer_ttl_s=300)).release_idle_recognizers(now=later) == 1
