@@ -16,7 +16,10 @@ batch to the next as a worker's does from one sizing step to the next. A sampler
 Reported per configuration: peak RSS − baseline, and that / calls = **memory per live call**
 (what bench.sizing calls "memory per call", but against the model alone instead of a worker that
 has already decoded a warm-up call); RSS left once every call has ended (idle pooled recognisers,
-and heap glibc holds), and after a ``malloc_trim``; process CPU and speaker-channel seconds per
+and heap glibc holds); RSS once the quiet spell has lasted ``STREAMPROC_VOSK_IDLE_RECOGNIZER_TTL_S``:
+the worker's timer calls ``Transcriber.release_idle_recognizers``, here called once with the pool's clock
+moved on by the TTL instead of waiting for it (what it frees, it frees as the timer would); and after a
+``malloc_trim``; process CPU and speaker-channel seconds per
 CPU second; the pool's counters. Between configurations every recogniser is freed and the heap
 trimmed, and the baseline is re-read (printed) so each row starts from the model alone.
 
@@ -84,10 +87,12 @@ def play_lane(engine, calls, config: TranscriberConfig, lane: int, batch: int, f
         step += 1
 
 
-def run_config(engine, calls, spec: str, n_calls: int, rounds: int, lanes: int, baseline: float) -> dict:
+def run_config(engine, calls, spec: str, n_calls: int, rounds: int, lanes: int, baseline: float,
+               ttl_s: float = 300.0) -> dict:
     name, idle, max_audio, trim = spec.split(":")
     keep = int(idle)
-    config = TranscriberConfig(idle_recognizers=keep, recognizer_max_audio_s=float(max_audio))
+    config = TranscriberConfig(idle_recognizers=keep, recognizer_max_audio_s=float(max_audio),
+                               idle_recognizer_ttl_s=ttl_s)
     pool = None
     if engine.kind == "vosk":
         pool = vosk_engine.RecognizerPool(engine.model, spares=1 if keep else 0,
@@ -114,6 +119,9 @@ def run_config(engine, calls, spec: str, n_calls: int, rounds: int, lanes: int, 
     sampler.running = False
     sampler.join()
     left = rss_mb()
+    # The quiet spell: the worker's expiry timer, its TTL on the pool's clock already past.
+    expired = Transcriber(engine, config).release_idle_recognizers(now=time.monotonic() + ttl_s) if pool is not None else 0
+    after_expiry = rss_mb()
     stats = pool.stats() if pool is not None else {}
     if pool is not None:
         engine.pool = vosk_engine.RecognizerPool(engine.model)  # frees this configuration's recognisers
@@ -121,7 +129,8 @@ def run_config(engine, calls, spec: str, n_calls: int, rounds: int, lanes: int, 
     after_trim = trimmed_rss_mb()
     peak = sampler.peak - baseline
     return {"name": name, "spec": spec, "peak_mb": peak, "per_call_mb": peak / n_calls, "left_mb": left - baseline,
-            "left_trimmed_mb": after_trim - baseline, "cpu_s": cpu, "audio_s": audio_s, "finals": len(finals), "pool": stats}
+            "expired": expired, "after_expiry_mb": after_expiry - baseline, "left_trimmed_mb": after_trim - baseline,
+            "cpu_s": cpu, "audio_s": audio_s, "finals": len(finals), "pool": stats}
 
 
 def main() -> None:
@@ -149,16 +158,17 @@ def main() -> None:
           f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')}; model loaded: {baseline:.0f} MB RSS; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| configuration (idle:max audio s:trim) | peak − model MB | **MB per live call** | left after the calls MB "
-          "| after malloc_trim MB | CPU s | channel s per CPU s | pool created / reused / dropped | finals |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| after idle expiry MB (freed) | after malloc_trim MB | CPU s | channel s per CPU s "
+          "| pool created / reused / dropped | finals |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for spec in configs:
-        r = run_config(engine, calls, spec, args.calls, args.rounds, args.lanes, baseline)
+        r = run_config(engine, calls, spec, args.calls, args.rounds, args.lanes, baseline, defaults.vosk_idle_recognizer_ttl_s)
         p = r["pool"]
         counters = f"{p['created']} / {p['reused']} / {p['dropped']}" if p else "–"
         print(f"| {r['name']} ({r['spec'].split(':', 1)[1]}) | {r['peak_mb']:.0f} | **{r['per_call_mb']:.0f}** | {r['left_mb']:.0f} | "
-              f"{r['left_trimmed_mb']:.0f} | {r['cpu_s']:.1f} | {r['audio_s'] / r['cpu_s']:.1f} | {counters} | {r['finals']} |", flush=True)
+              f"{r['after_expiry_mb']:.0f} ({r['expired']}) | {r['left_trimmed_mb']:.0f} | {r['cpu_s']:.1f} | {r['audio_s'] / r['cpu_s']:.1f} | {counters} | {r['finals']} |", flush=True)
         baseline = trimmed_rss_mb()
-        print(f"|  | model alone again: {baseline:.0f} MB RSS; load average {os.getloadavg()[0]:.1f} | | | | | | | |", flush=True)
+        print(f"|  | model alone again: {baseline:.0f} MB RSS; load average {os.getloadavg()[0]:.1f} | | | | | | | | |", flush=True)
 
 
 if __name__ == "__main__":

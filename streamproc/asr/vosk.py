@@ -46,6 +46,10 @@ def release_freed_heap() -> bool:
     return True
 
 
+#: A warm-up feeds one second of silence (16-bit samples at the recogniser's rate).
+WARM_UP_SAMPLES = audio.RECOGNIZER_RATE
+
+
 @dataclass
 class PooledRecognizer:
     recognizer: Any  # vosk.KaldiRecognizer (vosk ships no type hints)
@@ -55,6 +59,11 @@ class PooledRecognizer:
     @property
     def clock_s(self) -> float:
         return self.fed_samples / audio.RECOGNIZER_RATE
+
+    @property
+    def grown(self) -> bool:
+        """Decoded more than the warm-up second: its graph cache has grown with a call's audio."""
+        return self.fed_samples > WARM_UP_SAMPLES
 
 
 class RecognizerPool:
@@ -91,9 +100,9 @@ class RecognizerPool:
         pooled = PooledRecognizer(vosk.KaldiRecognizer(self.model, audio.RECOGNIZER_RATE))
         if warm:
             # Any audio triggers the one-time ~0.6-0.75 s initialisation; one second of silence does it.
-            pooled.recognizer.AcceptWaveform(bytes(2 * audio.RECOGNIZER_RATE))
+            pooled.recognizer.AcceptWaveform(bytes(2 * WARM_UP_SAMPLES))
             pooled.recognizer.FinalResult()
-            pooled.fed_samples = audio.RECOGNIZER_RATE
+            pooled.fed_samples = WARM_UP_SAMPLES
         return pooled
 
     def prewarm(self, count: int) -> None:
@@ -160,16 +169,29 @@ class RecognizerPool:
             self._free([pooled])
 
     def expire_idle(self, max_idle_s: float, now: float | None = None) -> int:
-        """Free the idle recognisers not lent for ``max_idle_s``, all but the newest ``floor``: after a busy
-        spell each idle one holds its grown graph cache (100-280 MB) until it is lent again."""
+        """Free the idle recognisers not lent for ``max_idle_s``; returns how many were freed.
+
+        After a busy spell each idle one holds its grown graph cache (100-280 MB) until it is lent
+        again. The newest ``floor`` (the warm-up count) are renewed instead of dropped: each grown one
+        is replaced by a fresh warm recogniser (17 MB, its first-audio stall taken here, off the
+        lanes), so the first calls after a quiet spell still find warm ones. Blocking: ~0.7 s a renewal.
+        """
         now = time.monotonic() if now is None else now
         with self._lock:
-            expirable = self._idle[: max(0, len(self._idle) - self.floor)]  # the bottom: least recently used
-            expired = [p for p in expirable if now - p.idle_since >= max_idle_s]
+            keep_from = max(0, len(self._idle) - self.floor)  # the bottom of the list: least recently used
+            stale = [(n >= keep_from, p) for n, p in enumerate(self._idle) if now - p.idle_since >= max_idle_s]
+            expired = [p for in_floor, p in stale if not in_floor or p.grown]
+            renew = sum(in_floor and p.grown for in_floor, p in stale)
             if expired:
                 self._idle = [p for p in self._idle if all(p is not e for e in expired)]
                 self.dropped += len(expired)
         self._free(expired)
+        for _ in range(renew):
+            pooled = self._build(warm=True)
+            pooled.idle_since = time.monotonic()
+            with self._lock:
+                self.created += 1
+                self._idle.insert(0, pooled)  # cold cache: lent after any warmer one still idle
         return len(expired)
 
     def _free(self, recognizers: list[PooledRecognizer]) -> None:

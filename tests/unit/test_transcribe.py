@@ -369,6 +369,26 @@ def test_idle_recognisers_expire_least_recently_used_first_down_to_the_warm_up_c
     assert pool.expire_idle(60.0, now=1000.0) == 0 and trims.calls == 2  # nothing idle: no trim either
 
 
+def test_a_grown_recogniser_kept_by_the_floor_is_renewed_not_kept(model):
+    """The floor keeps warm recognisers for the next calls, not the 100-280 MB cache of an old one: a
+    stale grown one is swapped for a fresh warmed one, which later expiries leave alone."""
+    trims = Trims()
+    pool = RecognizerPool(model.model, spares=0, trim=trims)
+    pool.floor = 1
+    grown = pool.acquire(False, keep=8)
+    grown.fed_samples = 120 * audio.RECOGNIZER_RATE  # two minutes of a call decoded
+    pool.release(grown, keep=8, max_audio_s=600.0)
+    grown_recognizer = weakref.ref(grown.recognizer)
+    assert pool.expire_idle(60.0, now=grown.idle_since + 30.0) == 0  # not stale yet
+    assert pool.expire_idle(60.0, now=grown.idle_since + 61.0) == 1
+    assert grown_recognizer() is None and trims.calls == 1
+    assert pool.stats() == {"in_use": 0, "idle": 1, "created": 2, "reused": 0, "dropped": 1}
+    fresh = pool.acquire(False, keep=8)
+    assert fresh is not grown and fresh.clock_s == 1.0 and not fresh.grown  # warmed on one second of silence
+    pool.release(fresh, keep=8, max_audio_s=600.0)
+    assert pool.expire_idle(60.0, now=time.monotonic() + 10_000) == 0 and pool.idle == 1  # fresh: kept as it is
+
+
 def test_the_transcriber_expires_idle_recognisers_only_with_a_ttl(model):
     engine = copy.copy(model)
     engine.pool = RecognizerPool(model.model, spares=0, trim=Trims())
