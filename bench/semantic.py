@@ -1,9 +1,10 @@
 """Per-segment cost of semantic detection vs lexicon-only detection, measured in the same run.
 
-    .venv/bin/python -m bench.semantic [--utterances N] [--rules FILE] [--sparse-weight W]
+    .venv/bin/python -m bench.semantic [--utterances N] [--rules FILE] [--sparse-weight W] [--encoder tuned|base]
 
-(``--rules`` and ``--sparse-weight``: another rules file, or the sparse head's weight overridden,
-e.g. ``--sparse-weight 0`` for the embeddings alone, the cost before the seventh tuning.)
+(``--rules``, ``--sparse-weight`` and ``--encoder``: another rules file, or the sparse head's weight
+or the encoder overridden, e.g. ``--sparse-weight 0`` for the embeddings alone, the cost before the
+seventh tuning, or ``--encoder base`` for the general model, the one before the tenth.)
 
 Feeds the same stream of transcript segments — every utterance of the labelled sets as a
 recogniser would send it, partials growing word by word, then the final — through two
@@ -77,11 +78,13 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=300)
     parser.add_argument("--rules", default=None, help="rules file (default: the packaged rules)")
     parser.add_argument("--sparse-weight", type=float, default=None, help="override detection.semantic.sparse_weight")
+    parser.add_argument("--encoder", choices=("tuned", "base"), default=None, help="override detection.semantic.encoder")
     args = parser.parse_args()
     rules = load_rules(args.rules)
     detection = rules.detection
-    if args.sparse_weight is not None:
-        detection = detection.model_copy(update={"semantic": detection.semantic.model_copy(update={"sparse_weight": args.sparse_weight})})
+    overrides = {k: v for k, v in (("sparse_weight", args.sparse_weight), ("encoder", args.encoder)) if v is not None}
+    if overrides:
+        detection = detection.model_copy(update={"semantic": detection.semantic.model_copy(update=overrides)})
         rules = rules.model_copy(update={"detection": detection})
     lexicon = rules.model_copy(update={"detection": detection.model_copy(update={
         "phrases": tuple(p.model_copy(update={"like": (), "not_like": ()}) for p in detection.phrases if p.phrases),

