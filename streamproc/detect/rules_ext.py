@@ -67,7 +67,7 @@ class SemanticOptions(_Strict):
     )
     encoder: Literal["base", "tuned"] = Field(
         "base", description="Sentence-embedding model: 'base' (the general all-MiniLM-L6-v2) or 'tuned' (all-MiniLM-L6-v2 "
-        "fine-tuned on the packaged intents' examples: better on round 9, worse by leave-one-round-out; "
+        "fine-tuned on the packaged intents' examples: better on the blind rounds 9 and 10, worse by leave-one-round-out; "
         "docs/detection.md#tenth-tuning-a-fine-tuned-encoder)."
     )
     neutral: tuple[_Example, ...] = Field((), description="Everyday lines that match no intent: negatives for every head.")
