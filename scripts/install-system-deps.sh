@@ -8,6 +8,8 @@
 #   default-jre-headless, maven - run Apache Kafka 3.9 from Maven Central jars (tests/kafka/pom.xml)
 #   prometheus-alertmanager - a real Alertmanager (and amtool) for the alert delivery test
 #   nodejs, npm     - the reference AsyncAPI parser that validates docs/asyncapi.yaml (tests/asyncapi)
+#   libfst-tools, libfst22-plugins-base - OpenFst's tools with the lookahead and ngram FST types, for
+#                     `streamproc build-static-graph` (a static-graph copy of a Vosk lookahead model)
 set -euo pipefail
 need=()
 command -v flite >/dev/null || need+=(flite)
@@ -21,6 +23,8 @@ command -v mvn >/dev/null || need+=(maven)
 [ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+command -v fstcompose >/dev/null || need+=(libfst-tools)
+compgen -G '/usr/lib/*/fst/*/ngram-fst.so' >/dev/null || need+=(libfst22-plugins-base)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

