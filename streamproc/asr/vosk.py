@@ -108,11 +108,15 @@ class RecognizerPool:
     def prewarm(self, count: int) -> None:
         """Build ``count`` idle recognisers and take their first-audio stall now (at worker start)."""
         while self.idle < count:
-            pooled = self._build(warm=True)
-            pooled.idle_since = time.monotonic()
-            with self._lock:
-                self.created += 1
-                self._idle.append(pooled)
+            self._add_warm(lent_next=True)
+
+    def _add_warm(self, lent_next: bool) -> None:
+        """One more idle recogniser, warmed; ``lent_next=False`` puts it where it is lent after every other."""
+        pooled = self._build(warm=True)
+        pooled.idle_since = time.monotonic()
+        with self._lock:
+            self.created += 1
+            self._idle.insert(len(self._idle) if lent_next else 0, pooled)
 
     def _replenish(self) -> None:
         try:
@@ -187,11 +191,7 @@ class RecognizerPool:
                 self.dropped += len(expired)
         self._free(expired)
         for _ in range(renew):
-            pooled = self._build(warm=True)
-            pooled.idle_since = time.monotonic()
-            with self._lock:
-                self.created += 1
-                self._idle.insert(0, pooled)  # cold cache: lent after any warmer one still idle
+            self._add_warm(lent_next=False)  # cold cache: lent after any warmer one still idle
         return len(expired)
 
     def _free(self, recognizers: list[PooledRecognizer]) -> None:
