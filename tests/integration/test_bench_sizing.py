@@ -22,6 +22,7 @@ def test_sizing_quick(language: str, tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=840)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "| speech gate | live calls per core" in run.stdout
+    assert "calls interleaved: calls per core (wall)" in run.stdout
     figures = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))[f"{language}:quick"]
 
     assert (figures["bounds"]["alert_p95_s"] is None) == (language == "ko")
@@ -64,3 +65,12 @@ def test_sizing_quick(language: str, tmp_path: Path) -> None:
         assert memory["idle_rss_mb"] > 100  # the model is loaded
         assert memory["calls"] == max(s["calls"] for s in steps)
         assert memory["per_call_mb"] == pytest.approx((memory["rss_at_calls_mb"] - memory["idle_rss_mb"]) / memory["calls"], abs=0.1)
+        # the engine alone at the ramp's concurrency: the ramp's calls, decoded a frame of each in turn
+        (interleaved,) = g["raw_interleaved_runs"]
+        durations = [s["duration_s"] for s in figures["scenarios"].values()]
+        calls = interleaved["interleaved_calls"]
+        assert calls == max(1, capacity)
+        expected_s = 2 * (sum(durations[i % len(durations)] for i in range(calls)) if calls > 1 else sum(durations))
+        assert interleaved["stream_s"] == pytest.approx(expected_s, abs=0.5) and interleaved["cpu_s"] > 0
+        assert g["live_to_raw_interleaved_cpu"]["median"] == pytest.approx(
+            ramp["cpu_calls_per_core"] / (interleaved["streams_per_cpu_s"] / 2), abs=0.02)
