@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 from faust.transport import by_url
+from faust.worker import Worker as FaustWorker
 
 from streamproc.config import Settings, get_settings
 from streamproc.kafka_admin import ensure_topics
@@ -76,6 +77,21 @@ class StreamprocApp(faust.App):
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, settings)
 
 
+class StreamprocWorker(FaustWorker):
+    """Faust's worker without its terminal spinner.
+
+    At ``--loglevel warning`` or ``error`` Faust's worker sets the root logger to DEBUG so that a spinner
+    handler sees every record: every ``log.debug`` in aiokafka, mode and Faust then builds a LogRecord
+    that the console handler throws away (aiokafka's fetcher logs per partition per fetch), on the
+    event loop and the consumer thread, for the life of the worker. Without the spinner the root logger
+    keeps the level asked for.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
+
+
 app = StreamprocApp(
     settings.app_id,
     allow_untested_faust=settings.allow_untested_faust,
@@ -94,6 +110,7 @@ app = StreamprocApp(
     broker_heartbeat_interval=1,
     broker_rebalance_timeout=6,
     consumer_auto_offset_reset="earliest",
+    Worker=StreamprocWorker,  # `faust -A agents.app worker` too
     TableManager=compat.TableManager,  # fix 6: changelog offsets the broker lost (agents/compat.py)
     store="memory://",
     datadir=str(settings.data_dir),

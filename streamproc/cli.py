@@ -111,8 +111,6 @@ def check_dashboard_exposure(settings) -> None:
 
 
 def run_faust_worker(loglevel: str = "info") -> None:
-    from faust.worker import Worker
-
     import agents
 
     if not getattr(agents, "STREAMPROC_AGENTS", False):
@@ -120,10 +118,11 @@ def run_faust_worker(loglevel: str = "info") -> None:
             f"the 'agents' package at {getattr(agents, '__file__', '?')} is not streamproc's (another "
             "distribution installs a top-level 'agents' package): install streamproc in its own virtual environment"
         )
+    from agents.app import StreamprocWorker
     from agents.app import app as faust_app
 
     faust_app.discover()  # import the agent modules now, as `faust -A agents.app worker` does
-    Worker(faust_app, loglevel=loglevel, console_port=0).execute_from_commandline()
+    StreamprocWorker(faust_app, loglevel=loglevel, console_port=0).execute_from_commandline()
 
 
 @rules_app.command("check")
