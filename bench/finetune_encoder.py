@@ -479,7 +479,8 @@ def loro(args) -> None:
     cells = [(rule, step) for rule in semantic for step in args.sweep]
     pooled: dict[str, Counter] = {}
     swept: dict[tuple[str, float], dict[str, Counter]] = {cell: {} for cell in cells}
-    for held, asr, leaked in LORO_ROUNDS:
+    folds = [f for f in LORO_ROUNDS if not args.rounds or int(f[0].stem.removeprefix("intents_test")) in args.rounds]
+    for held, asr, leaked in folds:
         fold, dropped = without_round(rules, held, asr)
         if args.base:
             encoder = embeddings.shared_encoder("base")
@@ -503,7 +504,8 @@ def loro(args) -> None:
             print(f"{held.stem} {rule} {step:+.2f}: {len(cell_mistakes)} mistakes ({rule} FP {cell_counts[rule]['fp']} FN {cell_counts[rule]['fn']})",
                   flush=True)
     errors = sum(c["fp"] + c["fn"] for c in pooled.values())
-    print(f"\npooled over rounds {_span()} left out\n" + table(pooled))
+    span = _span() if not args.rounds else ", ".join(map(str, args.rounds))
+    print(f"\npooled over rounds {span} left out\n" + table(pooled))
     print(f"errors {errors}; " + open("/proc/loadavg").read().strip(), flush=True)
     if cells:
         print("\nsweep (pooled; one rule moved at a time from the configuration above): rule offset errors (rule FP + FN)")
@@ -539,6 +541,7 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--threshold-offset", type=float, default=0.0, help="added to every semantic rule's threshold")
     lo.add_argument("--rule-threshold", action="append", default=[], metavar="RULE=OFFSET",
                     help="added to one semantic rule's threshold (repeatable), e.g. agent-rudeness=+0.1")
+    lo.add_argument("--rounds", type=int, nargs="+", default=[], help="only these folds (e.g. 9 10; default: all)")
     lo.add_argument("--sweep", type=lambda v: [float(x) for x in v.split(",")], default=[], metavar="OFFSETS",
                     help="comma-separated offsets (--sweep=-0.05,0.05,0.1): each fold scored again with each semantic rule moved by each")
     lo.set_defaults(func=loro)
