@@ -128,10 +128,14 @@ DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-req
 #: 7's, before the eighth: rudeness 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00. Round 6's, before the
 #: seventh: rudeness 0.93/0.71, abuse 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84,
 #: repeat 0.85/0.74.)
-BELOW_BAR: dict[str, tuple[float, float]] = {
+#: Since the eleventh tuning round 10's lines are training examples, so its figures here are training-set
+#: figures and every detector is at the bar on it (a strict xfail would XPASS): no mark until the lead
+#: moves the test split to round 11 and sets this from that round's one run. Round 10's one run was:
+ROUND10_BELOW_BAR: dict[str, tuple[float, float]] = {
     "agent-rudeness": (34 / 36, 34 / 39),
     "legal-threat": (35 / 37, 35 / 39),
 }
+BELOW_BAR: dict[str, tuple[float, float]] = {}
 
 
 def evaluate(path: Path = TEST_SPLIT, rules=None, exclude: frozenset[int] | None = None) -> tuple[dict[str, Counter], list[str]]:
