@@ -464,7 +464,10 @@ def loro(args) -> None:
     ``--threshold-offset`` moves every semantic threshold, ``--rule-threshold RULE=OFFSET`` one rule's;
     ``--sweep OFFSETS`` also scores each fold again with one semantic rule at a time moved by each of
     OFFSETS (on top of the other options) and prints the pooled errors of every cell: the fold's
-    encoder keeps every example's vector, so a cell costs that rule's head and the scoring only."""
+    encoder keeps every example's vector, so a cell costs that rule's head and the scoring only.
+    The fold rules keep ``encoder: base`` (the encoder is swapped underneath), so the rules'
+    ``tuned_thresholds`` do not apply here: the eleventh tuning's tuned figure with them is
+    ``--rule-threshold manager-request=+0.15 --rule-threshold repeat-contact=+0.1`` (0.6 and 0.65)."""
     from collections import Counter
 
     import streamproc.embeddings as embeddings
