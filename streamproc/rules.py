@@ -231,6 +231,13 @@ class DetectionRules(Strict):
             seen.add(rule.id)
         return self
 
+    @model_validator(mode="after")
+    def _tuned_thresholds_name_semantic_rules(self) -> "DetectionRules":
+        unknown = sorted(set(self.semantic.tuned_thresholds) - {r.id for r in self.phrases if r.like})
+        if unknown:
+            raise ValueError(f"semantic.tuned_thresholds names {unknown}, which are not phrase rules with like examples")
+        return self
+
 
 class RulesFile(Strict):
     version: int = Field(1, description="Rules file format version.")

@@ -67,8 +67,12 @@ class SemanticOptions(_Strict):
     )
     encoder: Literal["base", "tuned"] = Field(
         "base", description="Sentence-embedding model: 'base' (the general all-MiniLM-L6-v2) or 'tuned' (all-MiniLM-L6-v2 "
-        "fine-tuned on the packaged intents' examples: better on the blind rounds 9 and 10, worse by leave-one-round-out; "
-        "docs/detection.md#tenth-tuning-a-fine-tuned-encoder)."
+        "fine-tuned on the packaged intents' examples: better on the blind rounds 9 and 10, not clearly better by "
+        "leave-one-round-out over rounds 4-10; docs/detection.md#eleventh-tuning-the-default-encoder)."
+    )
+    tuned_thresholds: dict[_RuleId, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=dict, description="With encoder: tuned, these phrase rules' thresholds replace their own (the "
+        "fine-tuned encoder alerts more readily on some intents' look-alikes; docs/detection.md#eleventh-tuning-the-default-encoder)."
     )
     neutral: tuple[_Example, ...] = Field((), description="Everyday lines that match no intent: negatives for every head.")
 

@@ -263,8 +263,9 @@ _CACHE_MAX = 256
 def specs_of(detection: "DetectionRules") -> list[IntentSpec]:
     """Every semantic intent in the rules: phrase rules with ``like`` and window cues/triggers with ``like``."""
     default = detection.semantic.threshold
+    own = detection.semantic.tuned_thresholds if detection.semantic.encoder == "tuned" else {}
     specs = [
-        IntentSpec(r.id, tuple(r.like), tuple(r.not_like), r.threshold or default)
+        IntentSpec(r.id, tuple(r.like), tuple(r.not_like), own.get(r.id) or r.threshold or default)
         for r in detection.phrases
         if r.enabled and r.like
     ]

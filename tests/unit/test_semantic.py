@@ -260,3 +260,22 @@ def test_the_encoder_option_picks_the_tuned_or_the_base_model_and_heads_follow_i
     assert base.score(text, ["mgr"])["mgr"].fired and tuned.score(text, ["mgr"])["mgr"].fired
     with pytest.raises(RulesError):
         parse_rules(RULES.replace("regularization: 4.0,", "regularization: 4.0, encoder: large,"))
+
+
+def test_tuned_thresholds_replace_a_rules_threshold_only_with_the_tuned_encoder():
+    """``detection.semantic.tuned_thresholds`` (eleventh tuning): the fine-tuned encoder's own thresholds
+    for the rules it names; the base encoder keeps the rules' thresholds; a name that is no semantic
+    phrase rule is an error, not a silently ignored line."""
+    from streamproc.detect.semantic import build_model
+
+    option = "regularization: 4.0, tuned_thresholds: {mgr: 0.75},"
+    base = build_model(parse_rules(RULES.replace("regularization: 4.0,", option)).detection)
+    tuned = build_model(parse_rules(RULES.replace("regularization: 4.0,", option + " encoder: tuned,")).detection)
+    assert base.heads["mgr"].spec.threshold == 0.6 and tuned.heads["mgr"].spec.threshold == 0.75
+    assert base.heads["churn"].spec.threshold == tuned.heads["churn"].spec.threshold == 0.6
+    text = "could i talk to someone above you please"
+    hit = tuned.score(text, ["mgr"])["mgr"]
+    assert hit.threshold == 0.75 and hit.fired == (hit.probability >= 0.75)
+    for wrong in ("{manager: 0.7}", "{mgr: 1.5}"):
+        with pytest.raises(RulesError):
+            parse_rules(RULES.replace("regularization: 4.0,", f"regularization: 4.0, tuned_thresholds: {wrong},"))
