@@ -67,8 +67,8 @@ class SemanticOptions(_Strict):
     )
     encoder: Literal["base", "tuned"] = Field(
         "base", description="Sentence-embedding model: 'base' (the general all-MiniLM-L6-v2) or 'tuned' (all-MiniLM-L6-v2 "
-        "fine-tuned on the packaged intents' examples: better on the blind rounds 9 and 10, not clearly better by "
-        "leave-one-round-out over rounds 4-10; docs/detection.md#eleventh-tuning-the-default-encoder)."
+        "fine-tuned on the packaged intents' examples: better on blind round 10, level on rounds 11 and 12, worse "
+        "through the recogniser; docs/detection.md#eleventh-tuning-the-default-encoder)."
     )
     tuned_thresholds: dict[_RuleId, Annotated[float, Field(gt=0, lt=1)]] = Field(
         default_factory=dict, description="With encoder: tuned, these phrase rules' thresholds replace their own (the "
