@@ -189,7 +189,8 @@ def without_round(rules, path: Path, asr: Path | None = None, near: float = 90.0
 def with_settings(rules, settings: dict[str, str]):
     """``NAME=VALUE``: a detection.semantic option; ``RULE.threshold=VALUE``: one rule's threshold."""
     d = rules.detection
-    options: dict[str, object] = {k: float(v) for k, v in settings.items() if "." not in k and k != "lexicon_covers_kinds"}
+    options: dict[str, object] = {k: int(v) if v.isdigit() else float(v) for k, v in settings.items()
+                                  if "." not in k and k != "lexicon_covers_kinds"}
     if "lexicon_covers_kinds" in settings:  # a comma-separated list, may be empty
         options["lexicon_covers_kinds"] = tuple(k for k in settings["lexicon_covers_kinds"].split(",") if k)
     thresholds = {k.split(".")[0]: float(v) for k, v in settings.items() if k.endswith(".threshold")}

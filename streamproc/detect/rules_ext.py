@@ -44,6 +44,16 @@ class SemanticOptions(_Strict):
     threshold: float = Field(0.5, gt=0, lt=1, description="Default probability at or above which an intent fires.")
     min_words: int = Field(3, ge=1, description="Shorter partials are not scored (too little meaning yet).")
     min_words_final: int = Field(2, ge=1, description="Shorter finals are not scored ('cancel everything' is 2 words).")
+    window_words: int = Field(
+        0, ge=0, description="0: a segment is judged whole. N > 0: a final longer than N words is also judged in windows "
+        "of N words (half overlapping), and each intent takes its most probable window: a line that says two things "
+        "('i want the manager about closing my account') is not judged only by the one that dominates it. "
+        "docs/detection.md#thirteenth-tuning-windows.",
+    )
+    window_margin: float = Field(
+        0.0, ge=0, lt=1, description="A window (window_words) counts for an intent only if it fires with this much "
+        "more probability than the intent's threshold: a fragment has less context than the whole line.",
+    )
     regularization: float = Field(1.0, gt=0, description="Inverse regularisation strength C of the logistic heads.")
     neighbours: int = Field(
         3, ge=0, le=50, description="Nearest-example vote averaged with the logistic head: mean cosine of the k nearest "

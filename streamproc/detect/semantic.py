@@ -285,6 +285,8 @@ class SemanticModel:
         self.encoder = encoder
         self.min_words = detection.semantic.min_words
         self.min_words_final = detection.semantic.min_words_final
+        self.window_words = detection.semantic.window_words
+        self.window_margin = detection.semantic.window_margin
         specs = specs_of(detection)
         neutral = tuple(detection.semantic.neutral)
         self.heads: dict[str, Head] = {}
@@ -328,11 +330,22 @@ class SemanticModel:
         return bool(self.heads)
 
     def score(self, text: str, keys: Iterable[str], *, final: bool = True) -> dict[str, SemanticHit]:
-        """Probability of each intent in ``keys`` for ``text`` (one embedding, shared by all heads)."""
+        """Probability of each intent in ``keys`` for ``text`` (one embedding, shared by all heads); with
+        ``window_words``, a long final's windows too, each intent keeping its most probable one."""
         keys = [k for k in keys if k in self.heads]
         if not keys or len(text.split()) < (self.min_words_final if final else self.min_words):
             return {}
-        vector = self.encoder.encode_one(text)
+        texts = [text, *windows(text, self.window_words)] if final else [text]
+        vectors = self.encoder.encode(texts)  # one batch for the segment and its windows
+        best = self._score_one(text, vectors[0], keys)
+        for piece, vector in zip(texts[1:], vectors[1:]):
+            for key, hit in self._score_one(piece, vector, keys).items():
+                if hit.fired and hit.probability >= hit.threshold + self.window_margin and (
+                        not best[key].fired or hit.probability > best[key].probability):
+                    best[key] = hit
+        return best
+
+    def _score_one(self, text: str, vector: np.ndarray, keys: list[str]) -> dict[str, SemanticHit]:
         bank_sims = self.bank.vectors @ vector  # one product for every head's examples
         if self.sparse is None:
             return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k]) for k in keys}
@@ -341,6 +354,17 @@ class SemanticModel:
         return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k], float(sparse[column[k]]) if k in column else None,
                                        self.sparse_weight)
                 for k in keys}
+
+
+def windows(text: str, size: int) -> list[str]:
+    """``size``-word windows of ``text``, half overlapping, the last one ending on its last word; none when
+    ``size`` is 0 or the text is no longer than that."""
+    words = text.split()
+    if size <= 0 or len(words) <= size:
+        return []
+    step = max(1, size // 2)
+    starts = list(range(0, len(words) - size, step)) + [len(words) - size]
+    return [" ".join(words[i:i + size]) for i in dict.fromkeys(starts)]
 
 
 def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -> SemanticModel | None:

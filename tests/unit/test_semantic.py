@@ -279,3 +279,23 @@ def test_tuned_thresholds_replace_a_rules_threshold_only_with_the_tuned_encoder(
     for wrong in ("{manager: 0.7}", "{mgr: 1.5}"):
         with pytest.raises(RulesError):
             parse_rules(RULES.replace("regularization: 4.0,", f"regularization: 4.0, tuned_thresholds: {wrong},"))
+
+
+def test_windows_judge_each_part_of_a_long_final(rules):
+    """With ``window_words`` a request at the end of a long final is judged on its own words too: whole, the
+    complaint before it dominates the embedding and the head misses it. Partials stay judged whole (latency)."""
+    from streamproc.detect.semantic import build_model, windows
+
+    line = "my bill is wrong again and the router is broken and nobody has fixed it so get your team leader"
+    assert windows(line, 8)[-1] == "has fixed it so get your team leader"
+    assert windows("get your team leader", 8) == [] and windows(line, 0) == []
+    d = rules.detection
+    whole = build_model(d)
+    windowed = build_model(d.model_copy(update={"semantic": d.semantic.model_copy(update={"window_words": 8, "window_margin": 0.2})}))
+    assert not whole.score(line, ["mgr"])["mgr"].fired
+    hit = windowed.score(line, ["mgr"])["mgr"]
+    assert hit.fired and hit.probability >= hit.threshold + 0.2
+    assert not windowed.score(line, ["mgr"], final=False)["mgr"].fired
+    # a window must clear the threshold by the margin: with a margin no probability reaches, only the whole line counts
+    strict = build_model(d.model_copy(update={"semantic": d.semantic.model_copy(update={"window_words": 8, "window_margin": 0.99})}))
+    assert not strict.score(line, ["mgr"])["mgr"].fired
