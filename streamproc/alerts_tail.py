@@ -12,6 +12,7 @@ and drops repeats, as every downstream consumer should (docs/schemas.md).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -222,6 +223,16 @@ def _clock(when: str | None) -> str:
 # --------------------------------------------------------------------------- the Kafka loop
 
 
+class ClosedSocketNoise(logging.Filter):
+    """Drops kafka-python's "Unhandled exception in task" record for a read on a socket that ``close()`` has just
+    closed (fd -1). kafka-python 3.0.12 logs it, with a traceback, when the consumer closes while a fetch is in
+    flight, as the tail does on Ctrl-C: the record says nothing about the tail's work, which ended cleanly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, ValueError) and str(exc) == "Invalid file descriptor: -1")
+
+
 def follow(
     settings: Any,
     contracts: Iterable[TopicContract],
@@ -286,4 +297,5 @@ def follow(
                     if shown is not None:
                         emit(shown)
     finally:
+        logging.getLogger("kafka.net.selector").addFilter(ClosedSocketNoise())  # from here on the consumer is closing
         consumer.close()

@@ -132,3 +132,29 @@ def test_registry_examples_pass_the_tail():
     for example in ALERTS.examples:
         key, value, headers = example_record(example)
         assert tail.offer(ALERTS, key, value, headers) is not None
+
+
+def _record(exc: BaseException | None):
+    import logging
+    import sys
+
+    try:
+        if exc is not None:
+            raise exc
+    except BaseException:
+        info = sys.exc_info()
+    else:
+        info = None
+    return logging.LogRecord("kafka.net.selector", logging.ERROR, __file__, 1, "Unhandled exception in task %s:", ("t",), info)
+
+
+def test_only_the_closed_socket_record_of_a_closing_consumer_is_dropped():
+    """kafka-python 3.0.12 logs a traceback for a read on the socket close() just closed (seen on Ctrl-C in CI):
+    the tail drops that record and keeps every other one."""
+    from streamproc.alerts_tail import ClosedSocketNoise
+
+    noise = ClosedSocketNoise()
+    assert not noise.filter(_record(ValueError("Invalid file descriptor: -1")))
+    assert noise.filter(_record(ValueError("Invalid file descriptor: 7")))
+    assert noise.filter(_record(KeyError("something else")))
+    assert noise.filter(_record(None))
