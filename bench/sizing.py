@@ -197,13 +197,17 @@ def rule_phrases(language: str, calls: list[Call]) -> list[str]:
     return sorted(set(PHRASES[language]) | set(heard))
 
 
-def decode_offline(engine, call: Call, gate: bool, call_id: str = "offline"):
-    """The call through the worker's decoder in-process, as fast as it goes: (finals, wall s, CPU s)."""
+def worker_transcriber(engine, gate: bool):
+    """A ``Transcriber`` configured as the worker's (STREAMPROC_* from the environment, as the worker child gets it)."""
     from streamproc.config import Settings
     from streamproc.transcribe import Transcriber, TranscriberConfig
 
-    # The worker's configuration (STREAMPROC_* from the environment, as the worker child gets it).
-    transcriber = Transcriber(engine, TranscriberConfig.from_settings(Settings(), speech_gate=gate))
+    return Transcriber(engine, TranscriberConfig.from_settings(Settings(), speech_gate=gate))
+
+
+def decode_offline(engine, call: Call, gate: bool, call_id: str = "offline"):
+    """The call through the worker's decoder in-process, as fast as it goes: (finals, wall s, CPU s)."""
+    transcriber = worker_transcriber(engine, gate)
     frames = list(zip(call.metas(), call.payloads()))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     finals = []
@@ -217,10 +221,7 @@ def decode_interleaved(engine, calls: list[Call], gate: bool, n: int):
     """N calls (cycling ``calls``) through one decoder in-process, a frame of each in turn, as one decoder lane serves N
     live calls but without the worker around it: (stream s, wall s, CPU s). The engine alone at the ramp's concurrency:
     N interleaved streams cost a Vosk decoder more CPU than the same streams one after another (its caches are shared)."""
-    from streamproc.config import Settings
-    from streamproc.transcribe import Transcriber, TranscriberConfig
-
-    transcriber = Transcriber(engine, TranscriberConfig.from_settings(Settings(), speech_gate=gate))
+    transcriber = worker_transcriber(engine, gate)
     streams = [(f"interleaved-{i}", list(zip(calls[i % len(calls)].metas(), calls[i % len(calls)].payloads()))) for i in range(n)]
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for k in range(max(len(frames) for _, frames in streams)):
