@@ -20,7 +20,7 @@
         # development sets' lines added (as neutral lines, or with --veto as not_like), per round
 
 Development data: labelled_utterances.yaml, intents_dev.yaml, intents_dev_asr.yaml and the
-test rounds that have been seen (rounds 1-10; rounds 6 to 10 only through ``--loro``). Round 4 is split in two halves by a hash of each
+test rounds that have been seen (rounds 1-12; rounds 6 to 12 only through ``--loro``). Round 4 is split in two halves by a hash of each
 line's text (``round4_halves``): the fifth tuning added the training half to the rules' examples
 and never the held-out half, so ``--round4`` reports a figure on lines no example was drawn from
 (but the hand-written examples were written after reading round 4's misses: optimistic). Round 5 is

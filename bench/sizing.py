@@ -849,7 +849,7 @@ def main(argv: list[str] | None = None) -> None:
                 start = max(1, statistics.median_low(first) - 1) if first else args.start_calls  # repeats skip the steps far below
                 ramps[gate].append(ramp(broker, Path(tmp), args.language, gate, calls, worker_cores, args.max_calls, start,
                                         f"r{rep}{'g' if gate else 'n'}"))
-                # The engine alone at the concurrency the ramp reached: one lane's share of its calls, interleaved.
+                # The engine alone at the concurrency the ramp reached: one core's share of its calls, interleaved.
                 per_lane = max(1, round(ramps[gate][-1]["capacity_calls"] / len(worker_cores)))
                 interleaved[gate].append(raw_throughput(args.language, gate, args.scenarios, worker_cores, per_lane))
                 print(f"  raw gate={'on' if gate else 'off'} run {rep + 1}, {per_lane} calls interleaved: "

@@ -233,6 +233,10 @@ class ClosedSocketNoise(logging.Filter):
         return not (isinstance(exc, ValueError) and str(exc) == "Invalid file descriptor: -1")
 
 
+#: one instance: Logger.addFilter ignores a filter it already holds, so repeated follow() calls add it once
+_CLOSED_SOCKET_NOISE = ClosedSocketNoise()
+
+
 def follow(
     settings: Any,
     contracts: Iterable[TopicContract],
@@ -297,5 +301,5 @@ def follow(
                     if shown is not None:
                         emit(shown)
     finally:
-        logging.getLogger("kafka.net.selector").addFilter(ClosedSocketNoise())  # from here on the consumer is closing
+        logging.getLogger("kafka.net.selector").addFilter(_CLOSED_SOCKET_NOISE)  # from here on the consumer is closing
         consumer.close()
