@@ -15,6 +15,8 @@ L2 normalisation, as sentence-transformers does for this model.
 
 from __future__ import annotations
 
+import bisect
+import re
 import threading
 from collections import OrderedDict
 from functools import lru_cache
@@ -172,6 +174,41 @@ class Encoder:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return out
+
+    def encode_with_spans(self, text: str, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+        """The text's vector, then one per word span ``(start, end)`` (whitespace words), all from ONE pass
+        of the model over the whole text: a span's vector is the mean of its tokens' contextual states.
+        Costs one encoding, where encoding each span alone costs one per span (docs/detection.md,
+        fourteenth tuning). A span whose tokens were truncated away gets the whole text's vector."""
+        text = text.strip().lower()
+        keys = [f"{text}\x00{start}:{end}" for start, end in spans]
+        with self._lock:
+            if all(k in self._cache for k in keys) and (text in self._cache or text in self._pinned):
+                return np.stack([self._pinned.get(text, self._cache.get(text)), *(self._cache[k] for k in keys)])
+            encoding = self._tokenizer.encode(text)
+            ids = np.array([encoding.ids], dtype=np.int64)
+            (hidden,) = self._session.run(
+                ["last_hidden_state"], {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+            )
+            states = hidden[0]
+            starts = [m.start() for m in re.finditer(r"\S+", text)]
+            word_of = np.array([-1 if special else bisect.bisect_right(starts, begin) - 1
+                                for (begin, _), special in zip(encoding.offsets, encoding.special_tokens_mask)])
+            rows = [states.mean(axis=0)]  # the whole text: every token, as _run pools it
+            for start, end in spans:
+                inside = (word_of >= start) & (word_of < end)
+                rows.append(states[inside].mean(axis=0) if inside.any() else rows[0])
+            vectors = np.stack(rows).astype(np.float32)
+            vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+            if text not in self._pinned:
+                self._cache[text] = vectors[0]
+            for key, vector in zip(keys, vectors[1:]):
+                self._cache[key] = vector
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            if text in self._pinned:  # a training example keeps its packaged vector (same model, batch-free)
+                vectors[0] = self._pinned[text]
+        return vectors
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

@@ -54,6 +54,11 @@ class SemanticOptions(_Strict):
         0.0, ge=0, lt=1, description="A window (window_words) counts for an intent only if it fires with this much "
         "more probability than the intent's threshold: a fragment has less context than the whole line.",
     )
+    window_encoding: Literal["pooled", "separate"] = Field(
+        "pooled", description="pooled: the windows' vectors come from the one pass over the whole final (the mean of "
+        "each window's contextual token states), so windows cost no more encoding; separate: each window is encoded "
+        "alone (one more pass per window, the thirteenth tuning). docs/detection.md#fourteenth-tuning.",
+    )
     regularization: float = Field(1.0, gt=0, description="Inverse regularisation strength C of the logistic heads.")
     neighbours: int = Field(
         3, ge=0, le=50, description="Nearest-example vote averaged with the logistic head: mean cosine of the k nearest "

@@ -79,10 +79,18 @@ class NeighbourVote:
     k: int
     scale: float
 
-    def probability(self, positive_sims: np.ndarray, negative_sims: np.ndarray) -> float:
-        k = min(self.k, len(positive_sims), len(negative_sims))
+    def probability(self, positive_sims: np.ndarray, bank_sims: np.ndarray, negative_rows: np.ndarray,
+                    negative_mask: np.ndarray, nearest: np.ndarray | None = None) -> float:
+        """``nearest``: the bank's rows most similar to the segment, most similar first (SemanticModel.NEAREST of
+        them): when k of this head's negatives are among them, they are its k nearest, and the partition of all
+        its negatives (most of the bank, per head and per window) is not needed."""
+        k = min(self.k, len(positive_sims), len(negative_rows))
         near_positive = np.partition(positive_sims, -k)[-k:].mean()
-        near_negative = np.partition(negative_sims, -k)[-k:].mean()
+        hits = nearest[negative_mask[nearest]][:k] if nearest is not None else ()
+        if len(hits) == k:
+            near_negative = bank_sims[hits].mean()
+        else:
+            near_negative = np.partition(bank_sims[negative_rows], -k)[-k:].mean()
         return float(1.0 / (1.0 + np.exp(-self.scale * (near_positive - near_negative))))
 
 
@@ -114,11 +122,16 @@ class Head:
         self.bias = float(bias)
 
     def bank_rows(self, bank: ExampleBank) -> tuple:
-        """Where this head's like, not_like and vote examples sit in ``bank``."""
-        return bank.rows(self.like), bank.rows(self.not_like), bank.rows(self.vote.negatives) if self.vote else None
+        """Where this head's like, not_like and vote examples sit in ``bank`` (the vote's also as a mask)."""
+        negative_rows = bank.rows(self.vote.negatives) if self.vote else None
+        negative_mask = None
+        if negative_rows is not None:
+            negative_mask = np.zeros(len(bank.vectors), dtype=bool)
+            negative_mask[negative_rows] = True
+        return bank.rows(self.like), bank.rows(self.not_like), negative_rows, negative_mask
 
     def score(self, vector: np.ndarray, text: str | None, bank_sims: np.ndarray, rows: tuple,
-              sparse: float | None = None, sparse_weight: float = 0.0) -> SemanticHit:
+              sparse: float | None = None, sparse_weight: float = 0.0, nearest: np.ndarray | None = None) -> SemanticHit:
         """The head's probability; with ``text``, a counter-example vetoes only when it has the
         same polarity (negated or not) as the utterance. ``bank_sims`` and ``rows``: the segment's
         similarity to every row of an ExampleBank, and this head's rows in it (bank_rows).
@@ -126,10 +139,10 @@ class Head:
         dense score (the logistic head, averaged with the neighbour vote)."""
         logit = float(vector @ self.weights) + self.bias
         probability = float(1.0 / (1.0 + np.exp(-logit)))
-        like_rows, not_like_rows, negative_rows = rows
+        like_rows, not_like_rows, negative_rows, negative_mask = rows
         sims = bank_sims[like_rows]
         if self.vote is not None:
-            probability = (probability + self.vote.probability(sims, bank_sims[negative_rows])) / 2
+            probability = (probability + self.vote.probability(sims, bank_sims, negative_rows, negative_mask, nearest)) / 2
         if sparse is not None:
             probability = (1.0 - sparse_weight) * probability + sparse_weight * sparse
         best = int(np.argmax(sims))
@@ -281,12 +294,16 @@ def specs_of(detection: "DetectionRules") -> list[IntentSpec]:
 class SemanticModel:
     """The heads for one version of the rules. Build it off the event loop (it embeds and trains)."""
 
+    #: bank rows kept per segment, most similar first, for the heads' neighbour votes (NeighbourVote.probability)
+    NEAREST = 64
+
     def __init__(self, detection: "DetectionRules", encoder: "Encoder"):
         self.encoder = encoder
         self.min_words = detection.semantic.min_words
         self.min_words_final = detection.semantic.min_words_final
         self.window_words = detection.semantic.window_words
         self.window_margin = detection.semantic.window_margin
+        self.window_encoding = detection.semantic.window_encoding
         specs = specs_of(detection)
         neutral = tuple(detection.semantic.neutral)
         self.heads: dict[str, Head] = {}
@@ -335,36 +352,49 @@ class SemanticModel:
         keys = [k for k in keys if k in self.heads]
         if not keys or len(text.split()) < (self.min_words_final if final else self.min_words):
             return {}
-        texts = [text, *windows(text, self.window_words)] if final else [text]
-        vectors = self.encoder.encode(texts)  # one batch for the segment and its windows
-        best = self._score_one(text, vectors[0], keys)
-        for piece, vector in zip(texts[1:], vectors[1:]):
-            for key, hit in self._score_one(piece, vector, keys).items():
+        words = text.split()
+        spans = window_spans(len(words), self.window_words) if final else []
+        texts = [text, *(" ".join(words[start:end]) for start, end in spans)]
+        if spans and self.window_encoding == "pooled":
+            vectors = self.encoder.encode_with_spans(text, spans)  # one pass for the segment and its windows
+        else:
+            vectors = self.encoder.encode(texts)  # one batch for the segment and its windows
+        bank_sims = [self.bank.vectors @ vector for vector in vectors]  # every head's examples at once (matrix-vector: faster here than one matrix product)
+        best = self._score_one(text, vectors[0], bank_sims[0], keys)
+        for piece, vector, sims in zip(texts[1:], vectors[1:], bank_sims[1:]):
+            for key, hit in self._score_one(piece, vector, sims, keys).items():
                 if hit.fired and hit.probability >= hit.threshold + self.window_margin and (
                         not best[key].fired or hit.probability > best[key].probability):
                     best[key] = hit
         return best
 
-    def _score_one(self, text: str, vector: np.ndarray, keys: list[str]) -> dict[str, SemanticHit]:
-        bank_sims = self.bank.vectors @ vector  # one product for every head's examples
+    def _score_one(self, text: str, vector: np.ndarray, bank_sims: np.ndarray, keys: list[str]) -> dict[str, SemanticHit]:
+        count = min(self.NEAREST, len(bank_sims))
+        top = np.argpartition(bank_sims, -count)[-count:] if count else np.zeros(0, np.int64)
+        nearest = top[np.argsort(-bank_sims[top])]  # shared by every head's neighbour vote
         if self.sparse is None:
-            return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k]) for k in keys}
+            return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k], nearest=nearest) for k in keys}
         sparse = self.sparse.probabilities(text)
         column = self.sparse.column
         return {k: self.heads[k].score(vector, text, bank_sims, self.rows[k], float(sparse[column[k]]) if k in column else None,
-                                       self.sparse_weight)
+                                       self.sparse_weight, nearest)
                 for k in keys}
 
 
-def windows(text: str, size: int) -> list[str]:
-    """``size``-word windows of ``text``, half overlapping, the last one ending on its last word; none when
-    ``size`` is 0 or the text is no longer than that."""
-    words = text.split()
-    if size <= 0 or len(words) <= size:
+def window_spans(word_count: int, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the ``size``-word windows over ``word_count`` words, half overlapping, the last one
+    ending on the last word; none when ``size`` is 0 or the text is no longer than that."""
+    if size <= 0 or word_count <= size:
         return []
     step = max(1, size // 2)
-    starts = list(range(0, len(words) - size, step)) + [len(words) - size]
-    return [" ".join(words[i:i + size]) for i in dict.fromkeys(starts)]
+    starts = list(range(0, word_count - size, step)) + [word_count - size]
+    return [(i, i + size) for i in dict.fromkeys(starts)]
+
+
+def windows(text: str, size: int) -> list[str]:
+    """The words of ``text`` in each of its ``window_spans``."""
+    words = text.split()
+    return [" ".join(words[start:end]) for start, end in window_spans(len(words), size)]
 
 
 def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -> SemanticModel | None:

@@ -55,6 +55,16 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "holy shid look at that balance",
     "this feckin system",
     "the friggin page won't load",
+    # fourteenth tuning
+    "sod that i'll ring the depot myself",
+    "ah hell it's logged me out",
+    "oh frig the screen's frozen",
+    "frig it i'll key it in manually",
+    "the rota's a total clusterfuck this week",
+    "ag kak the system is slow today",
+    "the kak system dropped your call",
+    "some bast ards nicked the parcel off the van",
+    "bull shit that's what the form says",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -79,6 +89,13 @@ def test_mild_swears_fire(engine, text):
     "we sell tennis balls and rackets",
     "your order from dick's sporting goods has shipped",
     "the knob on the boiler is stiff",
+    "sod's law it rained on the install day",
+    "the fridge is covered by the warranty",
+    "the cluster of outages is in the north",
+    "we'll bug fix that in the next release",
+    "the bass guitar ships on friday",
+    "the bull was in the field so the engineer couldn't reach the pole",
+    "your khaki trousers are back in stock",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)

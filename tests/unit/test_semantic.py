@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -283,7 +285,9 @@ def test_tuned_thresholds_replace_a_rules_threshold_only_with_the_tuned_encoder(
 
 def test_windows_judge_each_part_of_a_long_final(rules):
     """With ``window_words`` a request at the end of a long final is judged on its own words too: whole, the
-    complaint before it dominates the embedding and the head misses it. Partials stay judged whole (latency)."""
+    complaint before it dominates the embedding and the head misses it. Partials stay judged whole (latency).
+    Each window encoded alone (``window_encoding: separate``): this small rules file's head is too weak for
+    pooled windows, which the packaged rules' heads judge (next test)."""
     from streamproc.detect.semantic import build_model, windows
 
     line = "my bill is wrong again and the router is broken and nobody has fixed it so get your team leader"
@@ -291,11 +295,53 @@ def test_windows_judge_each_part_of_a_long_final(rules):
     assert windows("get your team leader", 8) == [] and windows(line, 0) == []
     d = rules.detection
     whole = build_model(d)
-    windowed = build_model(d.model_copy(update={"semantic": d.semantic.model_copy(update={"window_words": 8, "window_margin": 0.2})}))
+    windowed = build_model(d.model_copy(update={"semantic": d.semantic.model_copy(
+        update={"window_words": 8, "window_margin": 0.2, "window_encoding": "separate"})}))
     assert not whole.score(line, ["mgr"])["mgr"].fired
     hit = windowed.score(line, ["mgr"])["mgr"]
     assert hit.fired and hit.probability >= hit.threshold + 0.2
     assert not windowed.score(line, ["mgr"], final=False)["mgr"].fired
     # a window must clear the threshold by the margin: with a margin no probability reaches, only the whole line counts
-    strict = build_model(d.model_copy(update={"semantic": d.semantic.model_copy(update={"window_words": 8, "window_margin": 0.99})}))
+    strict = build_model(d.model_copy(update={"semantic": d.semantic.model_copy(
+        update={"window_words": 8, "window_margin": 0.99, "window_encoding": "separate"})}))
     assert not strict.score(line, ["mgr"])["mgr"].fired
+
+
+@pytest.mark.parametrize("line, intent", [
+    ("my bill is wrong again and the router is broken and nobody has fixed it so get your team leader", "manager-request"),
+    ("the router lights are flashing orange and the speed test says two megabits and i am moving to another provider",
+     "churn-intent"),
+])
+def test_the_packaged_rules_pooled_windows_find_the_intent_at_the_end_of_a_long_final(line, intent):
+    """The packaged rules (fourteenth tuning: windows pooled from the one pass over the final) catch an intent that
+    a long complaint before it hides from the whole-line judgement, with one encoding of the final."""
+    from streamproc.detect.semantic import SemanticModel, build_model
+    from streamproc.embeddings import Encoder
+    from streamproc.rules import load_rules
+
+    d = load_rules().detection
+    assert d.semantic.window_encoding == "pooled" and d.semantic.window_words == 8
+    whole = build_model(d.model_copy(update={"semantic": d.semantic.model_copy(update={"window_words": 0})}))
+    pooled = build_model(d)
+    assert isinstance(pooled, SemanticModel) and whole is not None
+    assert not whole.score(line, [intent])[intent].fired
+    passes = []
+    with mock.patch.object(Encoder, "_run", autospec=True, side_effect=lambda self, texts: passes.append(texts)):
+        hit = pooled.score(line, [intent])[intent]
+    assert hit.fired and hit.probability >= hit.threshold + d.semantic.window_margin
+    assert passes == []  # no window was encoded on its own (encode_with_spans pools them from one pass)
+
+
+def test_encode_with_spans_pools_windows_from_one_pass():
+    encoder = shared_encoder()
+    text = "the engineer never came and i want to cancel the whole contract today"
+    vectors = encoder.encode_with_spans(text, [(0, 4), (8, 13), (40, 48)])
+    assert vectors.shape == (4, DIMENSION)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert float(vectors[0] @ encoder._run([text])[0]) > 0.9999  # the whole text: the same vector as a plain encode
+    # a window is its own words in the sentence's context: nearer its words encoded alone than to the other window
+    alone = encoder._run(["the engineer never came", "the whole contract today"])
+    assert float(vectors[1] @ alone[0]) > float(vectors[1] @ alone[1])
+    assert float(vectors[2] @ alone[1]) > float(vectors[2] @ alone[0])
+    assert np.array_equal(vectors[3], vectors[0])  # a span past the text (or cut by truncation): the whole vector
+    assert np.array_equal(encoder.encode_with_spans(text, [(0, 4)])[1], vectors[1])  # served from the cache
