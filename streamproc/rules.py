@@ -138,6 +138,11 @@ class PhraseRule(_DetectionRule):
     like: tuple[ExampleText, ...] = Field((), description="Example utterances of the intent (semantic detection).")
     not_like: tuple[ExampleText, ...] = Field((), description="Counter-examples: near misses that must not fire.")
     threshold: float | None = Field(None, gt=0, lt=1, description="Semantic probability at or above which the rule fires.")
+    head_veto: bool = Field(
+        True, description="With examples and detection.semantic.lexicon_veto, the rule's head may veto its phrase matches "
+        "(look-alikes such as 'my sister works for ofcom'). false: every phrase match alerts and the head only adds recall "
+        "(a word list that is precise by construction, such as profanity's)."
+    )
 
     @model_validator(mode="after")
     def _phrases_or_examples(self) -> "PhraseRule":

@@ -263,7 +263,7 @@ class DetectionEngine:
             key = (segment.speaker, segment.utterance, rule.id)
             handled = state.handled.get(key, 0)
             semantic_hit = None
-            if matches and rule.semantic and detection.semantic.lexicon_veto > 0:
+            if matches and rule.semantic and rule.head_veto and detection.semantic.lexicon_veto > 0:
                 # a listed phrase in a look-alike ("my sister works for ofcom"): the head, trained on those, vetoes
                 if semantic_hits is None:
                     semantic_hits = self._semantic_hits(detection, segment, info)

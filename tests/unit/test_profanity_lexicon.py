@@ -65,6 +65,12 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "the kak system dropped your call",
     "some bast ards nicked the parcel off the van",
     "bull shit that's what the form says",
+    # fifteenth tuning
+    "the booking system's gone tits up again",
+    "what a cock up with the invoices",
+    "god dam this headset",
+    "bleeding hell the line's dropped",
+    "oh for fox sake it's frozen",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -96,6 +102,10 @@ def test_mild_swears_fire(engine, text):
     "the bass guitar ships on friday",
     "the bull was in the field so the engineer couldn't reach the pole",
     "your khaki trousers are back in stock",
+    "the cock of the tap is stiff so turn it slowly",
+    "the dam project got approval from god knows who",
+    "the bleeding stopped after the first aid so the claim is closed",
+    "the fox got into the chicken run",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)

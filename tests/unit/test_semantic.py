@@ -242,6 +242,11 @@ def test_lexicon_veto_lets_the_head_silence_a_listed_phrase_in_a_look_alike(rule
     assert model.score(look_alike, ["mgr"])["mgr"].probability < 0.3 <= model.score(request, ["mgr"])["mgr"].probability
     assert not any(a.rule_id == "mgr" for a in fire(engine, look_alike, call="a"))
     assert [a.rule_id for a in fire(engine, request, call="b")] == ["mgr"]
+    # head_veto: false (profanity's word list): the head adds recall and never silences a listed phrase
+    trusted = vetoing.detection.model_copy(update={"phrases": tuple(
+        r.model_copy(update={"head_veto": False}) if r.id == "mgr" else r for r in vetoing.detection.phrases)})
+    trusting = DetectionEngine(lambda: vetoing.model_copy(update={"detection": trusted}))
+    assert any(a.rule_id == "mgr" for a in fire(trusting, look_alike, call="c"))
 
 
 def test_the_encoder_option_picks_the_tuned_or_the_base_model_and_heads_follow_it():
