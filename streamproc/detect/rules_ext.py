@@ -82,7 +82,7 @@ class SemanticOptions(_Strict):
     )
     encoder: Literal["base", "tuned"] = Field(
         "base", description="Sentence-embedding model: 'base' (the general all-MiniLM-L6-v2) or 'tuned' (all-MiniLM-L6-v2 "
-        "fine-tuned on the packaged intents' examples: better on blind round 10, level on rounds 11 to 13, behind on round 14, worse "
+        "fine-tuned on the packaged intents' examples: better on blind round 10, level on rounds 11 to 13 and 15, behind on round 14, worse "
         "through the recogniser; docs/detection.md#eleventh-tuning-the-default-encoder)."
     )
     tuned_thresholds: dict[_RuleId, Annotated[float, Field(gt=0, lt=1)]] = Field(
