@@ -132,6 +132,10 @@ class PhraseRule(_DetectionRule):
     speaker: SpeakerTarget = SpeakerTarget.either
     phrases: tuple[PhraseText, ...] = ()
     fuzzy: bool = Field(True, description="Tolerate ASR misspellings of longer words.")
+    joined_pieces: int = Field(
+        1, ge=1, le=4, description="A one-word phrase also matches up to this many adjacent words written together, "
+        "exactly ('bull sh it' is 'bullshit'): recognisers split long words. 1: off."
+    )
     negation: bool = Field(False, description="Ignore matches preceded by a negation ('not going to cancel').")
     fire_on: Literal["partial", "final"] = Field("partial", description="partial: fire on the first partial that matches.")
     # semantic intent (streamproc/detect/semantic.py): examples train a small head on sentence embeddings

@@ -259,7 +259,8 @@ class DetectionEngine:
                 continue
             if rule.fire_on == "final" and not segment.is_final:
                 continue
-            matches = find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation)
+            matches = find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation,
+                                   joined_pieces=rule.joined_pieces)
             key = (segment.speaker, segment.utterance, rule.id)
             handled = state.handled.get(key, 0)
             semantic_hit = None
@@ -393,7 +394,8 @@ class DetectionEngine:
             if (
                 other is not compiled and other.phrases and rule.kind == compiled.rule.kind
                 and rule.speaker.allows(segment.speaker) and rule.applies_to_queue(info.queue)
-                and find_matches(other.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation)
+                and find_matches(other.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=rule.negation,
+                                 joined_pieces=rule.joined_pieces)
             ):
                 return True
         return False

@@ -246,10 +246,14 @@ def is_negated(tokens: Sequence[Token], first: int, window: int = NEGATION_WINDO
 
 
 def find_matches(
-    phrases: Iterable[Phrase], tokens: Sequence[Token], *, fuzzy: bool = True, negation: bool = False
+    phrases: Iterable[Phrase], tokens: Sequence[Token], *, fuzzy: bool = True, negation: bool = False,
+    joined_pieces: int = 1,
 ) -> list[Match]:
-    """Non-overlapping matches of any of ``phrases`` in ``tokens``, left to right (longest at a start)."""
+    """Non-overlapping matches of any of ``phrases`` in ``tokens``, left to right (longest at a start).
+    ``joined_pieces`` > 1: a one-word phrase also matches up to that many adjacent words of one clause written
+    together, exactly ("bull sh it" is "bullshit", "ass hole" is "asshole"): the recogniser splits long words."""
     phrases = list(phrases)
+    single = [p for p in phrases if len(p.tokens) == 1 and not (p.tokens[0].optional or p.tokens[0].wildcard)]
     matches: list[Match] = []
     i = 0
     while i < len(tokens):
@@ -258,6 +262,14 @@ def find_matches(
             last = _match_at(phrase, tokens, i, fuzzy)
             if last is not None and last >= i and (best is None or last > best.last):
                 best = Match(phrase.source, i, last)
+        for pieces in range(2, joined_pieces + 1):
+            run = tokens[i:i + pieces]
+            if len(run) < pieces or run[-1].clause != run[0].clause:
+                break
+            joined = "".join(t.norm for t in run)
+            for phrase in single:
+                if joined in phrase.tokens[0].alternatives and (best is None or i + pieces - 1 > best.last):
+                    best = Match(phrase.source, i, i + pieces - 1)
         if best is not None:
             if not (negation and is_negated(tokens, best.first)):
                 matches.append(best)

@@ -96,3 +96,19 @@ def test_tokenize_and_redact_never_fail(text):
 def test_word_matches_is_symmetric_enough_for_typos():
     assert word_matches("supervisr", "supervisor") and word_matches("superviser", "supervisor")
     assert not word_matches("manage", "managers", fuzzy=False)
+
+
+def test_joined_pieces_match_a_one_word_phrase_written_as_several_words():
+    """Recognisers split long words ("bull sh it"): with ``joined_pieces`` a one-word phrase also matches
+    adjacent words of one clause written together, exactly (no inflection, no fuzziness), and only up to
+    that many pieces; off by default."""
+    phrases = [compile_phrase("bullshit|asshole"), compile_phrase("piss off")]
+    def found(text, pieces):
+        return [(m.first, m.last) for m in find_matches(phrases, tokenize(text), fuzzy=False, joined_pieces=pieces)]
+    assert found("total bull sh it mate", 1) == []
+    assert found("total bull sh it mate", 3) == [(1, 3)]
+    assert found("total bull sh it mate", 2) == []  # three pieces, two allowed
+    assert found("an ass hole", 2) == [(1, 2)]
+    assert found("an ass. hole", 2) == []  # not across a clause break
+    assert found("an ass holes", 2) == []  # exact: the joined word takes no inflection
+    assert found("piss off", 2) == [(0, 1)]  # multi-word phrases match as always

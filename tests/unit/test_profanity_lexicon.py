@@ -71,6 +71,12 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "god dam this headset",
     "bleeding hell the line's dropped",
     "oh for fox sake it's frozen",
+    # sixteenth tuning: the recogniser's splits of one listed word (joined_pieces: 3)
+    "that's a load of bull sh it",
+    "oh sh ite the line's gone",
+    "the courier was a right ass hole about it",
+    "what a dick head that driver is",
+    "this screen's an absolute bawbag",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -106,6 +112,10 @@ def test_mild_swears_fire(engine, text):
     "the dam project got approval from god knows who",
     "the bleeding stopped after the first aid so the claim is closed",
     "the fox got into the chicken run",
+    "we'll as sess the claim tomorrow",
+    "the cock tail menu is on the website",
+    "i'll pass it on to the team",
+    "she said it's fine. it was the shipping",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)
