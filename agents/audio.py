@@ -212,7 +212,7 @@ def _decide_frame(job: _Job, newest: bool = True) -> _Decoded:
 
 
 def _decode_batch(jobs: list[_Job]) -> list[_Decoded | Exception]:
-    """A batch of one call's frames; a bad frame fails alone, its neighbours go on."""
+    """One executor call for a batch of one call's frames; a bad frame fails alone, its neighbours go on."""
     outcomes: list[_Decoded | Exception] = []
     for index, job in enumerate(jobs):
         try:
@@ -223,25 +223,19 @@ def _decode_batch(jobs: list[_Job]) -> list[_Decoded | Exception]:
     return outcomes
 
 
-def _decode_trip(batches: list[list[_Job]]) -> list[list[_Decoded | Exception]]:
-    """One executor call for several calls' batches, in the order the scheduler picked them."""
-    return [_decode_batch(jobs) for jobs in batches]
-
-
-async def _run_frames(batches: list[list[_Job]], loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
+async def _run_frames(jobs: list[_Job], loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
     started = time.perf_counter()
     try:
-        outcomes = await loop.run_in_executor(executor, _decode_trip, batches)
+        outcomes = await loop.run_in_executor(executor, _decode_batch, jobs)
     finally:
         metrics.DECODER_BUSY_SECONDS.inc(time.perf_counter() - started)
-    for jobs, batch_outcomes in zip(batches, outcomes):
-        metrics.DECODE_BATCH_FRAMES.observe(len(jobs))
-        for job, outcome in zip(jobs, batch_outcomes):
-            try:
-                await _finish_frame(job, outcome)
-            except Exception:  # one frame's outputs failing must not cost its neighbours theirs
-                log.exception("audio outputs failed for a frame of call %s", job.call_id)
-                await _ack(job.event)  # nothing more will happen to it: do not hold the partition's commits
+    metrics.DECODE_BATCH_FRAMES.observe(len(jobs))
+    for job, outcome in zip(jobs, outcomes):
+        try:
+            await _finish_frame(job, outcome)
+        except Exception:  # one frame's outputs failing must not cost its neighbours theirs
+            log.exception("audio outputs failed for a frame of call %s", job.call_id)
+            await _ack(job.event)  # nothing more will happen to it: do not hold the partition's commits
 
 
 async def _finish_frame(job: _Job, outcome: _Decoded | Exception) -> None:
@@ -369,40 +363,22 @@ async def _lane(index: int) -> None:
     executor = state.executors[index]
     loop = asyncio.get_running_loop()
     await state.ready.wait()
-    held: Batch[_Job] | None = None  # a control job popped while a trip was being filled: it runs next
     while True:
-        batch: Batch[_Job] | None = held or scheduler.pop(time.time())
-        held = None
+        batch: Batch[_Job] | None = scheduler.pop(time.time())
         if batch is None:
             wakeup.clear()
             await wakeup.wait()
             continue
-        trip = [batch]
-        if batch.frames:
-            # More calls' frames in the same executor call: one loop wake-up and one round trip for all of them
-            # (the profile in docs/performance.md put ~5 % of a busy worker's CPU on the wake-ups), as long as
-            # the trip holds no more audio than one call's turn, so the first call's outputs wait little.
-            audio_s = batch.audio_s
-            while len(trip) < settings.transcription_trip_calls and audio_s < settings.transcription_batch_max_s:
-                more = scheduler.pop(time.time())
-                if more is None:
-                    break
-                if not more.frames:
-                    held = more  # after this trip: its call's frames, if any are in it, are decoded first
-                    break
-                trip.append(more)
-                audio_s += more.audio_s
         _queue_changed()
         try:
             if batch.frames:
-                await _run_frames([b.items for b in trip], loop, executor)  # acks each frame once its audio is final
+                await _run_frames(batch.items, loop, executor)  # acks each frame once its audio is final
             else:
                 await _run_close(batch.items[0], loop, executor)
         except Exception:  # the executor itself failed (a frame's own failure is handled in _run_frames)
-            log.exception("audio lane %d failed on %d batch(es) starting with call %s", index, len(trip), batch.call_id)
-            for failed in trip:  # nothing more will happen to them: do not hold the partition's commits
-                for job in failed.items:
-                    await _ack(job.event)
+            log.exception("audio lane %d failed on a batch of %d job(s) for call %s", index, len(batch.items), batch.call_id)
+            for job in batch.items:  # nothing more will happen to them: do not hold the partition's commits
+                await _ack(job.event)
 
 
 def _ended_wall(call_id: str) -> float | None:

@@ -117,11 +117,6 @@ class Settings(BaseSettings):
         description="Speaker-channel seconds of a call's queued audio decoded per turn (one executor call; the round-robin quantum).",
     )
     transcription_batch_max_frames: int = Field(16, ge=1, le=256, description="Frames per decode batch; 1 disables batching.")
-    transcription_trip_calls: int = Field(
-        4, ge=1, le=64,
-        description="Calls' batches decoded per executor call (one loop wake-up for all of them), up to "
-        "transcription_batch_max_s of audio in all; 1: one call's batch per executor call.",
-    )
     transcription_live_window_s: float = Field(
         2.0, gt=0, description="A call whose oldest queued frame was sent within this long is live and served before catch-up."
     )

@@ -1,6 +1,5 @@
 """The audio agent's batch path (agents/audio.py) without a broker: one executor call for a run of one call's
-frames, each frame's outputs in order, a bad frame dead-lettered alone, acks only for final audio; and a lane's
-trips: several calls' batches in one executor call, a control job after the frames popped before it."""
+frames, each frame's outputs in order, a bad frame dead-lettered alone, acks only for final audio."""
 
 from __future__ import annotations
 
@@ -111,7 +110,7 @@ async def test_a_bad_frame_in_a_batch_is_dead_lettered_alone_and_its_neighbours_
     with mock.patch.object(audio.transcripts_topic, "send", new=mock.AsyncMock()) as transcripts_send, \
             mock.patch.object(outputs.deadletter_topic, "send", new=mock.AsyncMock()) as dead_send, \
             mock.patch.object(asyncio.get_running_loop(), "run_in_executor", side_effect=counting_run):
-        await audio._run_frames([jobs], asyncio.get_running_loop(), executor)
+        await audio._run_frames(jobs, asyncio.get_running_loop(), executor)
     executor.shutdown()
 
     assert calls_to_executor == 1  # the whole batch in one hop to the lane's thread
@@ -126,83 +125,3 @@ async def test_a_bad_frame_in_a_batch_is_dead_lettered_alone_and_its_neighbours_
     # The batch's segments are published together: only its newest frame may make a partial.
     session = transcriber._sessions[("b1", Speaker.agent)]
     assert session.partials_wanted == [False, False, False, False, True]
-
-
-async def _drain_lane(monkeypatch, tmp_path, trip_calls: int, jobs: list) -> tuple[int, list[tuple[str, int]], list[str]]:
-    """Runs lane 0 of a fresh agent state over ``jobs`` (pushed before it starts) until they are done; returns
-    the executor calls, the order frames were decoded in as (call, seq), and the calls closed, in order."""
-    monkeypatch.setenv("STREAMPROC_DATA_DIR", str(tmp_path))
-    from agents import audio
-    from streamproc.scheduling import LaneScheduler
-
-    decoded: list[tuple[str, int]] = []
-    closed: list[str] = []
-    transcriber = Transcriber(CountingEngine(), TranscriberConfig(speech_gate=False))
-    real_decide = audio._decide_frame
-
-    def decide(job, newest=True):
-        decoded.append((job.call_id, AudioFrameMeta.from_headers(job.event.message.headers).seq))
-        return real_decide(job, newest)
-
-    async def close(job, loop, executor):
-        closed.append(job.call_id)
-        job.done.set_result(None)
-
-    executor = ThreadPoolExecutor(1)
-    scheduler: LaneScheduler = LaneScheduler()
-    for job in jobs:
-        if job.kind == "frame":
-            scheduler.push_frame(job.call_id, job, 0.25, None)
-        else:
-            job.done = asyncio.get_running_loop().create_future()
-            scheduler.push_control(job.call_id, job)
-    ready = asyncio.Event()
-    ready.set()
-    monkeypatch.setattr(audio.settings, "transcription_trip_calls", trip_calls)
-    for name, value in (("transcriber", transcriber), ("stream", SimpleNamespace(ack=mock.AsyncMock())), ("unacked", {}),
-                        ("lanes", [scheduler]), ("wakeups", [asyncio.Event()]), ("executors", [executor]), ("ready", ready),
-                        ("room", asyncio.Event())):
-        monkeypatch.setattr(audio.state, name, value)
-    monkeypatch.setattr(audio, "_decide_frame", decide)
-    monkeypatch.setattr(audio, "_run_close", close)
-    calls_to_executor = 0
-    real_run = asyncio.get_running_loop().run_in_executor
-
-    def counting_run(pool, fn, *args):
-        nonlocal calls_to_executor
-        calls_to_executor += pool is executor
-        return real_run(pool, fn, *args)
-
-    with mock.patch.object(audio.transcripts_topic, "send", new=mock.AsyncMock()), \
-            mock.patch.object(asyncio.get_running_loop(), "run_in_executor", side_effect=counting_run):
-        lane = asyncio.ensure_future(audio._lane(0))
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if len(decoded) == sum(j.kind == "frame" for j in jobs) and len(closed) == sum(j.kind != "frame" for j in jobs):
-                break
-        lane.cancel()
-    executor.shutdown()
-    return calls_to_executor, decoded, closed
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("trip_calls, executor_calls", [(1, 3), (4, 1)])
-async def test_a_lane_decodes_several_calls_frames_in_one_executor_call(monkeypatch, tmp_path, trip_calls, executor_calls):
-    from agents import audio
-
-    jobs = [audio._Job("frame", call, event=frame_event(call, 0, n), received_at=1.0) for n, call in enumerate(("c1", "c2", "c3"))]
-    calls, decoded, _ = await _drain_lane(monkeypatch, tmp_path, trip_calls, jobs)
-    assert calls == executor_calls
-    assert decoded == [("c1", 0), ("c2", 0), ("c3", 0)]  # the scheduler's order, one trip or three
-
-
-@pytest.mark.asyncio
-async def test_a_control_job_popped_while_filling_a_trip_runs_after_it(monkeypatch, tmp_path):
-    from agents import audio
-
-    jobs = [audio._Job("frame", "c1", event=frame_event("c1", 0, 1), received_at=1.0),
-            audio._Job("end", "c2"),
-            audio._Job("frame", "c3", event=frame_event("c3", 0, 2), received_at=1.0)]
-    calls, decoded, closed = await _drain_lane(monkeypatch, tmp_path, 4, jobs)
-    assert decoded == [("c1", 0), ("c3", 0)] and closed == ["c2"]
-    assert calls == 2  # c1's trip stops at c2's end (run next); c3 is a trip of its own
