@@ -92,7 +92,7 @@ def main() -> None:
         print(f"transcribed {len(heard)} utterances in {time.perf_counter() - started:.0f} s -> {target}", file=sys.stderr)
     from tests.unit.test_intents_quality import (LEAKED, LEAKED_ROUND5, LEAKED_ROUND6, LEAKED_ROUND7, LEAKED_ROUND8,
                                                 LEAKED_ROUND9, LEAKED_ROUND10, LEAKED_ROUND11,
-                                                LEAKED_ROUND12, LEAKED_ROUND13, LEAKED_ROUND14, evaluate)
+                                                LEAKED_ROUND12, LEAKED_ROUND13, LEAKED_ROUND14, LEAKED_ROUND15, evaluate)
     from tests.unit.test_detection_quality import table
 
     exact = sum(h["text"].lower().strip(" .?!") == h["said"].lower() for h in heard)
@@ -101,7 +101,8 @@ def main() -> None:
                                                          "test8": LEAKED_ROUND8, "test9": LEAKED_ROUND9,
                                                          "test10": LEAKED_ROUND10, "test11": LEAKED_ROUND11,
                                                          "test12": LEAKED_ROUND12, "test13": LEAKED_ROUND13,
-                                                         "test14": LEAKED_ROUND14, "test15": LEAKED}.get(args.split))
+                                                         "test14": LEAKED_ROUND14, "test15": LEAKED_ROUND15,
+                                                         "test16": LEAKED}.get(args.split))
     print(f"through ASR ({args.split} split): {len(heard)} utterances, {exact} transcribed word-perfect (ignoring case/punctuation)")
     print(table(counts))
     print("\n".join(mistakes))
