@@ -40,31 +40,15 @@ import yaml
 
 from streamproc.rules import load_rules
 from tests.unit.test_detection_quality import table
-from tests.unit.test_intents_quality import LEAKED_ROUND5, LEAKED_ROUND6, LEAKED_ROUND7, LEAKED_ROUND8, LEAKED_ROUND9, LEAKED_ROUND10, LEAKED_ROUND11, LEAKED_ROUND12, LEAKED_ROUND13, LEAKED_ROUND14, LEAKED_ROUND15, _pr, evaluate
+from tests.unit.test_intents_quality import BLIND_ROUNDS, DEV_ROUNDS, _pr, evaluate
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 ROUNDS = ("intents_test.yaml", "intents_test2.yaml", "intents_test3.yaml")  # seen rounds: development data
 ROUND4 = DATA / "intents_test4.yaml"  # seen since the fifth tuning: half training lines, half held out
 ROUND5 = DATA / "intents_test5.yaml"  # seen since the sixth tuning: split the same way
-ROUND6 = DATA / "intents_test6.yaml"  # seen since the seventh tuning: all of it training lines
-ROUND7 = DATA / "intents_test7.yaml"  # seen since the eighth tuning: all of it (but LEAKED_ROUND7) training lines
-ROUND8 = DATA / "intents_test8.yaml"  # seen since the ninth tuning: all of it (but LEAKED_ROUND8) training lines
-ROUND9 = DATA / "intents_test9.yaml"  # seen since the tenth tuning: all of it training lines
-ROUND10 = DATA / "intents_test10.yaml"  # seen since the eleventh tuning: all of it training lines
-ROUND11 = DATA / "intents_test11.yaml"  # seen since the twelfth tuning: all of it training lines
-ROUND12 = DATA / "intents_test12.yaml"  # seen since the thirteenth tuning: all of it training lines
-ROUND13 = DATA / "intents_test13.yaml"  # seen since the fourteenth tuning: all of it training lines
-ROUND14 = DATA / "intents_test14.yaml"  # seen since the fifteenth tuning: all of it training lines
-ROUND15 = DATA / "intents_test15.yaml"  # seen since the sixteenth tuning: all of it training lines
-#: the rounds measured by leaving one out (round 9 since the tenth tuning, round 10 since the eleventh, round 11 since the twelfth, round 12 since the thirteenth, round 13 since the fourteenth, round 14 since the fifteenth, round 15 since the sixteenth): (round, its ASR transcripts, lines not scored)
-LORO_ROUNDS: tuple[tuple[Path, Path, frozenset[int]], ...] = ((ROUND4, DATA / "intents_test4_asr.yaml", frozenset()), (ROUND5, DATA / "intents_test5_asr.yaml", LEAKED_ROUND5),
-               (ROUND6, DATA / "intents_test6_asr.yaml", LEAKED_ROUND6), (ROUND7, DATA / "intents_test7_asr.yaml", LEAKED_ROUND7),
-               (ROUND8, DATA / "intents_test8_asr.yaml", LEAKED_ROUND8), (ROUND9, DATA / "intents_test9_asr.yaml", LEAKED_ROUND9),
-               (ROUND10, DATA / "intents_test10_asr.yaml", LEAKED_ROUND10), (ROUND11, DATA / "intents_test11_asr.yaml", LEAKED_ROUND11),
-               (ROUND12, DATA / "intents_test12_asr.yaml", LEAKED_ROUND12),
-               (ROUND13, DATA / "intents_test13_asr.yaml", LEAKED_ROUND13),
-               (ROUND14, DATA / "intents_test14_asr.yaml", LEAKED_ROUND14),
-               (ROUND15, DATA / "intents_test15_asr.yaml", LEAKED_ROUND15))
+#: the rounds measured by leaving one out: every development round from 4 on (6 since the seventh tuning, and
+#: each later one since the tuning after its run; BLIND_ROUNDS notes when): (round, its ASR transcripts, lines not scored)
+LORO_ROUNDS: tuple[tuple[Path, Path, frozenset[int]], ...] = tuple((r.path, r.asr_path, r.leaked) for r in DEV_ROUNDS if r.number >= 4)
 
 
 def in_training_half(text: str) -> bool:
@@ -89,9 +73,9 @@ def round4_halves() -> tuple[Path, Path]:
 
 def round5_halves() -> tuple[Path, Path]:
     """Round 5's training half and held-out half, split like round 4's (``in_training_half``). The
-    lines in LEAKED_ROUND5 (near-copies of strings that were already training examples) are in neither:
+    lines in BLIND_ROUNDS[5].leaked (near-copies of strings that were already training examples) are in neither:
     not added as examples, not scored."""
-    items = [i for n, i in enumerate(yaml.safe_load(ROUND5.read_text())["utterances"]) if n not in LEAKED_ROUND5]
+    items = [i for n, i in enumerate(yaml.safe_load(ROUND5.read_text())["utterances"]) if n not in BLIND_ROUNDS[5].leaked]
     return _halves(items, "round5")
 
 
@@ -261,7 +245,7 @@ def cross_validate() -> None:
     print("\npooled over the three folds\n" + table(pooled))
     counts, mistakes = evaluate(ROUND4, without(rules, ROUND4))
     print(f"\n{ROUND4.name} left out (all of it, both halves): {len(mistakes)} mistakes\n" + table(counts) + "\n" + "\n".join(mistakes))
-    counts, mistakes = evaluate(ROUND5, without(rules, ROUND5), exclude=LEAKED_ROUND5)
+    counts, mistakes = evaluate(ROUND5, without(rules, ROUND5), exclude=BLIND_ROUNDS[5].leaked)
     print(f"\n{ROUND5.name} left out (all of it but LEAKED, both halves): {len(mistakes)} mistakes\n" + table(counts) + "\n" + "\n".join(mistakes))
 
 

@@ -90,19 +90,12 @@ def main() -> None:
         )
         target.write_text(header + yaml.safe_dump({"utterances": heard}, sort_keys=False, allow_unicode=True, width=200))
         print(f"transcribed {len(heard)} utterances in {time.perf_counter() - started:.0f} s -> {target}", file=sys.stderr)
-    from tests.unit.test_intents_quality import (LEAKED, LEAKED_ROUND5, LEAKED_ROUND6, LEAKED_ROUND7, LEAKED_ROUND8,
-                                                LEAKED_ROUND9, LEAKED_ROUND10, LEAKED_ROUND11,
-                                                LEAKED_ROUND12, LEAKED_ROUND13, LEAKED_ROUND14, LEAKED_ROUND15, evaluate)
     from tests.unit.test_detection_quality import table
+    from tests.unit.test_intents_quality import BLIND_ROUNDS, evaluate
 
     exact = sum(h["text"].lower().strip(" .?!") == h["said"].lower() for h in heard)
     # A round's near-copies of training lines are left out here too (same line numbers).
-    counts, mistakes = evaluate(target, exclude={"test5": LEAKED_ROUND5, "test6": LEAKED_ROUND6, "test7": LEAKED_ROUND7,
-                                                         "test8": LEAKED_ROUND8, "test9": LEAKED_ROUND9,
-                                                         "test10": LEAKED_ROUND10, "test11": LEAKED_ROUND11,
-                                                         "test12": LEAKED_ROUND12, "test13": LEAKED_ROUND13,
-                                                         "test14": LEAKED_ROUND14, "test15": LEAKED_ROUND15,
-                                                         "test16": LEAKED}.get(args.split))
+    counts, mistakes = evaluate(target, exclude={r.split: r.leaked for r in BLIND_ROUNDS.values()}.get(args.split))
     print(f"through ASR ({args.split} split): {len(heard)} utterances, {exact} transcribed word-perfect (ignoring case/punctuation)")
     print(table(counts))
     print("\n".join(mistakes))

@@ -16,31 +16,31 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   seven definitions alone, committed on its own (a993b3c) before the fifth tuning's model was
   frozen (589e372), run once after (3 of 7 at the bar). 28 of its 390 lines nearly copy a
   training string of the fifth tuning (rapidfuzz ratio >= 80) and were never scored
-  (LEAKED_ROUND5). Its training half and misses drove the sixth tuning: development data now
+  (BLIND_ROUNDS[5].leaked). Its training half and misses drove the sixth tuning: development data now
   (bench/intents_dev.py --round5);
 * round 6, tests/data/intents_test6.yaml: written blind by a third separate session from the
   definitions alone (2fac838), merged before the sixth tuning's data was merged, run once after
   the model was frozen (b5ab2af; 1 of 7 at the bar). 2 of its 385 lines nearly copy a training
-  string of the sixth tuning (LEAKED_ROUND6, never scored nor trained on). Since the seventh
+  string of the sixth tuning (BLIND_ROUNDS[6].leaked, never scored nor trained on). Since the seventh
   tuning all the rest of it is training examples: development data (bench/intents_dev.py --loro);
 * round 7, tests/data/intents_test7.yaml: written blind by a fourth separate session from the
   definitions alone (c753052), merged before the seventh tuning's model was merged and frozen
   (b8e0292), run once after (4 of 7 at the bar). 2 of its 393 lines nearly copy a training string
   of the seventh tuning (rapidfuzz ratio 82 and 91, found before the run by a script that printed
-  only scores and line numbers): LEAKED_ROUND7, never scored nor trained on. Since the eighth tuning
+  only scores and line numbers): BLIND_ROUNDS[7].leaked, never scored nor trained on. Since the eighth tuning
   all the rest of it is training examples: development data (bench/intents_dev.py --loro);
 * round 8, tests/data/intents_test8.yaml: written blind by a fifth separate session from the
   definitions alone (ea89898), merged before the eighth tuning was merged and frozen (994aa95), run
   once after (3 of 7 at the bar, abuse and churn one line short; 29 errors against 38 for the rules
   before the eighth tuning on the same lines). 1 of its 395 lines nearly copies a training string of
   the eighth tuning (rapidfuzz ratio 82, found before the run by a script that printed only scores
-  and line numbers): LEAKED_ROUND8, never scored nor trained on. Since the ninth tuning all the rest
+  and line numbers): BLIND_ROUNDS[8].leaked, never scored nor trained on. Since the ninth tuning all the rest
   of it is training examples: development data (bench/intents_dev.py --loro);
 * round 9, tests/data/intents_test9.yaml: written blind by a sixth separate session from the
   definitions alone (529d7ce), merged before the ninth tuning was merged and frozen (078ffef; its
   first parent c492f29 is the eighth tuning), run once after: 5 of 7 at the bar, rudeness and churn
   one line short (35 of 39); 33 errors, against 30 (4 of 7 at the bar) for the eighth tuning's rules
-  on the same lines. No line within rapidfuzz ratio 80 of a training string (LEAKED_ROUND9 empty).
+  on the same lines. No line within rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[9].leaked empty).
   Since the tenth tuning all of it is training examples: development data (bench/intents_dev.py --loro);
 * round 10, tests/data/intents_test10.yaml: written blind by a seventh separate
   session from the definitions alone (fbd6a55), merged and transcribed (4fc204b) before the tenth
@@ -57,7 +57,7 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   after: 6 of 7 at the bar, repeat contact below (33 of 39); 34 errors, against 38 (6 of 7 at the
   bar, repeat contact 32 of 39) for the tenth tuning's rules on the same lines. The eleventh tuning's
   opt-in tuned encoder, run once beside it as declared before the run: 35 errors, 4 of 7. No line
-  within rapidfuzz ratio 80 of a training string (LEAKED_ROUND11 empty). Since the twelfth tuning all
+  within rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[11].leaked empty). Since the twelfth tuning all
   of it is training examples and a leave-one-round-out fold: development data;
 * round 12, tests/data/intents_test12.yaml: written blind by a ninth separate
   session from the definitions alone (8c9fb75), merged and transcribed (4da5ad7, c392072) before the
@@ -65,7 +65,7 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   once: 5 of 7 at the bar, rudeness (31 of 39) and churn (34 of 39) below; 32 errors, against 35 (4 of
   7) for the eleventh tuning's rules on the same lines. The opt-in tuned encoder beside it, declared
   before the run: 33 errors, 6 of 7 (churn 33 of 39). No line within rapidfuzz ratio 80 of a training
-  string (LEAKED_ROUND12 empty). Since the thirteenth tuning all of it is training examples and a
+  string (BLIND_ROUNDS[12].leaked empty). Since the thirteenth tuning all of it is training examples and a
   leave-one-round-out fold: development data;
 * round 13, tests/data/intents_test13.yaml: written blind by a tenth separate
   session from the definitions alone (9bfae97), 396 lines of which 20 carry two intents, merged and
@@ -73,7 +73,7 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   written and frozen (b8141b5), run once after: 6 of 7 at the bar, profanity below (23 of 27, the
   lexicon-only detector); 15 errors, against 22 (5 of 7) for the twelfth tuning's rules on the same
   lines. The opt-in tuned encoder beside it, declared before the run: 16 errors, 6 of 7. No line within
-  rapidfuzz ratio 80 of a training string (LEAKED_ROUND13 empty). Since the fourteenth tuning all of it
+  rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[13].leaked empty). Since the fourteenth tuning all of it
   is training examples and a leave-one-round-out fold: development data;
 * round 14, tests/data/intents_test14.yaml: written blind by an eleventh separate
   session from the definitions alone (518f672), 396 lines of which 20 carry two intents, merged and
@@ -82,7 +82,7 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   rudeness (35 of 39), churn (34 of 39) and profanity (20 of 27) below; 28 errors, against 31 (4 of 7)
   for the thirteenth tuning's rules on the same lines. The opt-in tuned encoder beside it, declared
   before the run: 34 errors, 4 of 7. No line within rapidfuzz ratio 80 of a training string
-  (LEAKED_ROUND14 empty). Since the fifteenth tuning all of it is training examples and a
+  (BLIND_ROUNDS[14].leaked empty). Since the fifteenth tuning all of it is training examples and a
   leave-one-round-out fold: development data;
 * round 15, tests/data/intents_test15.yaml: written blind by a twelfth separate
   session from the definitions alone (bacb54e), 396 lines of which 20 carry two intents, merged and
@@ -90,7 +90,7 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   list, round 14 as examples) was frozen (e51bb7e), run once after: 6 of 7 at the bar, profanity
   below (24 of 27); 13 errors, against 23 (5 of 7) for the fourteenth tuning's rules on the same
   lines. The opt-in tuned encoder beside it, declared before the run: 15 errors, 6 of 7. No line
-  within rapidfuzz ratio 80 of a training string (LEAKED_ROUND15 empty). Since the sixteenth tuning all
+  within rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[15].leaked empty). Since the sixteenth tuning all
   of it is training examples and a leave-one-round-out fold: development data;
 * round 16, tests/data/intents_test16.yaml: THE TEST SPLIT. Written blind by a thirteenth separate
   session from the definitions alone (9ad0907), 396 lines of which 20 carry two intents, merged and
@@ -116,6 +116,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -126,63 +127,55 @@ from streamproc.rules import load_rules
 from tests.unit.test_detection_quality import _segment, table
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-ROUND1 = DATA / "intents_test.yaml"  # development data
-ROUND1_SHA256 = "e509f4502c72e936dc68521af7e0a865bc5e543aa1b8616719d0e0d1c0257a43"
-ROUND2 = DATA / "intents_test2.yaml"  # development data since round 3
-ROUND2_SHA256 = "b12304f7947a4b7fdb4c880b3eb902544d4027b81588061695fe3dcc8956048e"
-ROUND3 = DATA / "intents_test3.yaml"  # development data since round 4
-ROUND3_SHA256 = "08dba3e31c492b91f3c53f114d7bb63571193d97bb632563f4e5dee4d64c4c92"
-ROUND4 = DATA / "intents_test4.yaml"  # development data since round 5 (half of it training lines)
-ROUND4_SHA256 = "0fd1da39ace930a18cd6b8d2092a29d8dcf667a9fcc88cda5ab46dc242387b6a"
-ROUND5 = DATA / "intents_test5.yaml"  # development data since round 6 (half of it training lines)
-ROUND5_SHA256 = "319a6448f82d5382bc0e619543832b98411485cda6cd2a9b62e41e2ebc6af97e"
-#: round-5 lines (0-based) that nearly copy a training string of the fifth tuning: never scored nor trained on
-LEAKED_ROUND5 = frozenset({13, 31, 43, 66, 69, 78, 82, 97, 99, 100, 102, 111, 131, 162, 165, 190, 192, 197, 234, 248, 289, 331, 333,
-                           334, 357, 365, 375, 385})
-ROUND6 = DATA / "intents_test6.yaml"  # development data since the seventh tuning (all of it training lines)
-ROUND6_SHA256 = "2dd45190832e36bbca8223ad3bf1d07f4ac864f644b6be949584ffa6add8794b"
-#: round-6 lines (0-based) that nearly copy a training string of the sixth tuning: never scored nor trained on
-LEAKED_ROUND6 = frozenset({177, 187})
-ROUND7 = DATA / "intents_test7.yaml"  # development data since the eighth tuning (all of it training lines)
-ROUND7_SHA256 = "02894b1f2faa067b1bc38ae779bfea952f218e49bc2e853f937575bafae5b6b1"
-#: round-7 lines (0-based) that nearly copy a training string of the seventh tuning: never scored nor trained on
-LEAKED_ROUND7 = frozenset({130, 363})
-ROUND8 = DATA / "intents_test8.yaml"  # development data since the ninth tuning (all of it training lines)
-ROUND8_SHA256 = "5dd556090566277c6cda7fa4b0b1170584156552469d1893f17d042af6a3ad79"
-#: round-8 lines (0-based) that nearly copy a training string of the eighth tuning: never scored nor trained on
-LEAKED_ROUND8 = frozenset({31})
-ROUND9 = DATA / "intents_test9.yaml"  # development data since the tenth tuning (all of it training lines)
-ROUND9_SHA256 = "672c2f8cd5cd2db6659213ea6d8ebf314b316bea1ae639a2577f4ad56acd47ea"
-#: round-9 lines (0-based) that nearly copy a training string of the ninth tuning: none were found
-LEAKED_ROUND9: frozenset[int] = frozenset()
-ROUND10 = DATA / "intents_test10.yaml"  # development data since the eleventh tuning (all of it training lines)
-ROUND10_SHA256 = "62d9d404a1c221c8d2734c9afdd2c6c999b212f63bd69c90955e3c85d96b3b22"
-#: round-10 lines (0-based) that nearly copy a training string of the tenth tuning: none were found
-LEAKED_ROUND10: frozenset[int] = frozenset()
-ROUND11 = DATA / "intents_test11.yaml"  # development data since the twelfth tuning (all of it training lines)
-ROUND11_SHA256 = "ff4934ffe6650d39b0f5ed89bc13999d2226e14edd3f72ba1bfa92220892402b"
-#: round-11 lines (0-based) that nearly copy a training string of the eleventh tuning: none were found
-LEAKED_ROUND11: frozenset[int] = frozenset()
-ROUND12 = DATA / "intents_test12.yaml"  # development data since the thirteenth tuning (all of it training lines)
-ROUND12_SHA256 = "268b6014bf5d79c6a68e72515b9553bc69727802140f4f1ac0fc2b688dbb085c"
-#: round-12 lines (0-based) that nearly copy a training string of the twelfth tuning: none were found
-LEAKED_ROUND12: frozenset[int] = frozenset()
-ROUND13 = DATA / "intents_test13.yaml"  # development data since the fourteenth tuning (all of it training lines)
-ROUND13_SHA256 = "4ee985c4c7924a9235b19a1f2c8489820c6591354a1e670b7bb8d566e0e9ad71"
-#: round-13 lines (0-based) that nearly copy a training string of the thirteenth tuning: none were found
-LEAKED_ROUND13: frozenset[int] = frozenset()
-ROUND14 = DATA / "intents_test14.yaml"  # development data since the fifteenth tuning (all of it training lines)
-ROUND14_SHA256 = "86c7a40c5683a40cf7b42d598ecf66ee6233693726c2636e316dd05f85ea9223"
-#: round-14 lines (0-based) that nearly copy a training string of the fourteenth tuning: none were found
-LEAKED_ROUND14: frozenset[int] = frozenset()
-ROUND15 = DATA / "intents_test15.yaml"  # development data since the sixteenth tuning (all of it training lines)
-ROUND15_SHA256 = "e439fb41175f07f24d4507b99c5739eb7185fd196fcd653c16a463307b39191a"
-#: round-15 lines (0-based) that nearly copy a training string of the fifteenth tuning: none were found
-LEAKED_ROUND15: frozenset[int] = frozenset()
-TEST_SPLIT = DATA / "intents_test16.yaml"  # round 16: the held-out split the bar is asserted on
-TEST_SPLIT_SHA256 = "19c1450b1e38decaab85980bff28bc2d97f3e6f4042a939163c7b0401630f1d5"
-#: test-split lines (0-based) that nearly copy a training string of the sixteenth tuning: none were found
-LEAKED: frozenset[int] = frozenset()
+@dataclass(frozen=True)
+class Round:
+    """One blind round of labelled lines, pinned by its sha256 (test_test_splits_are_frozen)."""
+
+    number: int
+    sha256: str
+    #: lines (0-based) that nearly copy a training string of the tuning it measured: never scored nor trained on
+    leaked: frozenset[int] = frozenset()
+    note: str = ""
+
+    @property
+    def path(self) -> Path:
+        return DATA / ("intents_test.yaml" if self.number == 1 else f"intents_test{self.number}.yaml")
+
+    @property
+    def asr_path(self) -> Path:
+        """Its lines as the English recogniser heard them (bench/through_asr.py)."""
+        return self.path.with_name(self.path.stem + "_asr.yaml")
+
+    @property
+    def split(self) -> str:
+        """Its name for bench/through_asr.py --split."""
+        return self.path.stem.removeprefix("intents_")
+
+
+#: every round, in the order written; each was run once on the tuning frozen before it, then became
+#: development data (training examples and a leave-one-round-out fold) for the next tuning
+BLIND_ROUNDS: dict[int, Round] = {r.number: r for r in (
+    Round(1, "e509f4502c72e936dc68521af7e0a865bc5e543aa1b8616719d0e0d1c0257a43", note="development data"),
+    Round(2, "b12304f7947a4b7fdb4c880b3eb902544d4027b81588061695fe3dcc8956048e", note="development data since round 3"),
+    Round(3, "08dba3e31c492b91f3c53f114d7bb63571193d97bb632563f4e5dee4d64c4c92", note="development data since round 4"),
+    Round(4, "0fd1da39ace930a18cd6b8d2092a29d8dcf667a9fcc88cda5ab46dc242387b6a", note="development data since round 5 (half of it training lines)"),
+    Round(5, "319a6448f82d5382bc0e619543832b98411485cda6cd2a9b62e41e2ebc6af97e", frozenset({13, 31, 43, 66, 69, 78, 82, 97, 99, 100, 102, 111, 131, 162, 165, 190, 192, 197, 234, 248, 289, 331, 333, 334, 357, 365, 375, 385}), note="development data since round 6 (half of it training lines)"),
+    Round(6, "2dd45190832e36bbca8223ad3bf1d07f4ac864f644b6be949584ffa6add8794b", frozenset({177, 187}), note="development data since the seventh tuning (all of it but the leaked lines training lines)"),
+    Round(7, "02894b1f2faa067b1bc38ae779bfea952f218e49bc2e853f937575bafae5b6b1", frozenset({130, 363}), note="development data since the eighth tuning (all of it but the leaked lines training lines)"),
+    Round(8, "5dd556090566277c6cda7fa4b0b1170584156552469d1893f17d042af6a3ad79", frozenset({31}), note="development data since the ninth tuning (all of it but the leaked lines training lines)"),
+    Round(9, "672c2f8cd5cd2db6659213ea6d8ebf314b316bea1ae639a2577f4ad56acd47ea", note="development data since the tenth tuning (all of it training lines)"),
+    Round(10, "62d9d404a1c221c8d2734c9afdd2c6c999b212f63bd69c90955e3c85d96b3b22", note="development data since the eleventh tuning (all of it training lines)"),
+    Round(11, "ff4934ffe6650d39b0f5ed89bc13999d2226e14edd3f72ba1bfa92220892402b", note="development data since the twelfth tuning (all of it training lines)"),
+    Round(12, "268b6014bf5d79c6a68e72515b9553bc69727802140f4f1ac0fc2b688dbb085c", note="development data since the thirteenth tuning (all of it training lines)"),
+    Round(13, "4ee985c4c7924a9235b19a1f2c8489820c6591354a1e670b7bb8d566e0e9ad71", note="development data since the fourteenth tuning (all of it training lines)"),
+    Round(14, "86c7a40c5683a40cf7b42d598ecf66ee6233693726c2636e316dd05f85ea9223", note="development data since the fifteenth tuning (all of it training lines)"),
+    Round(15, "e439fb41175f07f24d4507b99c5739eb7185fd196fcd653c16a463307b39191a", note="development data since the sixteenth tuning (all of it training lines)"),
+    Round(16, "19c1450b1e38decaab85980bff28bc2d97f3e6f4042a939163c7b0401630f1d5", note="THE TEST SPLIT: the held-out round the bar is asserted on"),
+)}
+TEST_ROUND = 16
+TEST_SPLIT = BLIND_ROUNDS[TEST_ROUND].path  # the held-out split the bar is asserted on
+LEAKED = BLIND_ROUNDS[TEST_ROUND].leaked
+DEV_ROUNDS = tuple(r for n, r in BLIND_ROUNDS.items() if n != TEST_ROUND)
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
@@ -244,13 +237,10 @@ def results():
 
 
 def test_test_splits_are_frozen():
-    for path, digest in ((TEST_SPLIT, TEST_SPLIT_SHA256), (ROUND1, ROUND1_SHA256), (ROUND2, ROUND2_SHA256), (ROUND3, ROUND3_SHA256),
-                         (ROUND4, ROUND4_SHA256), (ROUND5, ROUND5_SHA256), (ROUND6, ROUND6_SHA256),
-                         (ROUND7, ROUND7_SHA256), (ROUND8, ROUND8_SHA256), (ROUND9, ROUND9_SHA256), (ROUND10, ROUND10_SHA256),
-                         (ROUND11, ROUND11_SHA256), (ROUND12, ROUND12_SHA256), (ROUND13, ROUND13_SHA256),
-                         (ROUND14, ROUND14_SHA256), (ROUND15, ROUND15_SHA256)):
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, (
-            f"{path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
+    assert list(BLIND_ROUNDS) == list(range(1, TEST_ROUND + 1))
+    for blind in BLIND_ROUNDS.values():
+        assert hashlib.sha256(blind.path.read_bytes()).hexdigest() == blind.sha256, (
+            f"{blind.path.name} changed: it is a frozen test split; add new data to intents_dev.yaml"
         )
 
 
@@ -260,7 +250,7 @@ def test_labelled_set_is_big_enough():
     The development lines are also training examples since the fourth tuning, so they are counted
     once (as development data), not again as examples."""
     test = yaml.safe_load(TEST_SPLIT.read_text())["utterances"]
-    dev = [i for p in (ROUND1, ROUND2, ROUND3, ROUND4, ROUND5, ROUND6, ROUND7, ROUND8, ROUND9, ROUND10, ROUND11, ROUND12, ROUND13, ROUND14, ROUND15, DATA / "intents_dev.yaml") for i in yaml.safe_load(p.read_text())["utterances"]]
+    dev = [i for p in (*(r.path for r in DEV_ROUNDS), DATA / "intents_dev.yaml") for i in yaml.safe_load(p.read_text())["utterances"]]
     old = yaml.safe_load((DATA / "labelled_utterances.yaml").read_text())
     old_n = sum(len(old[s]) for s in ("utterances", "holdout", "holdout2"))
     assert len(test) >= 300 and len(test) + len(dev) + old_n >= 1000
@@ -323,6 +313,6 @@ if __name__ == "__main__":
     import sys
 
     lexicon = "--lexicon-only" in sys.argv  # the baseline: packaged rules without semantic examples
-    for path in [Path(p).resolve() for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, ROUND15, ROUND14, ROUND13, ROUND12, ROUND11, ROUND10, ROUND9, ROUND8, ROUND7, ROUND6, ROUND5, ROUND4, ROUND3, ROUND2, ROUND1]:
+    for path in [Path(p).resolve() for p in sys.argv[1:] if p != "--lexicon-only"] or [TEST_SPLIT, *(r.path for r in reversed(DEV_ROUNDS))]:
         counts, mistakes = evaluate(path, lexicon_only_rules() if lexicon else None)
         print(f"\n{path.name}: {sum(counts[next(iter(counts))].values())} utterances\n" + table(counts) + "\n" + "\n".join(mistakes))
