@@ -253,7 +253,7 @@ def find_matches(
     ``joined_pieces`` > 1: a one-word phrase also matches up to that many adjacent words of one clause written
     together, exactly ("bull sh it" is "bullshit", "ass hole" is "asshole"): the recogniser splits long words."""
     phrases = list(phrases)
-    single = [p for p in phrases if len(p.tokens) == 1 and not (p.tokens[0].optional or p.tokens[0].wildcard)]
+    single = [p for p in phrases if len(p.tokens) == 1 and not (p.tokens[0].optional or p.tokens[0].wildcard)] if joined_pieces > 1 else []
     matches: list[Match] = []
     i = 0
     while i < len(tokens):

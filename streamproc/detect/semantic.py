@@ -391,12 +391,6 @@ def window_spans(word_count: int, size: int) -> list[tuple[int, int]]:
     return [(i, i + size) for i in dict.fromkeys(starts)]
 
 
-def windows(text: str, size: int) -> list[str]:
-    """The words of ``text`` in each of its ``window_spans``."""
-    words = text.split()
-    return [" ".join(words[start:end]) for start, end in window_spans(len(words), size)]
-
-
 def build_model(detection: "DetectionRules", encoder: "Encoder | None" = None) -> SemanticModel | None:
     """Heads for the rules' semantic intents, or None when the rules have none (no model is loaded then)."""
     if not specs_of(detection):
