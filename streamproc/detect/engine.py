@@ -280,7 +280,8 @@ class DetectionEngine:
                 # kind in lexicon_covers_kinds matched this segment (with [rude_phrase]: "shut the f… up" is the profanity
                 # alert, not also semantic rudeness; the packaged rules cover no kind since the seventh tuning)
                 if semantic_hit is not None and semantic_hit.fired and not (
-                    rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False)
+                    rule.negation and find_matches(compiled.phrases, spanned.tokens, fuzzy=rule.fuzzy, negation=False,
+                                                   joined_pieces=rule.joined_pieces)
                 ) and not self._lexicon_explains(compiled, spanned, segment, info, detection.semantic.lexicon_covers_kinds):
                     # a partial fires only when the previous partial agreed (or on the final): a fragment such
                     # as "that is not my" must not fire before the phrase is complete (docs/detection.md)

@@ -57,7 +57,7 @@ class SemanticOptions(_Strict):
     window_encoding: Literal["pooled", "separate"] = Field(
         "pooled", description="pooled: the windows' vectors come from the one pass over the whole final (the mean of "
         "each window's contextual token states), so windows cost no more encoding; separate: each window is encoded "
-        "alone (one more pass per window, the thirteenth tuning). docs/detection.md#fourteenth-tuning.",
+        "alone (one more pass per window, the thirteenth tuning). docs/detection.md#fourteenth-tuning-pooled-windows.",
     )
     regularization: float = Field(1.0, gt=0, description="Inverse regularisation strength C of the logistic heads.")
     neighbours: int = Field(
