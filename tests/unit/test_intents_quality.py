@@ -170,9 +170,10 @@ BLIND_ROUNDS: dict[int, Round] = {r.number: r for r in (
     Round(13, "4ee985c4c7924a9235b19a1f2c8489820c6591354a1e670b7bb8d566e0e9ad71", note="development data since the fourteenth tuning (all of it training lines)"),
     Round(14, "86c7a40c5683a40cf7b42d598ecf66ee6233693726c2636e316dd05f85ea9223", note="development data since the fifteenth tuning (all of it training lines)"),
     Round(15, "e439fb41175f07f24d4507b99c5739eb7185fd196fcd653c16a463307b39191a", note="development data since the sixteenth tuning (all of it training lines)"),
-    Round(16, "19c1450b1e38decaab85980bff28bc2d97f3e6f4042a939163c7b0401630f1d5", note="THE TEST SPLIT: the held-out round the bar is asserted on"),
+    Round(16, "19c1450b1e38decaab85980bff28bc2d97f3e6f4042a939163c7b0401630f1d5", note="development data since the seventeenth tuning (all of it training lines)"),
+    Round(17, "d9fcde8f5e082e741bce28d0550b1be3b843a6d467df5ec806fd00b4af184735", note="THE TEST SPLIT: the held-out round the bar is asserted on"),
 )}
-TEST_ROUND = 16
+TEST_ROUND = 17
 TEST_SPLIT = BLIND_ROUNDS[TEST_ROUND].path  # the held-out split the bar is asserted on
 LEAKED = BLIND_ROUNDS[TEST_ROUND].leaked
 DEV_ROUNDS = tuple(r for n, r in BLIND_ROUNDS.items() if n != TEST_ROUND)

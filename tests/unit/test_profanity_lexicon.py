@@ -77,6 +77,14 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "the courier was a right ass hole about it",
     "what a dick head that driver is",
     "this screen's an absolute bawbag",
+    # seventeenth tuning: other Englishes' and languages' swears, and "frig in" joined
+    "tabarnak the app froze",
+    "fok the line is bad today",
+    "ah bollix it's crashed",
+    "this chutiya printer again",
+    "bumbaclot this computer is slow",
+    "the frig in system logged me out",
+    "this knob end of a scanner",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -116,6 +124,11 @@ def test_mild_swears_fire(engine, text):
     "the cock tail menu is on the website",
     "i'll pass it on to the team",
     "she said it's fine. it was the shipping",
+    # seventeenth tuning's words: whole words only
+    "the tabernacle choir tickets are in the post",
+    "the fokker model plane kit shipped monday",
+    "the door knob on the end unit is loose",
+    "the fridge is in the back",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)

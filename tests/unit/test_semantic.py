@@ -338,6 +338,40 @@ def test_the_packaged_rules_pooled_windows_find_the_intent_at_the_end_of_a_long_
     assert passes == []  # no window was encoded on its own (encode_with_spans pools them from one pass)
 
 
+def test_the_window_prescreen_changes_no_hit():
+    """A window skips the comparison with the example bank when its logistic and sparse heads, with the neighbour
+    vote at its maximum, cannot reach threshold + margin (seventeenth tuning): the hits are exactly those of
+    scoring every window, on long development lines and on the two lines whose intent only a window finds."""
+    import yaml
+
+    from streamproc.detect.semantic import SemanticModel, build_model
+    from streamproc.rules import load_rules
+
+    model = build_model(load_rules().detection)
+    assert isinstance(model, SemanticModel)
+    items = yaml.safe_load(open("tests/data/intents_test13.yaml"))["utterances"]
+    lines = [i["text"] for i in items if len(i["text"].split()) >= 14][:40] + [
+        "my bill is wrong again and the router is broken and nobody has fixed it so get your team leader",
+        "the bill went up by twenty pounds and the letter never explained it so i'm switching to another supplier"]
+    keys = list(model.heads)
+    scored: list[str] = []
+    real = SemanticModel._score_one
+
+    def counting(self, text, *args, **kwargs):
+        scored.append(text)
+        return real(self, text, *args, **kwargs)
+
+    with mock.patch.object(SemanticModel, "_score_one", counting):
+        screened = [model.score(line, keys) for line in lines]
+        with_screen = len(scored)
+        with mock.patch.object(SemanticModel, "prescreen_windows", False):
+            every = [model.score(line, keys) for line in lines]
+    assert screened == every
+    assert any(hit.fired for hits in screened[-2:] for hit in hits.values())
+    windows_screened, windows_all = with_screen - len(lines), len(scored) - with_screen - len(lines)
+    assert windows_screened < 0.7 * windows_all  # 75 of 135 reach the bank here (round 13's long lines, mostly positives)
+
+
 def test_encode_with_spans_pools_windows_from_one_pass():
     encoder = shared_encoder()
     text = "the engineer never came and i want to cancel the whole contract today"
