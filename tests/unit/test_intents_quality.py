@@ -92,17 +92,24 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   lines. The opt-in tuned encoder beside it, declared before the run: 15 errors, 6 of 7. No line
   within rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[15].leaked empty). Since the sixteenth tuning all
   of it is training examples and a leave-one-round-out fold: development data;
-* round 16, tests/data/intents_test16.yaml: THE TEST SPLIT. Written blind by a thirteenth separate
+* round 16, tests/data/intents_test16.yaml: written blind by a thirteenth separate
   session from the definitions alone (9ad0907), 396 lines of which 20 carry two intents, merged and
   transcribed (04b73b1) after the sixteenth tuning (joined pieces for profanity, round 15 as examples)
   was frozen (dac2edc), run once after: 4 of 7 at the bar, rudeness (34 of 39), churn (35 of 39) and
   profanity (22 of 27) below; 27 errors, against 26 (5 of 7) for the fifteenth tuning's rules on the
-  same lines. No line within rapidfuzz ratio 80 of a training string (LEAKED empty).
+  same lines. No line within rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[16].leaked empty).
+  Since the seventeenth tuning all of it is training examples and a leave-one-round-out fold;
+* round 17, tests/data/intents_test17.yaml: THE TEST SPLIT. Written blind by a fourteenth separate
+  session from the definitions alone (aa0ea85), 396 lines of which 20 carry two intents, transcribed
+  (16684e1) while the seventeenth tuning (rudeness threshold 0.4, the window pre-screen, round 16 as
+  examples) was built; frozen (eb300d2), then run once: 5 of 7 at the bar, profanity (22 of 27) and
+  churn (35 of 39) below; 32 errors, against 34 (5 of 7) for the sixteenth tuning's rules on the same
+  lines. No line within rapidfuzz ratio 80 of a training string (LEAKED empty).
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
-round 4's and round 5's training halves and (since the seventh to sixteenth tunings) rounds 6 to 15. The
-sha256s below pin all sixteen rounds: editing one to make a rule pass fails this test.
+round 4's and round 5's training halves and (since the seventh to seventeenth tunings) rounds 6 to 16. The
+sha256s below pin all seventeen rounds: editing one to make a rule pass fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that miss it on the test
 split's one run are marked xfail(strict=True) with those figures (BELOW_BAR), so the gap stays
@@ -181,9 +188,10 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: test-split figures (precision, recall) of the detectors below the bar on round 16's one run, as the
-#: counts they come from (35 of 39 is 0.897); see docs/detection.md. At the bar there: abuse 1.00/0.97,
-#: manager 0.97/1.00, legal 0.97/1.00, repeat 0.95/0.95. (Round 15's one run, before the sixteenth tuning:
+#: test-split figures (precision, recall) of the detectors below the bar on round 17's one run, as the
+#: counts they come from (35 of 39 is 0.897); see docs/detection.md. At the bar there: rudeness 0.93/0.95,
+#: abuse 0.97/0.95, manager 0.93/1.00, legal 0.97/1.00, repeat 0.95/0.92. (Round 16's one run, before the
+#: seventeenth tuning: rudeness 0.92/0.87, profanity 0.96/0.81 and churn 0.95/0.897 below the bar. Round 15's, before the sixteenth tuning:
 #: profanity 0.96/0.89 below the bar, the six semantic detectors at it. Round 14's one
 #: run, before the fifteenth tuning: rudeness 0.97/0.897, churn 0.92/0.87 and profanity 0.95/0.74 below
 #: the bar. Round 13's, before the fourteenth: profanity 1.00/0.85. Round 12's one
@@ -195,9 +203,8 @@ DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-req
 #: 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00. Round 6's, before the seventh: rudeness 0.93/0.71, abuse
 #: 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
 BELOW_BAR: dict[str, tuple[float, float]] = {
-    "agent-rudeness": (34 / 37, 34 / 39),
-    "agent-profanity": (22 / 23, 22 / 27),
-    "churn-intent": (35 / 37, 35 / 39),
+    "agent-profanity": (22 / 25, 22 / 27),
+    "churn-intent": (35 / 38, 35 / 39),
 }
 
 
