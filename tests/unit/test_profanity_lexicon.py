@@ -85,6 +85,12 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "bumbaclot this computer is slow",
     "the frig in system logged me out",
     "this knob end of a scanner",
+    # eighteenth tuning
+    "merde the form has cleared",
+    "kurwa this headset again",
+    "verdomme the login timed out",
+    "puta madre what a queue",
+    "puta ng ina the system crashed",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -129,6 +135,8 @@ def test_mild_swears_fire(engine, text):
     "the fokker model plane kit shipped monday",
     "the door knob on the end unit is loose",
     "the fridge is in the back",
+    "the merdeka day sale ends sunday",
+    "the putt on the ninth green was short",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)
