@@ -99,17 +99,25 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   profanity (22 of 27) below; 27 errors, against 26 (5 of 7) for the fifteenth tuning's rules on the
   same lines. No line within rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[16].leaked empty).
   Since the seventeenth tuning all of it is training examples and a leave-one-round-out fold;
-* round 17, tests/data/intents_test17.yaml: THE TEST SPLIT. Written blind by a fourteenth separate
+* round 17, tests/data/intents_test17.yaml: written blind by a fourteenth separate
   session from the definitions alone (aa0ea85), 396 lines of which 20 carry two intents, transcribed
   (16684e1) while the seventeenth tuning (rudeness threshold 0.4, the window pre-screen, round 16 as
   examples) was built; frozen (eb300d2), then run once: 5 of 7 at the bar, profanity (22 of 27) and
   churn (35 of 39) below; 32 errors, against 34 (5 of 7) for the sixteenth tuning's rules on the same
-  lines. No line within rapidfuzz ratio 80 of a training string (LEAKED empty).
+  lines. No line within rapidfuzz ratio 80 of a training string (BLIND_ROUNDS[17].leaked empty). Since
+  the eighteenth tuning all of it is training examples and a leave-one-round-out fold;
+* round 18, tests/data/intents_test18.yaml: THE TEST SPLIT. Written blind by a fifteenth separate
+  session from the definitions alone (91d9fa0), 396 lines of which 20 carry two intents, transcribed
+  (0987692) while the eighteenth tuning (minced oaths as the profanity head's counter-examples, round 17
+  as examples) was built; frozen (72ef30c), then run once: 4 of 7 at the bar, rudeness (35 of 39),
+  profanity (24 of 27) and manager (precision 38 of 45) below; 27 errors, against 34 (3 of 7) for the
+  seventeenth tuning's rules on the same lines. Line 8 is within rapidfuzz ratio 80 (90.1) of one of
+  that tuning's hand-written minced oaths (written without sight of it): LEAKED, not scored.
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
-round 4's and round 5's training halves and (since the seventh to seventeenth tunings) rounds 6 to 16. The
-sha256s below pin all seventeen rounds: editing one to make a rule pass fails this test.
+round 4's and round 5's training halves and (since the seventh to eighteenth tunings) rounds 6 to 17. The
+sha256s below pin all eighteen rounds: editing one to make a rule pass fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that miss it on the test
 split's one run are marked xfail(strict=True) with those figures (BELOW_BAR), so the gap stays
@@ -178,9 +186,10 @@ BLIND_ROUNDS: dict[int, Round] = {r.number: r for r in (
     Round(14, "86c7a40c5683a40cf7b42d598ecf66ee6233693726c2636e316dd05f85ea9223", note="development data since the fifteenth tuning (all of it training lines)"),
     Round(15, "e439fb41175f07f24d4507b99c5739eb7185fd196fcd653c16a463307b39191a", note="development data since the sixteenth tuning (all of it training lines)"),
     Round(16, "19c1450b1e38decaab85980bff28bc2d97f3e6f4042a939163c7b0401630f1d5", note="development data since the seventeenth tuning (all of it training lines)"),
-    Round(17, "d9fcde8f5e082e741bce28d0550b1be3b843a6d467df5ec806fd00b4af184735", note="THE TEST SPLIT: the held-out round the bar is asserted on"),
+    Round(17, "d9fcde8f5e082e741bce28d0550b1be3b843a6d467df5ec806fd00b4af184735", note="development data since the eighteenth tuning (all of it training lines)"),
+    Round(18, "951768da4776171f4485eb9a170918de016d62cfe32709220128d46b4fb2dd43", frozenset({8}), note="THE TEST SPLIT: the held-out round the bar is asserted on"),
 )}
-TEST_ROUND = 17
+TEST_ROUND = 18
 TEST_SPLIT = BLIND_ROUNDS[TEST_ROUND].path  # the held-out split the bar is asserted on
 LEAKED = BLIND_ROUNDS[TEST_ROUND].leaked
 DEV_ROUNDS = tuple(r for n, r in BLIND_ROUNDS.items() if n != TEST_ROUND)
@@ -188,9 +197,10 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: test-split figures (precision, recall) of the detectors below the bar on round 17's one run, as the
-#: counts they come from (35 of 39 is 0.897); see docs/detection.md. At the bar there: rudeness 0.93/0.95,
-#: abuse 0.97/0.95, manager 0.93/1.00, legal 0.97/1.00, repeat 0.95/0.92. (Round 16's one run, before the
+#: test-split figures (precision, recall) of the detectors below the bar on round 18's one run, as the
+#: counts they come from (35 of 39 is 0.897); see docs/detection.md. At the bar there: abuse 1.00/0.97,
+#: churn 0.95/0.95, legal 0.97/1.00, repeat 1.00/0.95. (Round 17's one run, before the eighteenth tuning:
+#: profanity 0.88/0.81 and churn 0.92/0.897 below the bar. Round 16's one run, before the
 #: seventeenth tuning: rudeness 0.92/0.87, profanity 0.96/0.81 and churn 0.95/0.897 below the bar. Round 15's, before the sixteenth tuning:
 #: profanity 0.96/0.89 below the bar, the six semantic detectors at it. Round 14's one
 #: run, before the fifteenth tuning: rudeness 0.97/0.897, churn 0.92/0.87 and profanity 0.95/0.74 below
@@ -203,8 +213,9 @@ DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-req
 #: 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00. Round 6's, before the seventh: rudeness 0.93/0.71, abuse
 #: 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
 BELOW_BAR: dict[str, tuple[float, float]] = {
-    "agent-profanity": (22 / 25, 22 / 27),
-    "churn-intent": (35 / 38, 35 / 39),
+    "agent-rudeness": (35 / 37, 35 / 39),
+    "agent-profanity": (24 / 26, 24 / 27),
+    "manager-request": (38 / 45, 38 / 39),
 }
 
 
