@@ -251,11 +251,17 @@ def find_pii(text: str, kinds: Iterable[PiiKind | str] = ALL_KINDS) -> list[Find
     """Non-overlapping PII spans in ``text``, in order."""
     wanted = {PiiKind(kind) for kind in kinds}
     spans: list[tuple[int, int, PiiKind]] = []
+    digits_text = text
     if PiiKind.email in wanted:
         spans += _email_spans(text)
+        # An e-mail's digits are the e-mail's: a run must not go on into one ("… 000 1 at 0 dot at"), or the
+        # number before it is classified with them here and without them once the e-mail is [EMAIL] (not idempotent).
+        # NUL is a token that is neither a digit nor a separator, so it ends a run; offsets stay those of ``text``.
+        for start, end, _ in spans:
+            digits_text = digits_text[:start] + "\0" * (end - start) + digits_text[end:]
     if wanted & {PiiKind.card, PiiKind.ssn, PiiKind.phone}:
         numbers: list[tuple[int, int, PiiKind]] = []
-        for run in _digit_runs(text):
+        for run in _digit_runs(digits_text):
             if len(run.digits) >= 7:
                 _classify_run(run, 0, len(run.digits), numbers)
         for start, end, kind in numbers:

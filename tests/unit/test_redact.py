@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from streamproc.redact import ALL_KINDS, PiiKind, find_pii, luhn_valid, redact, redact_segment, ssn_valid
@@ -212,6 +212,9 @@ def test_text_without_numbers_or_at_signs_is_unchanged(text):
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=400) | st.lists(st.sampled_from(SPOKEN + ["double", "dash", "at", "dot", "com", "a", "4111", " "]), max_size=60).map(" ".join))
+# found by hypothesis in CI's shoes: the zeros ran on into the spoken e-mail's digits ("1 at 0 dot at"), so they were
+# no card number until the e-mail had become [EMAIL]
+@example("000ZERO0ZERO000000000 1 AT 0 DOT AT")
 def test_redaction_is_total_idempotent_and_kind_subset(text):
     once = redact(text)
     assert redact(once) == once
