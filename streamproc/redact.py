@@ -11,7 +11,9 @@ whitespace, ``- . , ( ) / +`` or the words "dash"/"hyphen" form one *run*. A run
 * 9 digits that form a valid SSN (area not 000/666/9xx, group not 00, serial not 0000) is an SSN;
 * otherwise 7–15 digits is treated as a phone number (``[PHONE]``): order numbers of that length
   are redacted too — over-redaction is the safe direction for a privacy filter;
-* 16–19 digits failing Luhn are left alone (that is what the Luhn check is for);
+* 16–19 digits failing Luhn are a card number too: a card the recogniser misheard (a digit lost, doubled or
+  split off) fails the check but is still a card number in clear, and an order number of that length
+  redacted is the safe direction;
 * longer than 19 digits: card-number windows (Luhn) are cut out, the rest is classified again.
 
 Runs shorter than 7 digits are never touched, so times, amounts and counts survive.
@@ -152,6 +154,8 @@ def _classify(digits: str, groups: list[int] | None) -> PiiKind | None:
         return PiiKind.ssn
     if 7 <= n <= 15:
         return PiiKind.phone
+    if 16 <= n <= 19:  # card length, checksum failing: most likely a card the recogniser misheard
+        return PiiKind.card
     return None
 
 

@@ -63,7 +63,6 @@ def test_redacts_written_and_spoken_forms(text, expected):
 @pytest.mark.parametrize(
     "text",
     [
-        "order 4111 1111 1111 1112 shipped",  # 16 digits failing Luhn: not a card, not a phone
         "at 3 pm I paid 25 dollars for 2 items on 12/25",
         "one two three four five six",  # six digits: too short for anything
         "look at the dot com bubble",
@@ -151,9 +150,12 @@ def test_any_luhn_card_in_any_form_is_redacted(before, number, style, after):
 
 @settings(max_examples=200)
 @given(number=card_bodies.map(with_luhn).map(lambda n: n[:-1] + str((int(n[-1]) + 1) % 10)).filter(lambda n: len(n) >= 16))
-def test_long_numbers_failing_luhn_are_not_cards(number):
+def test_card_length_numbers_failing_luhn_are_still_redacted(number):
+    """A card the recogniser misheard fails the checksum but is still a card number in clear (Whisper heard
+    "4539 1488 0343 6467" as "4539 14408803436467": 18 digits, not Luhn-valid)."""
     assert not luhn_valid(number)
-    assert redact(f"order {number} shipped") == f"order {number} shipped"
+    assert redact(f"order {number} shipped") == "order [CARD] shipped"
+    assert redact("my card number is 4539 14408803436467.") == "my card number is [CARD]."
 
 
 phones = st.text("0123456789", min_size=10, max_size=11).filter(lambda n: not ssn_valid(n))
