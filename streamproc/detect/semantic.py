@@ -137,14 +137,10 @@ class Head:
         similarity to every row of an ExampleBank, and this head's rows in it (bank_rows).
         ``sparse``: the intent's SparseHeads probability, weighted ``sparse_weight`` against the
         dense score (the logistic head, averaged with the neighbour vote)."""
-        logit = float(vector @ self.weights) + self.bias
-        probability = float(1.0 / (1.0 + np.exp(-logit)))
         like_rows, not_like_rows, negative_rows, negative_mask = rows
         sims = bank_sims[like_rows]
-        if self.vote is not None:
-            probability = (probability + self.vote.probability(sims, bank_sims, negative_rows, negative_mask, nearest)) / 2
-        if sparse is not None:
-            probability = (1.0 - sparse_weight) * probability + sparse_weight * sparse
+        vote = self.vote.probability(sims, bank_sims, negative_rows, negative_mask, nearest) if self.vote is not None else None
+        probability = self._probability(vector, vote, sparse, sparse_weight)
         best = int(np.argmax(sims))
         counter = None
         if len(not_like_rows):  # counter-example veto: nearer to a not_like than to any like
@@ -153,6 +149,20 @@ class Head:
             if against[worst] > sims[best] and (text is None or negated(text) == negated(self.not_like[worst])):
                 counter = self.not_like[worst]
         return SemanticHit(round(probability, 4), self.like[best], round(float(sims[best]), 4), self.spec.threshold, counter)
+
+
+    def probability_bound(self, vector: np.ndarray, sparse: float | None = None, sparse_weight: float = 0.0) -> float:
+        """score()'s probability with the neighbour vote at its maximum, 1: an upper bound that needs no bank."""
+        return self._probability(vector, 1.0 if self.vote is not None else None, sparse, sparse_weight)
+
+    def _probability(self, vector: np.ndarray, vote: float | None, sparse: float | None, sparse_weight: float) -> float:
+        """The logistic head, averaged with the neighbour vote, then mixed with the sparse head."""
+        probability = float(1.0 / (1.0 + np.exp(-(float(vector @ self.weights) + self.bias))))
+        if vote is not None:
+            probability = (probability + vote) / 2
+        if sparse is not None:
+            probability = (1.0 - sparse_weight) * probability + sparse_weight * sparse
+        return probability
 
 
 def _train(spec: IntentSpec, negatives: Sequence[str], regularization: float, encoder: "Encoder",
@@ -379,16 +389,12 @@ class SemanticModel:
         return best
 
     def _may_count(self, vector: np.ndarray, sparse: np.ndarray | None, keys: list[str]) -> bool:
-        """An upper bound of each head's probability for a window (Head.score with the neighbour vote at 1):
-        whether any may reach its threshold + window_margin."""
+        """Whether any head's probability for a window may reach its threshold + window_margin (Head.probability_bound)."""
         for key in keys:
-            head = self.heads[key]
-            probability = float(1.0 / (1.0 + np.exp(-(float(vector @ head.weights) + head.bias))))
-            if head.vote is not None:
-                probability = (probability + 1.0) / 2
-            if sparse is not None and key in self.sparse_column:
-                probability = (1.0 - self.sparse_weight) * probability + self.sparse_weight * float(sparse[self.sparse_column[key]])
-            if probability + 1e-4 >= head.spec.threshold + self.window_margin:  # the hit's probability is rounded to 4 places
+            column = self.sparse_column.get(key)
+            sparse_probability = float(sparse[column]) if sparse is not None and column is not None else None
+            bound = self.heads[key].probability_bound(vector, sparse_probability, self.sparse_weight)
+            if bound + 1e-4 >= self.heads[key].spec.threshold + self.window_margin:  # the hit's probability is rounded to 4 places
                 return True
         return False
 
