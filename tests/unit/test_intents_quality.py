@@ -117,7 +117,10 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
 * round 19, tests/data/intents_test19.yaml: THE TEST SPLIT. Written blind by a sixteenth separate
   session from the definitions alone (56588e5), 396 lines of which 20 carry two intents, transcribed
   (f66ea49) while the nineteenth tuning (other languages' swears, manager hard negatives, round 18 as
-  examples) was built; frozen, then run once (docs/detection.md#quality-of-the-semantic-intents).
+  examples) was built; frozen (39b96ec), then run once: 5 of 7 at the bar, customer abuse (33 of 39)
+  and repeat contact (34 of 39) below; 18 errors, against 22 (4 of 7) for the eighteenth tuning's
+  rules on the same lines. No line within rapidfuzz ratio 80 of a training string
+  (BLIND_ROUNDS[19].leaked empty).
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
@@ -203,9 +206,11 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: test-split figures (precision, recall) of the detectors below the bar on round 18's one run, as the
-#: counts they come from (35 of 39 is 0.897); see docs/detection.md. At the bar there: abuse 1.00/0.97,
-#: churn 0.95/0.95, legal 0.97/1.00, repeat 1.00/0.95. (Round 17's one run, before the eighteenth tuning:
+#: test-split figures (precision, recall) of the detectors below the bar on round 19's one run, as the
+#: counts they come from (34 of 39 is 0.87); see docs/detection.md. At the bar there: rudeness 1.00/0.97,
+#: profanity 0.96/1.00, manager 0.93/1.00, churn 1.00/1.00, legal 0.97/1.00. (Round 18's one run, before
+#: the nineteenth tuning: rudeness 0.95/0.897, profanity 0.92/0.89 and manager 0.84/0.97 below the bar.
+#: Round 17's one run, before the eighteenth tuning:
 #: profanity 0.88/0.81 and churn 0.92/0.897 below the bar. Round 16's one run, before the
 #: seventeenth tuning: rudeness 0.92/0.87, profanity 0.96/0.81 and churn 0.95/0.897 below the bar. Round 15's, before the sixteenth tuning:
 #: profanity 0.96/0.89 below the bar, the six semantic detectors at it. Round 14's one
@@ -219,9 +224,8 @@ DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-req
 #: 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00. Round 6's, before the seventh: rudeness 0.93/0.71, abuse
 #: 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
 BELOW_BAR: dict[str, tuple[float, float]] = {
-    "agent-rudeness": (35 / 37, 35 / 39),
-    "agent-profanity": (24 / 26, 24 / 27),
-    "manager-request": (38 / 45, 38 / 39),
+    "customer-abuse": (33 / 33, 33 / 39),
+    "repeat-contact": (34 / 35, 34 / 39),
 }
 
 
