@@ -122,17 +122,23 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   rules on the same lines. No line within rapidfuzz ratio 80 of a training string
   (BLIND_ROUNDS[19].leaked empty). Since the twentieth tuning all of it is training examples and a
   leave-one-round-out fold;
-* round 20, tests/data/intents_test20.yaml: THE TEST SPLIT. Written blind by a seventeenth separate
+* round 20, tests/data/intents_test20.yaml: written blind by a seventeenth separate
   session from the definitions alone (9c53e9d), 396 lines, transcribed while the twentieth tuning
   (hand-written abuse and repeat-contact examples, round 19 as examples) was built; frozen (3c07fb3),
   then run once: 7 of 7 at the bar; 11 errors, against 12 (6 of 7: abuse 35 of 39) for the nineteenth
   tuning's rules on the same lines. No line within rapidfuzz ratio 80 of a training string
-  (BLIND_ROUNDS[20].leaked empty).
+  (BLIND_ROUNDS[20].leaked empty). Development data since round 21 replaced it (not yet training
+  examples);
+* round 21, tests/data/intents_test21.yaml: THE TEST SPLIT. Written blind by an eighteenth separate
+  session from the definitions alone (5c05db2), 396 lines, transcribed (3a1ed52) after the twentieth
+  tuning was frozen; no tuning between rounds 20 and 21, so it measures the same rules a second time.
+  Run once: 6 of 7 at the bar, customer abuse (32 of 39) below; 25 errors, against 26 (6 of 7) for the
+  nineteenth tuning's rules. No line within rapidfuzz ratio 80 of a training string.
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
 round 4's and round 5's training halves and (since the seventh to twentieth tunings) rounds 6 to 19. The
-sha256s below pin all twenty rounds: editing one to make a rule pass fails this test.
+sha256s below pin all twenty-one rounds: editing one to make a rule pass fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that miss it on the test
 split's one run are marked xfail(strict=True) with those figures (BELOW_BAR), so the gap stays
@@ -204,9 +210,10 @@ BLIND_ROUNDS: dict[int, Round] = {r.number: r for r in (
     Round(17, "d9fcde8f5e082e741bce28d0550b1be3b843a6d467df5ec806fd00b4af184735", note="development data since the eighteenth tuning (all of it training lines)"),
     Round(18, "951768da4776171f4485eb9a170918de016d62cfe32709220128d46b4fb2dd43", frozenset({8}), note="development data since the nineteenth tuning (all of it training lines)"),
     Round(19, "bbe31898f839daf3a938d5eaa680e0c5914b35bf6b9cd52f8b84fe00edba0abd", note="development data since the twentieth tuning (all of it training lines)"),
-    Round(20, "6bc04c109206239e3440b8862e4ce85cc7330524b8b5265f4d65d7c37f4a5ecc", note="THE TEST SPLIT: the held-out round the bar is asserted on"),
+    Round(20, "6bc04c109206239e3440b8862e4ce85cc7330524b8b5265f4d65d7c37f4a5ecc", note="development data since round 21 replaced it (not yet training lines)"),
+    Round(21, "dd628e60dfd081e2133e82b378bb1da5b9c74d4a090bce955459435cbeb316fd", note="THE TEST SPLIT: the held-out round the bar is asserted on"),
 )}
-TEST_ROUND = 20
+TEST_ROUND = 21
 TEST_SPLIT = BLIND_ROUNDS[TEST_ROUND].path  # the held-out split the bar is asserted on
 LEAKED = BLIND_ROUNDS[TEST_ROUND].leaked
 DEV_ROUNDS = tuple(r for n, r in BLIND_ROUNDS.items() if n != TEST_ROUND)
@@ -214,10 +221,11 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: test-split figures (precision, recall) of the detectors below the bar on the test split's one run, as
-#: the counts they come from (34 of 39 is 0.87); see docs/detection.md. None on round 20's: rudeness
-#: 1.00/0.95, profanity 0.96/1.00, abuse 1.00/0.92, manager 0.97/1.00, churn 1.00/0.95, legal 1.00/1.00,
-#: repeat 0.97/0.97. (Round 19's one run, before the twentieth tuning: abuse 1.00/0.85 and repeat
+#: test-split figures (precision, recall) of the detectors below the bar on round 21's one run, as the
+#: counts they come from (32 of 39 is 0.82); see docs/detection.md. At the bar there: rudeness 0.92/0.92,
+#: profanity 0.96/0.96, manager 0.93/1.00, churn 1.00/1.00, legal 0.97/0.95, repeat 0.97/0.95. (Round 20's
+#: one run, the same twentieth tuning: every detector at the bar, abuse 1.00/0.92. Round 19's one run,
+#: before the twentieth tuning: abuse 1.00/0.85 and repeat
 #: 0.97/0.87 below the bar. Round 18's one run, before
 #: the nineteenth tuning: rudeness 0.95/0.897, profanity 0.92/0.89 and manager 0.84/0.97 below the bar.
 #: Round 17's one run, before the eighteenth tuning:
@@ -233,7 +241,9 @@ DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-req
 #: 1.00/0.897, churn 1.00/0.897, legal 1.00/0.87, repeat 0.94/0.87. Round 7's, before the eighth: rudeness
 #: 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00. Round 6's, before the seventh: rudeness 0.93/0.71, abuse
 #: 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
-BELOW_BAR: dict[str, tuple[float, float]] = {}  # round 20: every detector at the bar
+BELOW_BAR: dict[str, tuple[float, float]] = {
+    "customer-abuse": (32 / 33, 32 / 39),
+}
 
 
 def evaluate(path: Path = TEST_SPLIT, rules=None, exclude: frozenset[int] | None = None) -> tuple[dict[str, Counter], list[str]]:
@@ -318,7 +328,7 @@ def test_every_detector_finds_its_intent_on_the_frozen_test_split(results, detec
     assert counts[detector]["tp"] > 0, detector
 
 
-@pytest.mark.parametrize("detector", sorted(BELOW_BAR))  # none below the bar on round 20: no case, reported as skipped
+@pytest.mark.parametrize("detector", sorted(BELOW_BAR))  # with none below the bar: no case, reported as skipped
 def test_detectors_below_the_bar_do_not_fall_further(results, detector):
     """The xfail above hides how far below the bar a detector is; this pins the test split's figures
     (minus 0.05 for one utterance either way on ~20 positives) so a regression still fails."""
