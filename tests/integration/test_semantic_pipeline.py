@@ -63,7 +63,12 @@ def test_paraphrase_fires_semantic_alert_and_greeting_window_closes(worker_facto
     # hot reload: a new semantic intent is embedded and trained in the running worker
     rules_path = Path(worker.env["STREAMPROC_RULES_FILE"])
     rules_path.write_text(rules.replace("  phrases:\n", "  phrases:\n" + NEW_INTENT, 1))
-    time.sleep(3.0)
+    # a segment sent before the worker has read the new file is scored by the old rules: wait for the retrained
+    # heads (a fixed 3 s was too short in CI, where noticing the file and retraining ~11k examples took 11 s)
+    deadline = time.monotonic() + 60
+    while "semantic intents retrained after reload" not in worker.log_tail(50000) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "semantic intents retrained after reload" in worker.log_tail(50000)
     # a paraphrase of the examples, not a near copy; "is my hamster allowed to stay with me" sat at p≈0.50 once the
     # packaged rules took rounds 16 and 17 as examples (seventeenth and eighteenth tunings): at the threshold, not a test
     send(producer, transcripts, "sem-call-2", transcript("sem-call-2", "customer", 0, "are cats allowed to stay in the room", final=True))
