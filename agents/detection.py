@@ -161,5 +161,5 @@ if settings.rules_reload_interval_s > 0:
         if await asyncio.get_running_loop().run_in_executor(None, rules_watcher.check):
             started = time.perf_counter()
             model = await in_detection_executor(engine.semantic_model)  # re-embed and retrain the semantic heads
-            if model:  # until this line, segments are scored by the heads of the rules before the reload
+            if model:  # segments queued behind the training meet the new heads; the line marks the switch
                 log.info("semantic intents retrained after reload: %d heads in %.1f s", len(model.heads), time.perf_counter() - started)
