@@ -88,13 +88,19 @@ async def detect_on_transcripts(stream):
         store_snapshots(snapshots)
 
 
-@app.task
-async def warm_detection() -> None:
-    """Load the embedding model and train the semantic heads at start, off the event loop."""
+async def train_semantic_heads(done: str) -> None:
+    """Embed the examples and train the semantic heads of the rules in force, in the detection executor, and
+    log ``done`` with the head count and the time: the moment segments meet the new heads."""
     started = time.perf_counter()
     model = await in_detection_executor(engine.semantic_model)
     if model:
-        log.info("semantic intents ready: %d heads in %.1f s", len(model.heads), time.perf_counter() - started)
+        log.info("%s: %d heads in %.1f s", done, len(model.heads), time.perf_counter() - started)
+
+
+@app.task
+async def warm_detection() -> None:
+    """Load the embedding model and train the semantic heads at start, off the event loop."""
+    await train_semantic_heads("semantic intents ready")
 
 
 def owned_partitions() -> set[int]:
@@ -159,7 +165,5 @@ if settings.rules_reload_interval_s > 0:
     async def reload_rules() -> None:
         """Hot reload: a changed, valid rules file replaces the rules in force; a bad one is rejected."""
         if await asyncio.get_running_loop().run_in_executor(None, rules_watcher.check):
-            started = time.perf_counter()
-            model = await in_detection_executor(engine.semantic_model)  # re-embed and retrain the semantic heads
-            if model:  # segments queued behind the training meet the new heads; the line marks the switch
-                log.info("semantic intents retrained after reload: %d heads in %.1f s", len(model.heads), time.perf_counter() - started)
+            # segments queued behind the training in the one-thread executor meet the new heads
+            await train_semantic_heads("semantic intents retrained after reload")
