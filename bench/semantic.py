@@ -16,7 +16,8 @@ cannot inflate); both are reported with the load average before and after. The e
 cache is emptied after training (the development lines are training examples now, and a final
 that equals one must not be served from the cache): every segment is embedded, as in
 production. The semantic heads are trained before the clock starts (the worker does that at
-start, in its executor; ``train_s`` is that cold cost). onnxruntime runs on one thread. ``encoder_pass_cpu_ms``:
+start, in its executor; ``train_s`` is that cold cost). onnxruntime runs on one thread. ``added_cpu_ms_per_segment``:
+each segment's semantic CPU time minus its lexicon-only CPU time, the issue's "added per segment"; ``encoder_pass_cpu_ms``:
 one uncached encoder pass over each segment's text, the floor under the added cost, measured in the same run
 (this shared machine's speed moves from day to day, the pass with it).
 """
@@ -129,6 +130,9 @@ def main() -> None:
     result["lexicon_cpu_ms"] = stats(base_cpu)
     result["semantic_cpu_ms"] = stats(sem_cpu)
     result["added_cpu_ms"] = {k: round(result["semantic_cpu_ms"][k] - result["lexicon_cpu_ms"][k], 3) for k in ("p50", "p99")}
+    # per segment, semantic minus lexicon on the same segment: what each segment pays (the difference of two p99s
+    # above compares two different sets of ~19 slowest segments and moved by ±2.5 ms between runs)
+    result["added_cpu_ms_per_segment"] = stats([s - b for s, b in zip(sem_cpu, base_cpu)])
     # the floor under the added cost: one pass of the encoder over each segment's text, in the same run (this
     # machine's speed moves from day to day; the rest of the added cost is scoring, windows and bookkeeping)
     result["encoder_pass_cpu_ms"] = stats(encoder_cpu)

@@ -377,9 +377,10 @@ class SemanticModel:
         # (the logistic head and the sparse head, with the neighbour vote taken at its maximum, 1) skip the
         # comparison with every bank row, the per-window cost (docs/detection.md#seventeenth-tuning-window-pre-screen).
         scored = [0, *(i for i in range(1, len(texts)) if not self.prescreen_windows or self._may_count(vectors[i], sparse[i], keys))]
-        # one matrix product for the segment and the windows kept: the bank (≈14 MB) is read once, not per window
-        # (bank @ vectorsᵀ: OpenBLAS ran vectors @ bankᵀ, the same product, at half the speed for 3-5 vectors)
-        bank_sims = np.ascontiguousarray((self.bank.vectors @ np.stack([vectors[i] for i in scored], axis=1)).T)
+        # one matrix-vector product per vector kept: for the 1-4 of a segment and its windows that beats one matrix
+        # product, where OpenBLAS first copies (packs) the whole bank (≈18 MB): 0.9 against 2.2 ms for two vectors,
+        # 1.3 against 2.5 for three (docs/detection.md#latency-of-the-semantic-layer)
+        bank_sims = np.stack([self.bank.vectors @ vectors[i] for i in scored])
         best = self._score_one(text, vectors[0], bank_sims[0], keys, sparse[0])
         for row, i in enumerate(scored[1:], start=1):
             for key, hit in self._score_one(texts[i], vectors[i], bank_sims[row], keys, sparse[i]).items():
