@@ -12,8 +12,9 @@ per output channel, activations quantised per call), whose products run in int8 
 has it) over a quarter of the bytes. Both models then embed the same labelled utterances, one at a
 time on one thread, in the same run: it prints each one's thread-CPU p50/p99 per pass, the ratio,
 and the cosine between the two vectors of each utterance. ``--keep``: write the re-quantised model
-there (deterministic for a given onnxruntime and onnx). docs/detection.md#latency-of-the-semantic-layer
-has the figures and what adopting it would take.
+there (deterministic for a given onnxruntime and onnx): ``--keep streamproc/data/minilm/minilm-int8-matmul.onnx``
+made the default ``int8`` encoder (sha256 in streamproc/embeddings.py, provenance in the NOTICE beside it).
+docs/detection.md#latency-of-the-semantic-layer has the figures.
 """
 
 from __future__ import annotations

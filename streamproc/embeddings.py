@@ -10,7 +10,7 @@ streamproc/data/minilm/minilm-callcenter-int8.onnx, all-MiniLM-L6-v2 fine-tuned 
 rules' examples by bench/finetune_encoder.py (provenance in streamproc/data/minilm/NOTICE and
 docs/detection.md#tenth-tuning-a-fine-tuned-encoder; better on blind round 10, level on rounds 11 to 13 and 15, behind on round 14, worse through
 the recogniser and not clearly better by leave-one-round-out, so not the default). The tokenizer is the standard BERT-uncased WordPiece vocabulary shipped in
-``streamproc/data/minilm/vocab.txt``, built with HuggingFace ``tokenizers``. Both files are
+``streamproc/data/minilm/vocab.txt``, built with HuggingFace ``tokenizers``. The model file and the vocabulary are
 checked against the sha256 constants below at load: a different file is a clear error,
 never a silently different model. Inference is ``onnxruntime`` on one thread (the caller
 runs it in an executor, never on the event loop), mean pooling over the attention mask and
