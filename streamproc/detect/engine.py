@@ -50,7 +50,7 @@ from .snapshot import (
 from .windows import WindowTracker, _Window
 from .hold import CallState, CallStatus
 from .risk import take_update
-from .phrases import Phrase, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
+from .phrases import Phrase, PhraseList, Token, compile_phrase, find_matches, normalize_text, redact_profanity, tokenize
 from . import extras
 from .semantic import semantic_evidence, semantic_match
 
@@ -236,7 +236,7 @@ class DetectionEngine:
     def _phrase_rules(self, detection: DetectionRules) -> list[_Compiled]:
         if detection is not self._compiled_for:  # rules were (re)loaded
             self._compiled = [
-                _Compiled(rule, tuple(compile_phrase(p) for p in rule.phrases)) for rule in detection.phrases if rule.enabled
+                _Compiled(rule, PhraseList(compile_phrase(p) for p in rule.phrases)) for rule in detection.phrases if rule.enabled
             ]
             self._compiled_for = detection
         return self._compiled

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..schemas import Alert, AlertKind, Evidence, Speaker, TranscriptSegment
 from .escalation import sentiment_score
-from .phrases import compile_phrase, find_matches
+from .phrases import PhraseList, compile_phrase, find_matches
 from .risk import RiskState
 from .windows import WindowHit, WindowTracker
 
@@ -44,7 +44,7 @@ def _cue_phrases(cue) -> tuple:
     key = tuple(cue.phrases)
     compiled = _compiled_cues.get(key)
     if compiled is None:
-        compiled = _compiled_cues[key] = tuple(compile_phrase(p) for p in cue.phrases)
+        compiled = _compiled_cues[key] = PhraseList(compile_phrase(p) for p in cue.phrases)
     return compiled
 
 

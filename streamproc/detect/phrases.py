@@ -245,20 +245,54 @@ def is_negated(tokens: Sequence[Token], first: int, window: int = NEGATION_WINDO
     return False
 
 
+class PhraseList(tuple):
+    """A rule's compiled phrases, with an index from a transcript word to the phrases that can begin at it.
+
+    A match beginning at token i needs token i to match one of the phrase's leading words (its first
+    required token, or an optional one before that): without the index every phrase was tried at every
+    token (a Python recursion per pair), most of the lexicon's cost per segment and ~3 ms of the semantic
+    layer's p99 on a long final (docs/performance.md#semantic-intents-cost-per-transcript-segment). The
+    index is filled lazily per distinct word, so a rules reload (a new list) starts empty."""
+
+    _CACHE_MAX = 20_000
+
+    def starting_at(self, word: str, fuzzy: bool) -> tuple[Phrase, ...]:
+        """The phrases that may match beginning at a token whose normalised form is ``word``, in list order."""
+        cache = self.__dict__.setdefault("_starts", {})
+        key = (word, fuzzy)
+        found = cache.get(key)
+        if found is None:
+            if len(cache) >= self._CACHE_MAX:
+                cache.clear()
+            found = cache[key] = tuple(p for p in self if _may_begin(p, word, fuzzy))
+        return found
+
+
+def _may_begin(phrase: Phrase, word: str, fuzzy: bool) -> bool:
+    for pattern in phrase.tokens:
+        if any(word_matches(word, alt, pattern.exact, fuzzy) for alt in pattern.alternatives):
+            return True
+        if not pattern.optional:
+            return False
+    return False
+
+
 def find_matches(
     phrases: Iterable[Phrase], tokens: Sequence[Token], *, fuzzy: bool = True, negation: bool = False,
     joined_pieces: int = 1,
 ) -> list[Match]:
-    """Non-overlapping matches of any of ``phrases`` in ``tokens``, left to right (longest at a start).
+    """Non-overlapping matches of any of ``phrases`` in ``tokens``, left to right (longest at a start; the
+    earlier phrase on a tie). Pass a :class:`PhraseList` built once per rule to keep its first-word index.
     ``joined_pieces`` > 1: a one-word phrase also matches up to that many adjacent words of one clause written
     together, exactly ("bull sh it" is "bullshit", "ass hole" is "asshole"): the recogniser splits long words."""
-    phrases = list(phrases)
+    if not isinstance(phrases, PhraseList):
+        phrases = PhraseList(phrases)
     single = [p for p in phrases if len(p.tokens) == 1 and not (p.tokens[0].optional or p.tokens[0].wildcard)] if joined_pieces > 1 else []
     matches: list[Match] = []
     i = 0
     while i < len(tokens):
         best: Match | None = None
-        for phrase in phrases:
+        for phrase in phrases.starting_at(tokens[i].norm, fuzzy):
             last = _match_at(phrase, tokens, i, fuzzy)
             if last is not None and last >= i and (best is None or last > best.last):
                 best = Match(phrase.source, i, last)

@@ -112,3 +112,66 @@ def test_joined_pieces_match_a_one_word_phrase_written_as_several_words():
     assert found("an ass. hole", 2) == []  # not across a clause break
     assert found("an ass holes", 2) == []  # exact: the joined word takes no inflection
     assert found("piss off", 2) == [(0, 1)]  # multi-word phrases match as always
+
+
+def _every_phrase_at_every_token(phrases, tokens, fuzzy):
+    """find_matches before the first-word index: every phrase tried at every token (the reference)."""
+    from streamproc.detect.phrases import Match, _match_at
+
+    found, i = [], 0
+    while i < len(tokens):
+        best = None
+        for phrase in phrases:
+            last = _match_at(phrase, tokens, i, fuzzy)
+            if last is not None and last >= i and (best is None or last > best.last):
+                best = Match(phrase.source, i, last)
+        if best is None:
+            i += 1
+        else:
+            found.append(best)
+            i = best.last + 1
+    return found
+
+
+def _packaged_phrases():
+    from streamproc.detect.phrases import PhraseList
+    from streamproc.rules import load_rules
+
+    detection = load_rules(None).detection
+    lists = [PhraseList(compile_phrase(p) for p in rule.phrases) for rule in detection.phrases if rule.phrases]
+    for window in detection.windows:
+        for cue in (window.cue, window.trigger):
+            if cue is not None and cue.phrases:
+                lists.append(PhraseList(compile_phrase(p) for p in cue.phrases))
+    return lists
+
+
+_PACKAGED = _packaged_phrases()
+_WORDS = sorted({alt for phrases in _PACKAGED for p in phrases for t in p.tokens for alt in t.alternatives})
+# the lexicon's words, inflected and misspelt as a recogniser would (a letter dropped), fillers and negators
+_VOCABULARY = sorted({*_WORDS, *(w + "s" for w in _WORDS), *(w + "ing" for w in _WORDS), *(w[:2] + w[3:] for w in _WORDS if len(w) >= 5),
+                      "um", "so", "really", "not", "dont", "the", "my"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule=st.integers(0, len(_PACKAGED) - 1), words=st.lists(st.sampled_from(_VOCABULARY), min_size=1, max_size=14),
+       fuzzy=st.booleans())
+def test_first_word_index_finds_what_trying_every_phrase_finds(rule, words, fuzzy):
+    """The index only skips phrases that cannot begin at a token: the packaged rules' phrases, over
+    texts of their own words (inflected and misspelt ones too), match exactly as with every phrase tried."""
+    phrases = _PACKAGED[rule]
+    tokens = tokenize(" ".join(words))
+    assert find_matches(phrases, tokens, fuzzy=fuzzy) == _every_phrase_at_every_token(phrases, tokens, fuzzy)
+    assert find_matches(tuple(phrases), tokens, fuzzy=fuzzy) == _every_phrase_at_every_token(phrases, tokens, fuzzy)
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.sampled_from(["my", "your", "manager", "managers", "speak", "to", "the", "supervisor", "dang",
+                                       "it", "cancel", "cancelled", "um", "not"]), min_size=1, max_size=10))
+def test_first_word_index_with_optional_leading_words(words):
+    """None of the packaged phrases begins with an optional word; the index must still let the word after it begin."""
+    from streamproc.detect.phrases import PhraseList
+
+    phrases = PhraseList(compile_phrase(p) for p in ("my|your? manager", "speak? to * supervisor", "=dang? it", "cancel"))
+    tokens = tokenize(" ".join(words))
+    assert find_matches(phrases, tokens) == _every_phrase_at_every_token(phrases, tokens, True)
