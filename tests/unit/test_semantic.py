@@ -160,9 +160,15 @@ def test_packaged_example_vectors_cover_the_packaged_examples_and_are_this_model
     with np.load(_packaged(EXAMPLE_VECTORS)) as data:
         texts = [str(t) for t in data["texts"]]
     assert set(texts) == set(packaged_example_texts()), "rebuild: python -m streamproc.embeddings"
-    sample = texts[:: max(1, len(texts) // 25)]
-    computed = Encoder().encode(sample)
-    assert np.allclose(fresh.encode(sample), computed, atol=1e-4)
+    sample = texts[:: max(1, len(texts) // 100)]
+    packaged, computed = fresh.encode(sample), Encoder().encode(sample)
+    # The int8 products are exact on every CPU, but the float operators between them are vectorised per
+    # CPU: a last-bit difference now and then moves an activation across a rounding step of the next
+    # quantisation, so about one text in a hundred gets a vector off by up to ~0.7 % cosine on another
+    # kind of CPU (AVX2 vs AVX-512 VNNI, measured). A stale file or another model is far off for most texts.
+    cosine = (packaged * computed).sum(axis=1) / np.linalg.norm(packaged, axis=1) / np.linalg.norm(computed, axis=1)
+    same = np.isclose(packaged, computed, atol=1e-4).all(axis=1)
+    assert cosine.min() > 0.98 and same.mean() >= 0.9, (cosine.min(), same.mean())
     # vectors made with another model file are ignored, not used
     other = tmp_path / "other.npz"
     np.savez(other, texts=np.array(["hello"]), vectors=np.zeros((1, DIMENSION), np.float32), model_sha256=np.array("0" * 64))
