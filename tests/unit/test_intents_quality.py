@@ -148,17 +148,24 @@ Sixteen rounds, each written before the tuning it measures and committed on its 
   against 22 (6 of 7, rudeness 34 of 38 too) for the twenty-first tuning's rules. Line 255 is within
   rapidfuzz ratio 87.6 of one of that tuning's hand-written lines (written without sight of it): LEAKED,
   not scored, so 395 lines count. Since the twenty-third tuning all of it is training examples;
-* round 24, tests/data/intents_test24.yaml: THE TEST SPLIT. Written blind by a twenty-first separate
+* round 24, tests/data/intents_test24.yaml: written blind by a twenty-first separate
   session from the definitions alone (0752e26), 396 lines, transcribed (93403bf) while the twenty-third
   tuning (round 23 as examples, hand-written agent blame lines) was validated; frozen (a0180bd), then
   run once: 5 of 7 at the bar, agent rudeness (34 of 39) and churn (35 of 39) below; 20 errors, against
   20 (the same 5 of 7) for the twenty-second tuning's rules. No line within rapidfuzz ratio 80 of a
-  training string of the frozen tuning (max 79.6).
+  training string of the frozen tuning (max 79.6). Since the twenty-fourth tuning all of it is
+  training examples;
+* round 25, tests/data/intents_test25.yaml: THE TEST SPLIT. Written blind by a twenty-second separate
+  session from the definitions alone (0730c21), 396 lines, transcribed (3f34f77) while the twenty-fourth
+  tuning (round 24 as examples, hand-written agent sarcasm and churn-after-a-grievance lines) was built;
+  frozen (d2a466d), then run once: 7 of 7 at the bar; 16 errors, against 20 (6 of 7, churn 35 of 39
+  below) for the twenty-third tuning's rules. No line within rapidfuzz ratio 80 of a training string of
+  the frozen tuning (max 78.6).
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
-round 4's and round 5's training halves and (since the seventh to twenty-third tunings) rounds 6 to 23. The
-sha256s below pin all twenty-four rounds: editing one to make a rule pass fails this test.
+round 4's and round 5's training halves and (since the seventh to twenty-fourth tunings) rounds 6 to 24. The
+sha256s below pin all twenty-five rounds: editing one to make a rule pass fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that miss it on the test
 split's one run are marked xfail(strict=True) with those figures (BELOW_BAR), so the gap stays
@@ -236,9 +243,11 @@ BLIND_ROUNDS: dict[int, Round] = {r.number: r for r in (
     Round(23, "fd82eec7423253708a1f58024e999faaafd0ef856c4966c36b82537466d0dda7", leaked=frozenset({255}),
           note="development data since the twenty-third tuning (all of it training lines); line 255 within ratio 87.6 of a hand-written twenty-second-tuning line"),
     Round(24, "ce773062586a8cb5e292d68b1c341aade5903990a62caf5bd504d42e2cb48167",
+          note="development data since the twenty-fourth tuning (all of it training lines)"),
+    Round(25, "562bc38edf87647a3da224ff4af7372253da76c92d70f372365492318bea9d11",
           note="THE TEST SPLIT: the held-out round the bar is asserted on"),
 )}
-TEST_ROUND = 24
+TEST_ROUND = 25
 TEST_SPLIT = BLIND_ROUNDS[TEST_ROUND].path  # the held-out split the bar is asserted on
 LEAKED = BLIND_ROUNDS[TEST_ROUND].leaked
 DEV_ROUNDS = tuple(r for n, r in BLIND_ROUNDS.items() if n != TEST_ROUND)
@@ -246,9 +255,12 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: test-split figures (precision, recall) of the detectors below the bar on round 24's one run, as the
-#: counts they come from (35 of 39 is 0.897); see docs/detection.md. At the bar there: profanity 1.00/1.00,
-#: abuse 1.00/0.95, manager 0.97/1.00, legal 0.97/0.97, repeat 0.97/0.92. (Round 23's one run, before the
+#: test-split figures (precision, recall) of the detectors below the bar on round 25's one run: none. Every
+#: detector was at the bar there: rudeness 0.97/0.92, profanity 1.00/1.00, abuse 1.00/0.95, manager
+#: 0.93/1.00, churn 0.97/0.95, legal 0.97/1.00, repeat 1.00/0.92; see docs/detection.md. (Round 24's one
+#: run, before the twenty-fourth tuning: rudeness 1.00/0.87 (34 of 39) and churn 0.95/0.897 (35 of 39)
+#: below the bar; at it: profanity 1.00/1.00, abuse 1.00/0.95, manager 0.97/1.00, legal 0.97/0.97, repeat
+#: 0.97/0.92. Round 23's one run, before the
 #: twenty-third tuning: rudeness 1.00/0.895 below the bar; at it: profanity 0.93/0.96, abuse 1.00/0.95,
 #: manager 0.95/0.97, churn 0.95/0.92, legal 0.95/0.97, repeat 0.97/0.95. Round 22's
 #: one run, before the twenty-second tuning: rudeness 0.94/0.85 below the bar; at it: profanity 0.93/1.00,
@@ -271,10 +283,7 @@ DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-req
 #: 1.00/0.897, churn 1.00/0.897, legal 1.00/0.87, repeat 0.94/0.87. Round 7's, before the eighth: rudeness
 #: 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00. Round 6's, before the seventh: rudeness 0.93/0.71, abuse
 #: 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
-BELOW_BAR: dict[str, tuple[float, float]] = {
-    "agent-rudeness": (34 / 34, 34 / 39),
-    "churn-intent": (35 / 37, 35 / 39),
-}
+BELOW_BAR: dict[str, tuple[float, float]] = {}
 
 
 def evaluate(path: Path = TEST_SPLIT, rules=None, exclude: frozenset[int] | None = None) -> tuple[dict[str, Counter], list[str]]:
