@@ -23,6 +23,12 @@ from streamproc.config import Settings
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
+# A suite started as a background job of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and
+# every process it starts would too: the Ctrl-C tests would then wait for exits that never come. A
+# handled signal is reset to the default at exec, so the children get a working Ctrl-C again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 # ----------------------------------------------------------------------------- brokers
 # Every test that uses `broker` runs on the embedded Tansu broker ([tansu]). Tests marked
