@@ -1,6 +1,6 @@
 """Precision and recall of every phrase detector on the FROZEN test split.
 
-Sixteen rounds, each written before the tuning it measures and committed on its own:
+Twenty-five rounds, each written before the tuning it measures and committed on its own:
 
 * round 1, tests/data/intents_test.yaml: first run after the first tuning; its misses were
   then used to grow the examples, so from then on it is development data (reported, not
