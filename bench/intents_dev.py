@@ -8,7 +8,7 @@
     .venv/bin/python -m bench.intents_dev --round5               # round 5's held-out half (the
                                                      # sixth tuning's split, LEAKED lines left out)
     .venv/bin/python -m bench.intents_dev --loro [--rules FILE] [--set NAME=VALUE ...]
-        # the seventh to twenty-fifth tunings' measure: leave one round out over the development rounds from 4, now 4-25 (4-8 until the tenth, 4-9 until the eleventh, 4-10 until the twelfth, 4-11 until the thirteenth, 4-12 before the fourteenth, 4-13 before the fifteenth, 4-14 before the sixteenth, 4-15 before the seventeenth, 4-16 before the eighteenth, 4-17 before the nineteenth, 4-18 before the twentieth, 4-20 before the twenty-first, 4-21 before the twenty-second, 4-22 before the twenty-third, 4-23 before the twenty-fourth, 4-24 before round 25's run; train without
+        # the seventh to twenty-fifth tunings' measure: leave one round out over the development rounds from 4, now 4-26 (4-8 until the tenth, 4-9 until the eleventh, 4-10 until the twelfth, 4-11 until the thirteenth, 4-12 before the fourteenth, 4-13 before the fifteenth, 4-14 before the sixteenth, 4-15 before the seventeenth, 4-16 before the eighteenth, 4-17 before the nineteenth, 4-18 before the twentieth, 4-20 before the twenty-first, 4-21 before the twenty-second, 4-22 before the twenty-third, 4-23 before the twenty-fourth, 4-24 before round 25's run, 4-25 before round 27's; train without
         # round k's lines, their ASR transcripts and near copies of either; score round k but its
         # LEAKED lines), per round and pooled; --set overrides a detection.semantic option (e.g.
         # --set sparse_weight=0) or, as RULE.threshold=VALUE, one rule's threshold; --rules: another
