@@ -91,6 +91,16 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "verdomme the login timed out",
     "puta madre what a queue",
     "puta ng ina the system crashed",
+    # twenty-fifth tuning: Nordic, Finnish, Icelandic, Romanian, Hungarian, Balkan, Indonesian and East Asian swears
+    "helvete, the booking screen is blank",
+    "perkele this laptop",
+    "the fjandinn card reader won't connect",
+    "la naiba, the form reset itself",
+    "bazmeg the queue is huge",
+    "jebiga the headset died on me",
+    "bangsat the app froze again",
+    "cao ni ma this keyboard",
+    "dracului printer",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -140,6 +150,15 @@ def test_mild_swears_fire(engine, text):
     # twenty-first tuning's Afrikaans words: exactly, whole words only
     "the kakadu tour is booked for june",
     "the kaka parrot exhibit is closed",
+    # twenty-fifth tuning's words: left out where they are also names, places or ordinary words
+    "satans little helper is a christmas film",
+    "the paska bread order is for easter saturday",
+    "randi from accounts will call you back",
+    "the mavi jeans are in the sale",
+    "the ferry to diu leaves at nine",
+    "the catering order for friday is confirmed",
+    "the du maurier novel has shipped",
+    "kapil sibal gave the talk",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)
