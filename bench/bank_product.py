@@ -115,10 +115,9 @@ def _quantize(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def products(count: int) -> dict:
     import onnxruntime as ort
 
-    from streamproc.embeddings import EXAMPLE_VECTORS
-    from importlib import resources
+    from streamproc.embeddings import default_example_vectors_path
 
-    with np.load(str(resources.files("streamproc.data").joinpath(EXAMPLE_VECTORS))) as packaged:
+    with np.load(default_example_vectors_path()) as packaged:
         bank = np.ascontiguousarray(packaged["vectors"], dtype=np.float32)
     rng = np.random.default_rng(0)
     queries = bank[rng.choice(len(bank), count)] + rng.normal(0, 0.05, (count, bank.shape[1])).astype(np.float32)

@@ -1,6 +1,6 @@
 """Detection quality through real English speech: flite → 8 kHz μ-law → the worker's engine → detectors.
 
-    .venv/bin/python -m bench.through_asr [--split test|test2|…|test25|dev] [--limit N] [--reuse]
+    .venv/bin/python -m bench.through_asr [--split test|test2|…|dev] [--limit N] [--reuse]
 
 Each labelled utterance of the split is spoken by flite (voices slt, kal16, awb, rms in
 turn) and converted by sox to an 8 kHz μ-law WAV (telephone audio). That WAV goes through the

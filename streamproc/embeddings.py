@@ -79,6 +79,11 @@ def default_vocab_path() -> Path:
     return Path(str(resources.files("streamproc.data").joinpath("minilm/vocab.txt")))
 
 
+def default_example_vectors_path() -> Path:
+    """The packaged ``EXAMPLE_VECTORS`` file."""
+    return Path(str(resources.files("streamproc.data").joinpath(EXAMPLE_VECTORS)))
+
+
 def verify(path: Path, expected: str, what: str) -> None:
     if not path.is_file():
         raise EmbeddingModelError(f"{what} not found at {path}")
@@ -240,7 +245,7 @@ class Encoder:
     def preload(self, path: Path | str | None = None) -> int:
         """Take precomputed example vectors (``EXAMPLE_VECTORS``) when they were made with this model
         file; returns how many. A file for another model is ignored (the examples are embedded)."""
-        path = Path(path) if path is not None else Path(str(resources.files("streamproc.data").joinpath(EXAMPLE_VECTORS)))
+        path = Path(path) if path is not None else default_example_vectors_path()
         if not path.is_file():
             return 0
         with np.load(path, allow_pickle=False) as data:
@@ -288,7 +293,7 @@ def packaged_example_texts() -> list[str]:
 
 def build_example_vectors(path: Path | None = None) -> Path:
     """Write ``EXAMPLE_VECTORS`` for the packaged rules (run after editing their examples)."""
-    path = path or Path(str(resources.files("streamproc.data").joinpath(EXAMPLE_VECTORS)))
+    path = path or default_example_vectors_path()
     encoder = Encoder()
     texts = packaged_example_texts()
     vectors = encoder.encode(texts)
