@@ -101,6 +101,15 @@ def _fired(engine, text: str, speaker: str = "agent") -> bool:
     "bangsat the app froze again",
     "cao ni ma this keyboard",
     "dracului printer",
+    # twenty-sixth tuning: Estonian, Bulgarian, Thai, Haitian Creole, Basque, Persian, Swahili and "sod" as an insult
+    "kuradi printer, sorry",
+    "mamka ti, the portal logged me out",
+    "ai kwai, the screen froze",
+    "tonnè kraze, the card reader again",
+    "kaka zaharra this app",
+    "koskesh keyboard",
+    "msenge scanner won't read it",
+    "sit down you silly sod",
 ])
 def test_mild_swears_fire(engine, text):
     assert _fired(engine, text)
@@ -159,6 +168,13 @@ def test_mild_swears_fire(engine, text):
     "the catering order for friday is confirmed",
     "the du maurier novel has shipped",
     "kapil sibal gave the talk",
+    # twenty-sixth tuning's words: only their set phrases
+    "the kaka parrot exhibit reopens in spring",
+    "the turf is laid, the sod needs watering",
+    "sod's law, the part arrived the day after",
+    "the ai assistant can book it for you",
+    "the tonne of gravel arrives friday",
+    "the wai river tour is sold out",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)
