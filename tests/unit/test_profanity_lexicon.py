@@ -171,10 +171,10 @@ def test_mild_swears_fire(engine, text):
     # twenty-sixth tuning's words: only their set phrases
     "the kaka parrot exhibit reopens in spring",
     "the turf is laid, the sod needs watering",
-    "sod's law, the part arrived the day after",
+    "the lazy susan and the silly putty are both in the order",
     "the ai assistant can book it for you",
     "the tonne of gravel arrives friday",
-    "the wai river tour is sold out",
+    "the bridge on the river kwai is on tonight",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)
