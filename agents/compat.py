@@ -91,13 +91,37 @@ refuses to start on a faust-streaming or aiokafka version they were not tested w
    (``metadata_max_age_ms``, 5 minutes; measured on Apache Kafka: no new call processed for 60 s):
    while a subscribed topic has no assigned partition, the same timer lists the cluster's topics
    and refreshes the consumer's metadata once it exists again, so the group rebalances with it.
+
+7. A table recovery that stalls is restarted, with a diagnosis (``restart_stalled_recovery``).
+
+   Seen once in CI (Apache Kafka, tests/integration/test_faults.py rebalance test; the first failure
+   in the 11 CI runs on record): after the first of two workers left, the second worker's recovery
+   received no changelog record for 55 s, so it never finished and the worker processed nothing
+   more (104 of 210 alerts never came). Not reproduced here in 8 runs of that test (6 idle, 2 with
+   both CPUs saturated) nor in a run of all 35 ``[kafka]`` integration tests; the log kept only
+   Faust's "No event received for active tp" warnings, not where recovery was waiting. Faust 0.15.3
+   restarts a recovery only when a new rebalance starts. :class:`Recovery` watches its own progress
+   from the moment a rebalance asks it to start until the worker is ready: when neither a recovery
+   step nor a changelog record has come for ``RECOVERY_STALL_S`` (doubling after each restart),
+   it logs where the recovery, fetcher and consumer-thread tasks
+   are waiting and the consumer's flow state, counts ``streamproc_recovery_restarts_total``, stops
+   the consumer flow (Faust's drain loop gives up a record it is blocked handing over), resets the
+   fetcher service if its task has ended (``maybe_start`` would not restart it) and signals a
+   recovery start, which Faust's own loop handles as it does a rebalance during recovery: flush,
+   end offsets, seek, resume the flow, start the fetcher. Safe for the streams: during recovery
+   their partitions are paused, and at its end they are seeked to their committed offsets before
+   anything is delivered. A call wedged inside the consumer thread is not undone by this; the
+   diagnosis names it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from time import monotonic
+from typing import Any, Iterable, Mapping
 
 import aiokafka
 import faust
@@ -122,6 +146,10 @@ TESTED_VERSIONS: dict[str, tuple[str, ...]] = {
 }
 #: Fix 6: how often a running consumer compares what it has read with the last fetch's high watermarks.
 LOST_OFFSETS_CHECK_INTERVAL_S = 5.0
+#: Fix 7: a recovery that has received no changelog record for this long is restarted (doubled after each restart).
+RECOVERY_STALL_S = 20.0
+#: Fix 7: how often recovery checks its own progress.
+RECOVERY_WATCH_INTERVAL_S = 5.0
 #: Setting (environment variable) that lets a worker start on an untested version anyway.
 OVERRIDE_ENV = "STREAMPROC_ALLOW_UNTESTED_FAUST"
 
@@ -161,6 +189,7 @@ class DriverFixes:
     flush_before_transaction_commit: bool = True
     transactional_outputs: bool = True
     lost_offsets: bool = True
+    restart_stalled_recovery: bool = True
 
 
 def _fixes(app: Any) -> DriverFixes:
@@ -311,8 +340,100 @@ class Consumer(faust_aiokafka.Consumer):
         self._refreshed_for |= back
 
 
+def _await_chain(task: asyncio.Task) -> list[str]:
+    """Where a task is suspended, outermost coroutine first (Task.get_stack gives only the outermost frame)."""
+    frames: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            frames.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return frames
+
+
+def waiting_tasks(tasks: Iterable[asyncio.Task], markers: tuple[str, ...], depth: int = 5) -> list[str]:
+    """The innermost ``depth`` frames of each task whose await chain passes through a file or function in ``markers``."""
+    found = []
+    for task in list(tasks):
+        chain = _await_chain(task)
+        if any(marker in frame for frame in chain for marker in markers):
+            found.append(" > ".join(chain[-depth:]))
+    return sorted(found)
+
+
 class Recovery(faust.tables.recovery.Recovery):
-    """Faust's table recovery with fix 6 for changelog partitions."""
+    """Faust's table recovery with fixes 6 and 7 for changelog partitions."""
+
+    #: Fix 7: when this rebalance's recovery was signalled or last restarted (None: no rebalance in progress).
+    _watch_since: float | None = None
+    #: Fix 7: restarts of this rebalance's recovery, and which rebalance (the app's count) that is.
+    _stall_restarts: int = 0
+    _watched_rebalance: int = 0
+
+    async def on_rebalance(self, *args: Any, **kwargs: Any) -> None:
+        await super().on_rebalance(*args, **kwargs)
+        self._watch_since, self._stall_restarts = monotonic(), 0
+        self._watched_rebalance = getattr(self.app, "rebalancing_count", 0)
+
+    @Service.timer(RECOVERY_WATCH_INTERVAL_S)
+    async def _watch_stalled_recovery(self) -> None:
+        # Faust's in_recovery is no guide: its changelog reader declares recovery over whenever the end offsets
+        # it knows of are reached, including while recovery is still asking for them. A rebalance lasts until
+        # "Worker ready" (app.rebalancing).
+        if not self.app.rebalancing or not _fixes(self.app).restart_stalled_recovery:
+            self._watch_since = None
+            return
+        if self._watch_since is None or self._watched_rebalance != getattr(self.app, "rebalancing_count", 0):
+            return  # a new rebalance whose partitions are not assigned yet (agents may still be finishing work)
+        received = [*self._active_events_received_at.values(), *self._standby_events_received_at.values()]
+        last_progress = max([self._watch_since, self._recovery_started_at or 0.0, *received])
+        stalled_s = monotonic() - last_progress
+        if stalled_s < RECOVERY_STALL_S * 2**self._stall_restarts:
+            return
+        self._stall_restarts += 1
+        metrics.RECOVERY_RESTARTS.inc()
+        log.warning(
+            "table recovery stalled: no progress for %.0f s (%d changelog records still to read); restarting it "
+            "(restart %d of this rebalance). %s",
+            stalled_s, self.active_remaining_total(), self._stall_restarts, self.stall_diagnosis(),
+        )
+        app: Any = self.app
+        # A fetcher blocked handing a record over gives up when the flow stops (Faust's drain loop waits on
+        # the delivery or suspend_flow); the restarted recovery resumes the flow.
+        app.consumer.stop_flow()
+        if app._fetcher.state == "running" and not app._fetcher._futures:
+            # Its task has ended but the service still counts as started: maybe_start() would not restart it.
+            await app._fetcher.stop()
+            app._fetcher.service_reset()
+        self._watch_since = monotonic()
+        self.signal_recovery_start.set()
+
+    def stall_diagnosis(self) -> str:
+        """What the recovery, the fetcher and the consumer thread are waiting on, and the consumer's flow state."""
+        app: Any = self.app
+        consumer: Any = app.consumer
+        remaining = sorted(f"{tp.topic}[{tp.partition}]+{n}" for tp, n in self.active_remaining().items() if n > 0)
+        active = consumer._active_partitions or set()
+        parts = [
+            f"remaining: {', '.join(remaining) or 'none'}",
+            f"flow_active={consumer.flow_active} flow_control_active={app.flow_control.is_active()} "
+            f"fetcher={app._fetcher.state} with {len(app._fetcher._futures)} task(s) running",
+            f"changelog partitions fetched/paused/buffered: {sum(tp in active for tp in self.active_tps)}/"
+            f"{len(self.active_tps & consumer._paused_partitions)}/{len(self.active_tps & consumer._buffered_partitions)} "
+            f"of {len(self.active_tps)}",
+            f"changelog queue: {self.tables.changelog_queue.qsize()}",
+            "waiting: " + " | ".join(waiting_tasks(asyncio.all_tasks(), ("recovery.py", "conductor.py", "consumer.py", "compat.py"))),
+        ]
+        thread = getattr(consumer, "_thread", None)
+        thread_loop = getattr(thread, "thread_loop", None)
+        if thread_loop is not None:
+            try:  # another thread's loop: its task set can change while read; this is a diagnosis only
+                in_thread = waiting_tasks(asyncio.all_tasks(thread_loop), ("aiokafka", "compat.py", "kafka_admin.py", "threads.py"))
+            except RuntimeError as exc:
+                in_thread = [f"unreadable ({exc})"]
+            parts.append("consumer thread: " + " | ".join(in_thread))
+        return "; ".join(parts)
 
     async def _build_offsets(self, consumer, tps, destination, title: str) -> None:
         await super()._build_offsets(consumer, tps, destination, title)

@@ -199,6 +199,11 @@ OFFSETS_RESET = Counter(
     "empty restart, recreated topic, unclean leader election), re-read from what is left.",
     ["topic_kind", "reason"],  # topic_kind: input | changelog; reason: beyond_end | before_start
 )
+RECOVERY_RESTARTS = Counter(
+    "streamproc_recovery_restarts_total",
+    "Table recoveries restarted because no changelog record arrived for the stall limit (agents/compat.py fix 7); "
+    "the worker logs a 'table recovery stalled' warning with what each recovery step was waiting on.",
+)
 DETECTION_STATE_ADOPTED = Counter(
     "streamproc_detection_state_adopted_total",
     "Calls whose detection state this worker took over from the detection-state table (after a crash or rebalance).",

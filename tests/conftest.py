@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,6 +155,18 @@ class WorkerProcess:
     def log_tail(self, chars: int = 6000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def distinct_warnings(self, limit: int = 40, chars: int = 1500) -> str:
+        """Each WARNING/ERROR message of the log once (the first time, with a count): where a tail may show
+        only the last repeated warning, this shows what went wrong first."""
+        counts: dict[str, int] = {}
+        first: dict[str, str] = {}
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if "] [WARNING] " in line or "] [ERROR] " in line:
+                message = re.sub(r"\d+(\.\d+)?", "N", line.split("] ", 3)[-1])
+                counts[message] = counts.get(message, 0) + 1
+                first.setdefault(message, line[:chars])
+        return "\n".join(f"{counts[m]}x {first[m]}" for m in list(first)[:limit])
+
     def logged_at(self, message: str) -> float | None:
         """Wall time of the last log line of the current start that contains ``message``."""
         current = self.log_path.read_text(errors="replace").rsplit(f"===== start #{self.starts} =====", 1)[-1]
@@ -243,6 +256,7 @@ def worker_factory(broker, tmp_path, request) -> Iterator[Callable[..., WorkerPr
     call_report = request.node.stash.get(_PHASE_REPORTS, {}).get("call")
     if call_report is not None and call_report.failed:  # the CI log is all there is to go on
         for worker in workers:
+            print(f"\n----- {worker.log_path.name}: warnings and errors, once each -----\n{worker.distinct_warnings()}")
             print(f"\n----- {worker.log_path.name} (last 5000 characters) -----\n{worker.log_tail(5000)}")
 
 
