@@ -175,6 +175,8 @@ def test_mild_swears_fire(engine, text):
     "the ai assistant can book it for you",
     "the tonne of gravel arrives friday",
     "the bridge on the river kwai is on tonight",
+    # twenty-seventh tuning: "sod" after "you" is a verb as often as an insult
+    "did you sod the lawn yourself or was it the landscaper",
 ])
 def test_look_alikes_do_not_fire(engine, text):
     assert not _fired(engine, text)
