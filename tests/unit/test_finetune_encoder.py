@@ -61,6 +61,6 @@ def test_leave_one_round_out_folds_are_every_development_round_from_4():
     from bench.intents_dev import LORO_ROUNDS, _span
 
     held = [path.name for path, _, _ in LORO_ROUNDS]
-    assert held == [f"intents_test{n}.yaml" for n in range(4, 31)] and _span() == "4-30"
+    assert held == [f"intents_test{n}.yaml" for n in range(4, 32)] and _span() == "4-31"
     # each fold also drops the round's transcripts, which must exist (a missing file would leave them in the examples)
     assert all(asr.is_file() and asr.name == path.name.replace(".yaml", "_asr.yaml") for path, asr, _ in LORO_ROUNDS)

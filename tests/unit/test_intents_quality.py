@@ -1,6 +1,6 @@
 """Precision and recall of every phrase detector on the FROZEN test split.
 
-Thirty-one rounds, each written before the tuning it measures and committed on its own:
+Thirty-two rounds, each written before the tuning it measures and committed on its own:
 
 * round 1, tests/data/intents_test.yaml: first run after the first tuning; its misses were
   then used to grow the examples, so from then on it is development data (reported, not
@@ -192,16 +192,23 @@ Thirty-one rounds, each written before the tuning it measures and committed on i
   rounds 28-29 before round 30 was opened); then run once: 7 of 7 at the bar; 8 errors, against 9 (also
   7 of 7) for the twenty-fourth tuning's rules. No line within rapidfuzz ratio 80 of a training string
   (max 79.6). Development data since round 31's run;
-* round 31, tests/data/intents_test31.yaml: THE TEST SPLIT. Written blind by a twenty-eighth separate
+* round 31, tests/data/intents_test31.yaml: written blind by a twenty-eighth separate
   session from the definitions alone (3ebf835), 396 lines, transcribed (7b787c5) while the twenty-sixth
   tuning (rounds 28-29 as examples, more languages' swears) was built; frozen (ec5fb51), then run once:
   6 of 7 at the bar, agent rudeness (35 of 39) below; 22 errors, against 20 (7 of 7) for the twenty-fifth
   tuning's rules. No line within rapidfuzz ratio 80 of a training string of the frozen tuning (max 79.8).
+  Development data since round 32's run (a leave-one-round-out fold; not yet examples);
+* round 32, tests/data/intents_test32.yaml: THE TEST SPLIT. Written blind by a twenty-ninth separate
+  session from the definitions alone (9ae2274), 396 lines, transcribed (eac8b22) while the twenty-seventh
+  tuning ("sod" no longer after "you"; round 30 as examples measured and not adopted: over the latency
+  budget) was built; frozen (25d8424), then run once: 5 of 7 at the bar, agent profanity (24 of 27) and
+  churn (34 of 39) below; 32 errors, the same 32 for the twenty-sixth tuning's rules (no line has "you sod").
+  No line within rapidfuzz ratio 80 of a training string of the frozen tuning (max 79.2).
 
 The semantic heads are trained on the rules file's like/not_like/neutral examples, which include
 the lines of tests/data/labelled_utterances.yaml, tests/data/intents_dev.yaml, rounds 1-3 and
 round 4's and round 5's training halves and (since the seventh to twenty-sixth tunings) rounds 6 to 29. The
-sha256s below pin all thirty-one rounds: editing one to make a rule pass fails this test.
+sha256s below pin all thirty-two rounds: editing one to make a rule pass fails this test.
 
 The bar is precision >= 0.9 and recall >= 0.9 per detector. Detectors that miss it on the test
 split's one run are marked xfail(strict=True) with those figures (BELOW_BAR), so the gap stays
@@ -293,9 +300,11 @@ BLIND_ROUNDS: dict[int, Round] = {r.number: r for r in (
     Round(30, "d45464274f4e3c185087a9d99d143456fb711c2e1cef254ad63b7b3817c08623",
           note="development data since round 31's run"),
     Round(31, "8613c109612cfae930b9fa5d8e0b6352a92ea7fe6e094f296d17122214728742",
+          note="development data since round 32's run"),
+    Round(32, "04c428f9d645596a0cbe39a5333b6456fa9fef54a8c38bf97fe8f53dfb3638a1",
           note="THE TEST SPLIT: the held-out round the bar is asserted on"),
 )}
-TEST_ROUND = 31
+TEST_ROUND = 32
 TEST_SPLIT = BLIND_ROUNDS[TEST_ROUND].path  # the held-out split the bar is asserted on
 LEAKED = BLIND_ROUNDS[TEST_ROUND].leaked
 DEV_ROUNDS = tuple(r for n, r in BLIND_ROUNDS.items() if n != TEST_ROUND)
@@ -303,9 +312,11 @@ MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
 MIN_POSITIVES = 5  # per detector in the test split; fewer and one line moves recall by > 0.2
 DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-request", "churn-intent", "legal-threat", "repeat-contact")
-#: test-split figures (precision, recall) of the detectors below the bar on round 31's one run (the twenty-sixth
-#: tuning): rudeness 0.97/0.897 (35 of 39). At it: profanity 0.93/0.96, abuse 0.95/0.97, manager 0.93/1.00, churn
-#: 1.00/0.92, legal 0.975/1.00, repeat 0.93/0.97; see docs/detection.md. (Round 30's one run, the twenty-fifth
+#: test-split figures (precision, recall) of the detectors below the bar on round 32's one run (the twenty-seventh
+#: tuning): profanity 0.96/0.889 (24 of 27) and churn 0.97/0.872 (34 of 39). At it: rudeness 0.92/0.92, abuse
+#: 1.00/0.95, manager 0.907/1.00 (4 false alerts), legal 0.93/0.97, repeat 0.90/0.95; see docs/detection.md.
+#: (Round 31's one run, the twenty-sixth tuning: rudeness 0.97/0.897 (35 of 39) below the bar; at it: profanity
+#: 0.93/0.96, abuse 0.95/0.97, manager 0.93/1.00, churn 1.00/0.92, legal 0.975/1.00, repeat 0.93/0.97. Round 30's one run, the twenty-fifth
 #: tuning: every detector at the bar: rudeness 0.97/0.97, profanity 1.00/0.96, abuse 1.00/1.00, manager
 #: 0.907/1.00 (4 false alerts), churn 0.97/1.00, legal 1.00/1.00, repeat 1.00/1.00. Round 29's one run, the same
 #: twenty-fifth tuning: profanity 1.00/0.89 (24 of 27) and churn 1.00/0.87 (34 of 39) below the bar; at it:
@@ -343,7 +354,7 @@ DETECTORS = ("agent-rudeness", "agent-profanity", "customer-abuse", "manager-req
 #: 1.00/0.897, churn 1.00/0.897, legal 1.00/0.87, repeat 0.94/0.87. Round 7's, before the eighth: rudeness
 #: 0.97/0.72, legal 0.94/0.89, repeat 0.86/1.00. Round 6's, before the seventh: rudeness 0.93/0.71, abuse
 #: 1.00/0.87, manager 1.00/0.89, churn 0.85/0.89, legal 0.84/0.84, repeat 0.85/0.74.)
-BELOW_BAR: dict[str, tuple[float, float]] = {"agent-rudeness": (0.972, 0.897)}
+BELOW_BAR: dict[str, tuple[float, float]] = {"agent-profanity": (0.960, 0.889), "churn-intent": (0.971, 0.872)}
 
 
 def evaluate(path: Path = TEST_SPLIT, rules=None, exclude: frozenset[int] | None = None) -> tuple[dict[str, Counter], list[str]]:
