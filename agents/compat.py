@@ -146,7 +146,8 @@ TESTED_VERSIONS: dict[str, tuple[str, ...]] = {
 }
 #: Fix 6: how often a running consumer compares what it has read with the last fetch's high watermarks.
 LOST_OFFSETS_CHECK_INTERVAL_S = 5.0
-#: Fix 7: a recovery that has received no changelog record for this long is restarted (doubled after each restart).
+#: Fix 7: a rebalance whose recovery has neither (re)started nor received a changelog record for this long has it
+#: restarted (the limit doubles after each restart).
 RECOVERY_STALL_S = 20.0
 #: Fix 7: how often recovery checks its own progress.
 RECOVERY_WATCH_INTERVAL_S = 5.0
