@@ -132,6 +132,7 @@ from faust.streams import current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import Service
+from mode.utils.tracebacks import Traceback
 
 from streamproc import metrics
 from streamproc.kafka_admin import true_end_offsets
@@ -342,14 +343,16 @@ class Consumer(faust_aiokafka.Consumer):
 
 
 def _await_chain(task: asyncio.Task) -> list[str]:
-    """Where a task is suspended, outermost coroutine first (Task.get_stack gives only the outermost frame)."""
-    frames: list[str] = []
-    awaited: Any = task.get_coro()
-    while awaited is not None:
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is not None:
-            frames.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    """Where a task is suspended, outermost coroutine first: mode's task traceback (Task.get_stack gives only the
+    outermost frame), one ``file:line function`` per frame."""
+    try:
+        tb: Any = Traceback.from_task(task)
+    except (AttributeError, RuntimeError):  # a task that ended meanwhile, or an awaitable mode does not know
+        return []
+    frames = []
+    while tb is not None:
+        frames.append(f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno} {tb.tb_frame.f_code.co_name}")
+        tb = tb.tb_next
     return frames
 
 
@@ -375,7 +378,7 @@ class Recovery(faust.tables.recovery.Recovery):
     async def on_rebalance(self, *args: Any, **kwargs: Any) -> None:
         await super().on_rebalance(*args, **kwargs)
         self._watch_since, self._stall_restarts = monotonic(), 0
-        self._watched_rebalance = getattr(self.app, "rebalancing_count", 0)
+        self._watched_rebalance = self.app.rebalancing_count
 
     @Service.timer(RECOVERY_WATCH_INTERVAL_S)
     async def _watch_stalled_recovery(self) -> None:
@@ -385,7 +388,7 @@ class Recovery(faust.tables.recovery.Recovery):
         if not self.app.rebalancing or not _fixes(self.app).restart_stalled_recovery:
             self._watch_since = None
             return
-        if self._watch_since is None or self._watched_rebalance != getattr(self.app, "rebalancing_count", 0):
+        if self._watch_since is None or self._watched_rebalance != self.app.rebalancing_count:
             return  # a new rebalance whose partitions are not assigned yet (agents may still be finishing work)
         received = [*self._active_events_received_at.values(), *self._standby_events_received_at.values()]
         last_progress = max([self._watch_since, self._recovery_started_at or 0.0, *received])
@@ -405,8 +408,7 @@ class Recovery(faust.tables.recovery.Recovery):
         app.consumer.stop_flow()
         if app._fetcher.state == "running" and not app._fetcher._futures:
             # Its task has ended but the service still counts as started: maybe_start() would not restart it.
-            await app._fetcher.stop()
-            app._fetcher.service_reset()
+            await app._stop_fetcher()  # Faust's own stop-and-reset, so that recovery can start it again
         self._watch_since = monotonic()
         self.signal_recovery_start.set()
 

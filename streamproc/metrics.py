@@ -201,7 +201,8 @@ OFFSETS_RESET = Counter(
 )
 RECOVERY_RESTARTS = Counter(
     "streamproc_recovery_restarts_total",
-    "Table recoveries restarted because no changelog record arrived for the stall limit (agents/compat.py fix 7); "
+    "Table recoveries restarted because neither a recovery (re)start nor a changelog record came within the stall "
+    "limit during a rebalance (agents/compat.py fix 7); "
     "the worker logs a 'table recovery stalled' warning with what each recovery step was waiting on.",
 )
 DETECTION_STATE_ADOPTED = Counter(

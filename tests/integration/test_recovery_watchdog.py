@@ -2,8 +2,9 @@
 
 The stall is injected from outside the product: the restarted worker runs with a sitecustomize.py on
 its PYTHONPATH that imports stalled_recovery.py, which makes the first call of Faust's
-Recovery._build_highwaters wait for ever, as an end-offset request that never comes back would. Faust 0.15.3 alone would wait out its own step
-timeout (broker_request_timeout, 90 s) and then go on without the end offsets it asked for.
+Recovery._build_highwaters wait for ever, as an end-offset request that never comes back would.
+Faust 0.15.3 alone would wait out its own step timeout (broker_request_timeout, 90 s) and then go on
+without the end offsets it asked for.
 """
 
 from __future__ import annotations
